@@ -1,0 +1,42 @@
+"""PPO on BabyAI-GoToObj: 16 tasks in 2 worker processes, 50,000 steps (a few minutes on 2 CPUs)."""
+
+from torch import optim
+from torch.optim.lr_scheduler import LambdaLR
+
+from stagerl import PPO, Builder, LinearDecay, PipelineStage, PPOConfig, TrainingPipeline
+from stagerl.plugins.minigrid import (
+    EgocentricMiniGridSensor,
+    MiniGridExperimentConfig,
+    MissionTokenSensor,
+)
+
+
+class BabyAIGoToObjPPO(MiniGridExperimentConfig):
+    ENV_ID = "BabyAI-GoToObj-v0"
+    SENSORS = [EgocentricMiniGridSensor(), MissionTokenSensor(max_len=8)]
+    NUM_WORKERS = 2
+    TASKS_PER_WORKER = 8
+
+    @classmethod
+    def tag(cls) -> str:
+        return "BabyAIGoToObjPPO"
+
+    @classmethod
+    def training_pipeline(cls, **kwargs):
+        ppo_steps = 50_000
+        return TrainingPipeline(
+            save_interval=10_000,
+            metric_accumulate_interval=5_000,
+            optimizer_builder=Builder(optim.Adam, dict(lr=1e-3)),
+            num_mini_batch=2,
+            update_repeats=4,
+            max_grad_norm=0.5,
+            num_steps=32,
+            named_losses={"ppo_loss": PPO(clip_decay=LinearDecay(ppo_steps), **PPOConfig)},
+            gamma=0.99,
+            use_gae=True,
+            gae_lambda=0.99,
+            advance_scene_rollout_period=None,
+            pipeline_stages=[PipelineStage(loss_names=["ppo_loss"], max_stage_steps=ppo_steps)],
+            lr_scheduler_builder=Builder(LambdaLR, {"lr_lambda": LinearDecay(steps=ppo_steps)}),
+        )

@@ -1,0 +1,141 @@
+"""`stagerl train|eval`: the command line. Heavy imports happen inside the commands, so that
+`--help` is instant and spawned workers (which re-import the main module) stay torch-free."""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from stagerl.errors import StagerlError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stagerl", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train an experiment")
+    train.add_argument("config", type=Path, help="experiment file (one ExperimentConfig)")
+    train.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("runs"),
+        help="runs go to OUTPUT/<tag>/<timestamp>/ (default: runs)",
+    )
+    train.add_argument("-s", "--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument(
+        "--resume",
+        metavar="latest|PATH",
+        help="continue the newest run of this tag, or a run dir / checkpoint",
+    )
+    train.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=5,
+        metavar="K",
+        help="keep the newest K checkpoints (default: 5)",
+    )
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the test tasks")
+    evaluate.add_argument("config", type=Path, help="experiment file")
+    evaluate.add_argument("-c", "--checkpoint", type=Path, required=True)
+    evaluate.add_argument("--episodes", type=int, default=100, help="test episodes (default: 100)")
+    evaluate.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="take the most likely action instead of sampling",
+    )
+    evaluate.add_argument(
+        "--output-json",
+        type=Path,
+        help="where to write the results (default: next to the checkpoint)",
+    )
+    return parser
+
+
+def _make_run_dir(output: Path, tag: str) -> Path:
+    from stagerl.engine.trainer import timestamp
+
+    run_dir = output / tag / timestamp()
+    suffix = 1
+    while run_dir.exists():
+        run_dir = output / tag / f"{timestamp()}_{suffix}"
+        suffix += 1
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as error:
+        raise StagerlError(
+            f"output directory {output}: cannot create a run there ({error})"
+        ) from None
+    return run_dir
+
+
+def _resolve_resume(args: argparse.Namespace, tag: str) -> tuple[Path, dict]:
+    from stagerl.engine.checkpoint import find_latest_run, load_checkpoint, load_latest
+
+    warn = lambda message: print(f"stagerl: {message}", file=sys.stderr)  # noqa: E731
+    if args.resume == "latest":
+        return load_latest(find_latest_run(args.output, tag), warn)
+    target = Path(args.resume)
+    if target.is_dir():
+        return load_latest(target, warn)
+    return target, load_checkpoint(target)
+
+
+def train(args: argparse.Namespace) -> int:
+    from stagerl.engine.trainer import Trainer
+    from stagerl.experiment import load_experiment
+
+    experiment = load_experiment(args.config)
+    tag = experiment.config.tag()
+    resume = None
+    if args.resume:
+        checkpoint, resume = _resolve_resume(args, tag)
+        run_dir = checkpoint.parent.parent
+        print(f"stagerl: resuming {run_dir} from {checkpoint.name}", file=sys.stderr)
+    else:
+        run_dir = _make_run_dir(args.output, tag)
+    trainer = Trainer(
+        experiment,
+        run_dir=run_dir,
+        seed=args.seed,
+        resume=resume,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    if not resume:
+        shutil.copy(experiment.path, run_dir / "config.py")
+    print(f"stagerl: training {tag} in {run_dir}", file=sys.stderr)
+    final = trainer.train()
+    print(f"stagerl: done; final checkpoint {final}", file=sys.stderr)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from stagerl.engine.evaluator import evaluate as run_evaluation
+    from stagerl.experiment import load_experiment
+
+    experiment = load_experiment(args.config)
+    results = run_evaluation(
+        experiment, args.checkpoint, episodes=args.episodes, deterministic=args.deterministic
+    )
+    for key, value in results.items():
+        print(f"{key:>12}: {value:.4f}" if isinstance(value, float) else f"{key:>12}: {value}")
+    output = args.output_json or args.checkpoint.with_suffix(".eval.json")
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"stagerl: results written to {output}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return train(args) if args.command == "train" else evaluate(args)
+    except StagerlError as error:
+        print(f"stagerl: error: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("stagerl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

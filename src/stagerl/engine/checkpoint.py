@@ -1,0 +1,81 @@
+"""Checkpoints: written atomically, the last K kept, corrupt ones skipped with a reason."""
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stagerl.errors import CheckpointError
+
+_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def save_checkpoint(run_dir: Path, total_steps: int, payload: dict[str, Any], keep: int) -> Path:
+    """Write to a temporary file, fsync, rename; then delete all but the newest `keep`."""
+    directory = checkpoint_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"ckpt_{total_steps:012d}.pt"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in list_checkpoints(run_dir)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint files of a run, newest (most steps) first."""
+    directory = checkpoint_dir(run_dir)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise CheckpointError(f"{path}: not a stagerl checkpoint")
+    return payload
+
+
+def load_latest(run_dir: Path, warn: Any = print) -> tuple[Path, dict[str, Any]]:
+    """The newest readable checkpoint of a run; each one skipped is named with the reason."""
+    for path in list_checkpoints(run_dir):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as error:
+            warn(f"skipping checkpoint: {error}")
+    raise CheckpointError(f"{run_dir}: no readable checkpoint to resume from")
+
+
+def find_latest_run(output_dir: Path, tag: str) -> Path:
+    """The newest run directory of `tag` that holds at least one checkpoint."""
+    tag_dir = output_dir / tag
+    runs = sorted(
+        (d for d in tag_dir.glob("*") if d.is_dir() and list_checkpoints(d)),
+        key=lambda d: d.name,
+        reverse=True,
+    )
+    if not runs:
+        raise CheckpointError(f"{tag_dir}: no run with a checkpoint to resume (--resume latest)")
+    return runs[0]

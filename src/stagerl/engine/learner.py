@@ -1,0 +1,66 @@
+"""update: `update_repeats` epochs of `num_mini_batch` minibatches over one rollout."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stagerl.engine.storage import RolloutStorage
+from stagerl.losses.base import Loss
+
+
+@dataclass(frozen=True)
+class WeightedLoss:
+    name: str
+    loss: Loss
+    weight: float
+
+
+@dataclass
+class UpdateResult:
+    info: dict[str, float]
+    skipped: int  # updates skipped because the loss or gradient was not finite
+
+
+def update(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    storage: RolloutStorage,
+    losses: list[WeightedLoss],
+    stage_steps: int,
+    num_mini_batch: int,
+    update_repeats: int,
+    max_grad_norm: float,
+    generator: torch.Generator,
+) -> UpdateResult:
+    """Minimise the weighted sum of the stage's losses; clip the gradient norm at max_grad_norm.
+
+    A minibatch whose loss or gradient is NaN/inf is skipped, so one bad batch cannot poison the
+    parameters; the caller decides when too many skips in a row mean the run is broken.
+    """
+    sums: dict[str, float] = defaultdict(float)
+    updates = skipped = 0
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    for _ in range(update_repeats):
+        for batch in storage.minibatches(num_mini_batch, generator):
+            output, _ = model(batch.observations, batch.memory, batch.prev_actions, batch.masks)
+            total = torch.zeros(())
+            for item in losses:
+                value, info = item.loss.loss(stage_steps, batch, output)
+                total = total + item.weight * value
+                for key, number in info.items():
+                    sums[f"{item.name}/{key}"] += number
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+            updates += 1
+            if not (torch.isfinite(total) and torch.isfinite(grad_norm)):
+                skipped += 1
+                continue
+            optimizer.step()
+            sums["total_loss"] += total.item()
+            sums["grad_norm"] += grad_norm.item()
+    info = {key: value / max(updates, 1) for key, value in sums.items()}
+    return UpdateResult(info=info, skipped=skipped)

@@ -1,0 +1,104 @@
+"""Metrics: averaged over `metric_accumulate_interval` steps, written to TensorBoard event
+files, to `metrics.jsonl` (one row per interval) and to a live progress line."""
+
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from torch.utils.tensorboard import SummaryWriter
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop rows written after the checkpoint we resume from, so no step appears twice."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["step"] <= last_step
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+class MetricsLogger:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        interval: int,
+        total_steps: int,
+        start_step: int = 0,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.interval = interval
+        self.total_steps = total_steps
+        jsonl = run_dir / "metrics.jsonl"
+        _truncate_jsonl(jsonl, start_step)
+        self.jsonl = jsonl.open("a")
+        self.writer = SummaryWriter(
+            str(run_dir / "tensorboard"), purge_step=start_step if start_step else None
+        )
+        self.console = Console(file=sys.stderr)
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.last_emit_step = start_step
+        if state:
+            self.sums.update(state["sums"])
+            self.counts.update(state["counts"])
+            self.last_emit_step = state["last_emit_step"]
+        self.last_emit_time = self.start_time = time.monotonic()
+        self.start_step = start_step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sums": dict(self.sums),
+            "counts": dict(self.counts),
+            "last_emit_step": self.last_emit_step,
+        }
+
+    def add(self, values: dict[str, float], prefix: str = "") -> None:
+        for key, value in values.items():
+            self.sums[prefix + key] += value
+            self.counts[prefix + key] += 1
+
+    def maybe_emit(self, step: int, stage: str, force: bool = False) -> dict[str, Any] | None:
+        """Write one averaged row if `interval` steps passed since the last one."""
+        if step - self.last_emit_step < self.interval and not (
+            force and step > self.last_emit_step
+        ):
+            return None
+        now = time.monotonic()
+        row: dict[str, Any] = {key: self.sums[key] / self.counts[key] for key in sorted(self.sums)}
+        row["fps"] = (step - self.last_emit_step) / max(now - self.last_emit_time, 1e-9)
+        for key, value in row.items():
+            self.writer.add_scalar(key, value, step)
+        row = {"step": step, "stage": stage, **row}
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        self._print_progress(row, now)
+        self.sums.clear()
+        self.counts.clear()
+        self.last_emit_step, self.last_emit_time = step, now
+        return row
+
+    def _print_progress(self, row: dict[str, Any], now: float) -> None:
+        step = row["step"]
+        rate = (step - self.start_step) / max(now - self.start_time, 1e-9)
+        eta = (self.total_steps - step) / max(rate, 1e-9)
+        success = row.get("train/success")
+        self.console.print(
+            f"[bold]{step:>9,}[/]/{self.total_steps:,} steps  {row['fps']:7.0f} fps  "
+            f"stage {row['stage']}  success "
+            + (f"{success:.3f}" if success is not None else "  -  ")
+            + f"  ETA {eta:5.0f} s",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def close(self) -> None:
+        self.writer.close()
+        self.jsonl.close()

@@ -1,0 +1,139 @@
+"""Everything a run needs, built and checked before any worker process starts."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from stagerl.errors import CheckpointError, ConfigError
+from stagerl.experiment import ExperimentConfig, LoadedExperiment, MachineParams
+from stagerl.losses.imitation import Imitation
+from stagerl.models.base import ActorCriticModel
+from stagerl.pipeline import TrainingPipeline
+from stagerl.tasks.base import TaskSampler
+from stagerl.tasks.sensors import ExpertActionSensor
+from stagerl.tasks.vector import VectorSampler
+
+
+def sampler_seeds(seed: int, count: int) -> list[int]:
+    """Distinct, reproducible seeds for each task sampler of a run."""
+    return np.random.SeedSequence(seed).generate_state(count).tolist()
+
+
+def build_samplers(
+    experiment: LoadedExperiment, mode: str, seed: int
+) -> tuple[MachineParams, list[TaskSampler]]:
+    config = experiment.config
+    machine = config.machine_params(mode)
+    if not isinstance(machine, MachineParams):
+        raise ConfigError(f"{config.__name__}.machine_params({mode!r}) must return MachineParams")
+    args_fn = getattr(config, f"{mode}_task_sampler_args")
+    total = machine.num_tasks
+    seeds = sampler_seeds(seed, total)
+    samplers = [
+        config.make_sampler_fn(
+            **args_fn(process_ind=i, total_processes=total, devices=[machine.device], seeds=seeds)
+        )
+        for i in range(total)
+    ]
+    return machine, samplers
+
+
+def build_model(config: type[ExperimentConfig], action_space: spaces.Discrete) -> ActorCriticModel:
+    model = config.create_model()
+    if not isinstance(model, ActorCriticModel):
+        raise ConfigError(
+            f"{config.__name__}.create_model() returned {type(model).__name__}, "
+            "expected an ActorCriticModel"
+        )
+    if model.action_space.n != action_space.n:
+        raise ConfigError(
+            f"{config.__name__}.create_model(): the model has {model.action_space.n} actions but "
+            f"the tasks have {action_space.n}; build the model with the tasks' action space"
+        )
+    return model
+
+
+@dataclass
+class TrainingSetup:
+    config: type[ExperimentConfig]
+    experiment: LoadedExperiment
+    pipeline: TrainingPipeline
+    machine: MachineParams
+    samplers: list[TaskSampler]
+    model: ActorCriticModel
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    expert_uuid: str | None
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.samplers)
+
+    @property
+    def observation_space(self) -> spaces.Dict:
+        return self.samplers[0].observation_space
+
+    def start_sampler(self) -> VectorSampler:
+        return VectorSampler(
+            self.samplers,
+            num_workers=self.machine.num_workers,
+            timeout=self.machine.worker_timeout,
+            experiment=(self.experiment.module_name, str(self.experiment.path)),
+        )
+
+
+def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str | None:
+    """The ExpertActionSensor's uuid; an error if a stage needs an expert and there is none."""
+    suite = getattr(samplers[0], "sensor_suite", None)
+    uuids = [
+        u for u, s in (suite.sensors.items() if suite else []) if isinstance(s, ExpertActionSensor)
+    ]
+    for index, stage in enumerate(pipeline.pipeline_stages):
+        needs = stage.teacher_forcing is not None or any(
+            isinstance(pipeline.named_losses[name], Imitation) for name in stage.loss_names
+        )
+        if needs and not uuids:
+            raise ConfigError(
+                f"pipeline_stages[{index}] uses teacher_forcing or an Imitation loss, but SENSORS "
+                "has no ExpertActionSensor; add ExpertActionSensor(nactions=...) to SENSORS"
+            )
+    return uuids[0] if uuids else None
+
+
+def build_training_setup(
+    experiment: LoadedExperiment, *, seed: int, resume: dict[str, Any] | None = None
+) -> TrainingSetup:
+    config = experiment.config
+    pipeline = config.training_pipeline()
+    if not isinstance(pipeline, TrainingPipeline):
+        raise ConfigError(f"{config.__name__}.training_pipeline() must return a TrainingPipeline")
+    machine, samplers = build_samplers(experiment, "train", seed)
+    pipeline.check_rollout_split(len(samplers))
+    expert_uuid = _expert_uuid(pipeline, samplers)
+    model = build_model(config, samplers[0].action_space)
+    optimizer = pipeline.optimizer_builder(model.parameters())
+    scheduler = pipeline.lr_scheduler_builder(optimizer) if pipeline.lr_scheduler_builder else None
+    if resume:
+        if resume["experiment"] != config.__name__ or resume["tag"] != config.tag():
+            raise CheckpointError(
+                f"checkpoint is from experiment {resume['experiment']} ({resume['tag']}), "
+                f"not {config.__name__} ({config.tag()})"
+            )
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None and resume["lr_scheduler"] is not None:
+            scheduler.load_state_dict(resume["lr_scheduler"])
+    return TrainingSetup(
+        config=config,
+        experiment=experiment,
+        pipeline=pipeline,
+        machine=machine,
+        samplers=samplers,
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        expert_uuid=expert_uuid,
+    )

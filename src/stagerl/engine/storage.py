@@ -1,0 +1,142 @@
+"""RolloutStorage: one rollout of `num_steps` steps on `num_tasks` tasks, as torch tensors.
+
+Layout: observations, masks and previous actions have `T + 1` rows (row T is the first row of
+the next rollout); everything about actions has T rows. `masks[t] == 0` where step t starts an
+episode. Recurrent memory is kept only at row 0: minibatches hold whole task sequences, so the
+model replays each sequence from there.
+"""
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from stagerl.engine.returns import compute_returns
+from stagerl.losses.base import RolloutBatch
+
+
+class RolloutStorage:
+    def __init__(
+        self,
+        *,
+        num_steps: int,
+        num_tasks: int,
+        observation_space: spaces.Dict,
+        memory_shape: tuple[int, int],
+    ) -> None:
+        self.num_steps, self.num_tasks = num_steps, num_tasks
+        steps, tasks = num_steps, num_tasks
+        self.observations = {
+            uuid: torch.zeros(
+                (steps + 1, tasks, *box.shape), dtype=torch.from_numpy(np.zeros(0, box.dtype)).dtype
+            )
+            for uuid, box in observation_space.spaces.items()
+        }
+        layers, hidden = memory_shape
+        self.memory = torch.zeros(layers, tasks, hidden)  # at row 0
+        self.final_memory = self.memory  # after the last step, set by collect_rollout
+        self.masks = torch.zeros(steps + 1, tasks)  # the very first observations start episodes
+        self.prev_actions = torch.zeros(steps + 1, tasks, dtype=torch.long)
+        self.actions = torch.zeros(steps, tasks, dtype=torch.long)
+        self.log_probs = torch.zeros(steps, tasks)
+        self.values = torch.zeros(steps, tasks)
+        self.rewards = torch.zeros(steps, tasks)
+        self.terminated = torch.zeros(steps, tasks, dtype=torch.bool)
+        self.truncated = torch.zeros(steps, tasks, dtype=torch.bool)
+        self.bootstrap_values = torch.zeros(steps, tasks)
+        self.returns = torch.zeros(steps, tasks)
+        self.advantages = torch.zeros(steps, tasks)
+
+    def set_observations(self, row: int, observations: dict[str, np.ndarray]) -> None:
+        for uuid, target in self.observations.items():
+            target[row].copy_(torch.from_numpy(observations[uuid]))
+
+    def observations_at(self, row: int) -> dict[str, torch.Tensor]:
+        return {uuid: obs[row : row + 1] for uuid, obs in self.observations.items()}
+
+    def insert(
+        self,
+        t: int,
+        *,
+        actions: torch.Tensor,
+        log_probs: torch.Tensor,
+        values: torch.Tensor,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        bootstrap_values: torch.Tensor,
+        next_observations: dict[str, np.ndarray],
+    ) -> None:
+        """Record step t and the observation that follows it."""
+        self.actions[t] = actions
+        self.log_probs[t] = log_probs
+        self.values[t] = values
+        self.rewards[t] = torch.from_numpy(rewards)
+        self.terminated[t] = torch.from_numpy(terminated)
+        self.truncated[t] = torch.from_numpy(truncated)
+        self.bootstrap_values[t] = bootstrap_values
+        self.set_observations(t + 1, next_observations)
+        self.masks[t + 1] = 1.0 - (self.terminated[t] | self.truncated[t]).float()
+        self.prev_actions[t + 1] = actions * self.masks[t + 1].long()
+
+    def compute_returns(
+        self, last_values: torch.Tensor, *, gamma: float, gae_lambda: float, use_gae: bool
+    ) -> None:
+        self.returns, self.advantages = compute_returns(
+            rewards=self.rewards,
+            values=self.values,
+            terminated=self.terminated,
+            truncated=self.truncated,
+            bootstrap_values=self.bootstrap_values,
+            last_values=last_values,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            use_gae=use_gae,
+        )
+
+    def minibatches(
+        self, num_mini_batch: int, generator: torch.Generator
+    ) -> Iterator[RolloutBatch]:
+        """`num_mini_batch` batches of whole task sequences, tasks shuffled, steps in order."""
+        order = torch.randperm(self.num_tasks, generator=generator)
+        for tasks in order.chunk(num_mini_batch):
+            yield self.batch(tasks)
+
+    def batch(self, tasks: torch.Tensor) -> RolloutBatch:
+        steps = self.num_steps
+        return RolloutBatch(
+            observations={uuid: obs[:steps, tasks] for uuid, obs in self.observations.items()},
+            memory=self.memory[:, tasks],
+            prev_actions=self.prev_actions[:steps, tasks],
+            masks=self.masks[:steps, tasks],
+            actions=self.actions[:, tasks],
+            old_log_probs=self.log_probs[:, tasks],
+            old_values=self.values[:, tasks],
+            returns=self.returns[:, tasks],
+            advantages=self.advantages[:, tasks],
+        )
+
+    def start_next_rollout(self) -> None:
+        """The last row becomes the first row of the next rollout."""
+        for obs in self.observations.values():
+            obs[0].copy_(obs[-1])
+        self.masks[0] = self.masks[-1]
+        self.prev_actions[0] = self.prev_actions[-1]
+        self.memory = self.final_memory
+
+    def carry_state(self) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
+        """What continues into the next rollout; saved in checkpoints for exact resume."""
+        return {
+            "observations": {uuid: obs[0].clone() for uuid, obs in self.observations.items()},
+            "masks": self.masks[0].clone(),
+            "prev_actions": self.prev_actions[0].clone(),
+            "memory": self.memory.clone(),
+        }
+
+    def load_carry_state(self, state: dict) -> None:
+        for uuid, obs in self.observations.items():
+            obs[0].copy_(state["observations"][uuid])
+        self.masks[0] = state["masks"]
+        self.prev_actions[0] = state["prev_actions"]
+        self.memory = state["memory"].clone()

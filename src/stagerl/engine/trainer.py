@@ -1,0 +1,274 @@
+"""The stage loop: collect a rollout, compute returns, update, log, checkpoint; repeat.
+
+Steps count environment frames summed over all tasks. Each stage runs until its own step count
+reaches `max_stage_steps`; the LR schedule follows the total step count; losses and teacher
+forcing follow the stage's step count.
+"""
+
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stagerl.engine.checkpoint import save_checkpoint
+from stagerl.engine.learner import WeightedLoss, update
+from stagerl.engine.logging import MetricsLogger
+from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
+from stagerl.engine.setup import TrainingSetup, build_training_setup
+from stagerl.engine.storage import RolloutStorage
+from stagerl.errors import StagerlError
+from stagerl.experiment import LoadedExperiment
+from stagerl.pipeline import PipelineStage
+from stagerl.tasks.vector import VectorSampler
+
+
+class NonFiniteLossError(StagerlError):
+    """Too many updates in a row had a NaN or infinite loss or gradient."""
+
+    exit_code = 1
+
+
+class Interrupted(StagerlError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {checkpoint}")
+        self.exit_code = 128 + signum
+
+
+@dataclass
+class TrainingState:
+    stage_index: int = 0
+    stage_steps: int = 0
+    total_steps: int = 0
+    rollout_count: int = 0
+    last_save_steps: int = 0
+    nonfinite_in_a_row: int = 0
+
+
+def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        **{name: g.get_state() for name, g in generators.items()},
+    }
+
+
+def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    for name, generator in generators.items():
+        generator.set_state(state[name])
+
+
+def seed_everything(seed: int) -> dict[str, torch.Generator]:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return {
+        "minibatch_rng": torch.Generator().manual_seed(seed + 1),
+        "teacher_rng": torch.Generator().manual_seed(seed + 2),
+    }
+
+
+class Trainer:
+    """Runs a pipeline's stages for one experiment in one run directory."""
+
+    def __init__(
+        self,
+        experiment: LoadedExperiment,
+        *,
+        run_dir: Path,
+        seed: int,
+        keep_checkpoints: int = 5,
+        max_nonfinite_updates: int = 10,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.experiment = experiment
+        self.run_dir = run_dir
+        self.keep_checkpoints = keep_checkpoints
+        self.max_nonfinite_updates = max_nonfinite_updates
+        self.seed = resume["seed"] if resume else seed
+        self.generators = seed_everything(self.seed)
+        self.setup: TrainingSetup = build_training_setup(experiment, seed=self.seed, resume=resume)
+        self.pipeline = self.setup.pipeline
+        self.state = TrainingState(**resume["state"]) if resume else TrainingState()
+        if resume:
+            _set_rng_state(resume["rng"], self.generators)
+        self.resume = resume
+        self.stop_signal: int | None = None
+
+    def _losses(self, stage: PipelineStage) -> list[WeightedLoss]:
+        return [
+            WeightedLoss(name, self.pipeline.named_losses[name], weight)
+            for name, weight in zip(stage.loss_names, stage.loss_weights, strict=True)
+        ]
+
+    def _teacher(self, stage: PipelineStage) -> TeacherForcing | None:
+        if stage.teacher_forcing is None:
+            return None
+        return TeacherForcing(
+            probability=stage.teacher_forcing(self.state.stage_steps),
+            expert_uuid=self.setup.expert_uuid,
+            generator=self.generators["teacher_rng"],
+        )
+
+    def _step_lr_scheduler(self) -> None:
+        scheduler = self.setup.lr_scheduler
+        if scheduler is not None:
+            scheduler.last_epoch = self.state.total_steps - 1  # step() evaluates at total_steps
+            scheduler.step()
+
+    def _rollout_and_update(
+        self,
+        sampler: VectorSampler,
+        storage: RolloutStorage,
+        logger: MetricsLogger,
+        stage: PipelineStage,
+    ) -> None:
+        pipeline, model, state = self.pipeline, self.setup.model, self.state
+        teacher = self._teacher(stage)
+        model.eval()
+        result = collect_rollout(model=model, sampler=sampler, storage=storage, teacher=teacher)
+        steps = pipeline.num_steps * storage.num_tasks
+        state.stage_steps += steps
+        state.total_steps += steps
+        state.rollout_count += 1
+        for episode in result.episodes:
+            logger.add(episode, prefix="train/")
+        if teacher is not None:
+            logger.add(
+                {
+                    "teacher_forcing": teacher.probability,
+                    "expert_action_fraction": result.expert_steps / steps,
+                }
+            )
+        if stage.loss_names:
+            model.train()
+            storage.compute_returns(
+                last_values(model, storage),
+                gamma=pipeline.gamma,
+                gae_lambda=pipeline.gae_lambda,
+                use_gae=pipeline.use_gae,
+            )
+            outcome = update(
+                model=model,
+                optimizer=self.setup.optimizer,
+                storage=storage,
+                losses=self._losses(stage),
+                stage_steps=state.stage_steps,
+                num_mini_batch=pipeline.num_mini_batch,
+                update_repeats=pipeline.update_repeats,
+                max_grad_norm=pipeline.max_grad_norm,
+                generator=self.generators["minibatch_rng"],
+            )
+            logger.add(outcome.info, prefix="loss/")
+            self._check_finite(outcome.skipped, pipeline.num_mini_batch * pipeline.update_repeats)
+        self._step_lr_scheduler()
+        logger.add({"lr": self.setup.optimizer.param_groups[0]["lr"]})
+        storage.start_next_rollout()
+        period = pipeline.advance_scene_rollout_period
+        if period and state.rollout_count % period == 0:
+            sampler.next_scene()
+
+    def _check_finite(self, skipped: int, attempted: int) -> None:
+        self.state.nonfinite_in_a_row = (
+            self.state.nonfinite_in_a_row + skipped if skipped == attempted else 0
+        )
+        if self.state.nonfinite_in_a_row >= self.max_nonfinite_updates:
+            raise NonFiniteLossError(
+                f"{self.state.nonfinite_in_a_row} updates in a row had a NaN/inf loss or "
+                f"gradient (at step {self.state.total_steps}); the last good checkpoint is kept"
+            )
+
+    def _save(self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger) -> Path:
+        setup = self.setup
+        payload = {
+            "format": 1,
+            "experiment": setup.config.__name__,
+            "tag": setup.config.tag(),
+            "config_source": self.experiment.source,
+            "seed": self.seed,
+            "num_tasks": storage.num_tasks,
+            "model": setup.model.state_dict(),
+            "optimizer": setup.optimizer.state_dict(),
+            "lr_scheduler": setup.lr_scheduler.state_dict() if setup.lr_scheduler else None,
+            "state": asdict(self.state),
+            "rng": _rng_state(self.generators),
+            "samplers": sampler.snapshot(),
+            "storage": storage.carry_state(),
+            "logger": logger.state_dict(),
+        }
+        self.state.last_save_steps = self.state.total_steps
+        payload["state"]["last_save_steps"] = self.state.total_steps
+        return save_checkpoint(
+            self.run_dir, self.state.total_steps, payload, keep=self.keep_checkpoints
+        )
+
+    def _handle_signal(self, signum: int, frame: Any) -> None:
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt  # second signal: stop at once
+        self.stop_signal = signum
+
+    def train(self) -> Path:
+        """Run the remaining stages; return the final checkpoint's path."""
+        setup, state, pipeline = self.setup, self.state, self.pipeline
+        storage = RolloutStorage(
+            num_steps=pipeline.num_steps,
+            num_tasks=setup.num_tasks,
+            observation_space=setup.observation_space,
+            memory_shape=setup.model.memory_shape,
+        )
+        logger = MetricsLogger(
+            self.run_dir,
+            interval=pipeline.metric_accumulate_interval,
+            total_steps=pipeline.total_steps,
+            start_step=state.total_steps,
+            state=self.resume["logger"] if self.resume else None,
+        )
+        previous = {
+            s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            with setup.start_sampler() as sampler:
+                if self.resume:
+                    sampler.restore(self.resume["samplers"])
+                    storage.load_carry_state(self.resume["storage"])
+                else:
+                    storage.set_observations(0, sampler.reset())
+                    storage.memory = setup.model.initial_memory(setup.num_tasks)
+                return self._run_stages(sampler, storage, logger)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            logger.close()
+
+    def _run_stages(
+        self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
+    ) -> Path:
+        state, stages = self.state, self.pipeline.pipeline_stages
+        save_interval = self.pipeline.save_interval
+        while state.stage_index < len(stages):
+            stage = stages[state.stage_index]
+            if state.stage_steps >= stage.max_stage_steps:
+                state.stage_index, state.stage_steps = state.stage_index + 1, 0
+                continue
+            self._rollout_and_update(sampler, storage, logger, stage)
+            logger.maybe_emit(state.total_steps, self.pipeline.stage_names[state.stage_index])
+            if self.stop_signal is not None:
+                raise Interrupted(self.stop_signal, self._save(sampler, storage, logger))
+            if save_interval and state.total_steps - state.last_save_steps >= save_interval:
+                self._save(sampler, storage, logger)
+        logger.maybe_emit(state.total_steps, self.pipeline.stage_names[-1], force=True)
+        return self._save(sampler, storage, logger)
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -1,0 +1,36 @@
+"""The loss contract and the batch every loss consumes."""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from stagerl.models.base import ActorCriticOutput
+
+
+@dataclass
+class RolloutBatch:
+    """Whole `[T, n]` sequences of n tasks from one rollout (a minibatch of the storage)."""
+
+    observations: dict[str, torch.Tensor]
+    memory: torch.Tensor  # [layers, n, hidden] at the first step
+    prev_actions: torch.Tensor  # [T, n]
+    masks: torch.Tensor  # [T, n], 0 where an episode starts
+    actions: torch.Tensor  # [T, n] executed actions
+    old_log_probs: torch.Tensor  # [T, n] log-prob of the executed action when collected
+    old_values: torch.Tensor  # [T, n]
+    returns: torch.Tensor  # [T, n]
+    advantages: torch.Tensor  # [T, n]
+
+
+class Loss(ABC):
+    """`loss(step_count, batch, actor_critic_output) -> (loss, info)`.
+
+    `step_count` is the stage's own step count, so schedules inside a loss restart per stage.
+    """
+
+    @abstractmethod
+    def loss(
+        self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return a scalar loss to minimise and floats to log."""

@@ -1,0 +1,80 @@
+"""Proximal Policy Optimisation (Schulman et al. 2017) with clip decay and a clipped value loss."""
+
+from collections.abc import Callable
+
+import torch
+
+from stagerl.errors import require
+from stagerl.losses.base import Loss, RolloutBatch
+from stagerl.models.base import ActorCriticOutput
+
+PPOConfig = dict(
+    clip_param=0.1,
+    value_loss_coef=0.5,
+    entropy_coef=0.01,
+    use_clipped_value_loss=True,
+    normalize_advantage=True,
+)
+
+
+class PPO(Loss):
+    """Clipped surrogate + (clipped) value loss - entropy bonus.
+
+    The clip range is `clip_param * clip_decay(stage_steps)`; the value loss is clipped to the same
+    range around the value predicted at collection time.
+    """
+
+    def __init__(
+        self,
+        clip_param: float,
+        value_loss_coef: float,
+        entropy_coef: float,
+        use_clipped_value_loss: bool = True,
+        clip_decay: Callable[[int], float] | None = None,
+        normalize_advantage: bool = True,
+    ) -> None:
+        require(clip_param > 0, "PPO.clip_param", clip_param, "a positive float")
+        require(value_loss_coef >= 0, "PPO.value_loss_coef", value_loss_coef, ">= 0")
+        require(
+            callable(clip_decay) or clip_decay is None,
+            "PPO.clip_decay",
+            clip_decay,
+            "a schedule (callable of the step count) or None",
+        )
+        self.clip_param = clip_param
+        self.value_loss_coef = value_loss_coef
+        self.entropy_coef = entropy_coef
+        self.use_clipped_value_loss = use_clipped_value_loss
+        self.clip_decay = clip_decay or (lambda _: 1.0)
+        self.normalize_advantage = normalize_advantage
+
+    def loss(
+        self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        clip = self.clip_param * self.clip_decay(step_count)
+        advantages = batch.advantages
+        if self.normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+
+        dist = actor_critic_output.distributions
+        ratio = torch.exp(dist.log_prob(batch.actions) - batch.old_log_probs)
+        surrogate = torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+        action_loss = -surrogate.mean()
+
+        values = actor_critic_output.values
+        value_loss = (values - batch.returns).pow(2)
+        if self.use_clipped_value_loss:
+            clipped = batch.old_values + (values - batch.old_values).clamp(-clip, clip)
+            value_loss = torch.max(value_loss, (clipped - batch.returns).pow(2))
+        value_loss = 0.5 * value_loss.mean()
+
+        entropy = dist.entropy().mean()
+        total = action_loss + self.value_loss_coef * value_loss - self.entropy_coef * entropy
+        info = {
+            "action_loss": action_loss.item(),
+            "value_loss": value_loss.item(),
+            "entropy": entropy.item(),
+            "clip": clip,
+            "clip_fraction": ((ratio - 1).abs() > clip).float().mean().item(),
+        }
+        return total, info

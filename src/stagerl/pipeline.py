@@ -1,0 +1,151 @@
+"""TrainingPipeline and PipelineStage: the seed's pipeline API, validated when built.
+
+These are plain settings. Progress through them (stage index, step counts) lives in the trainer
+and in checkpoints, never here.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stagerl.builder import Builder
+from stagerl.errors import ConfigError, require
+from stagerl.losses.base import Loss
+
+
+@dataclass
+class PipelineStage:
+    """A stage trains `loss_names` (weighted by `loss_weights`) for `max_stage_steps` frames.
+
+    `teacher_forcing(stage_steps)` is the probability that the expert's action is executed instead
+    of the agent's (needs an ExpertActionSensor).
+    """
+
+    loss_names: list[str]
+    max_stage_steps: int
+    loss_weights: list[float] | None = None
+    teacher_forcing: Callable[[int], float] | None = None
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.loss_names, list | tuple),
+            "PipelineStage.loss_names",
+            self.loss_names,
+            "a list of loss names",
+        )
+        self.loss_names = list(self.loss_names)
+        require(
+            isinstance(self.max_stage_steps, int | float) and self.max_stage_steps > 0,
+            "PipelineStage.max_stage_steps",
+            self.max_stage_steps,
+            "a positive step count",
+        )
+        self.max_stage_steps = int(self.max_stage_steps)
+        if self.loss_weights is None:
+            self.loss_weights = [1.0] * len(self.loss_names)
+        require(
+            len(self.loss_weights) == len(self.loss_names),
+            "PipelineStage.loss_weights",
+            self.loss_weights,
+            f"one weight per loss name ({len(self.loss_names)})",
+        )
+        require(
+            self.teacher_forcing is None or callable(self.teacher_forcing),
+            "PipelineStage.teacher_forcing",
+            self.teacher_forcing,
+            "a schedule such as LinearDecay(...) or None",
+        )
+
+
+def _positive(name: str, value: Any, allow_none: bool = False) -> None:
+    ok = (value is None and allow_none) or (
+        isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    )
+    require(ok, f"TrainingPipeline.{name}", value, "a positive number" + (" or None" * allow_none))
+
+
+@dataclass(kw_only=True)
+class TrainingPipeline:
+    """Everything about how to train, shared by all stages (see the seed document)."""
+
+    named_losses: dict[str, Loss]
+    pipeline_stages: Sequence[PipelineStage]
+    optimizer_builder: Builder
+    num_steps: int
+    num_mini_batch: int = 1
+    update_repeats: int = 4
+    max_grad_norm: float = 0.5
+    gamma: float = 0.99
+    use_gae: bool = True
+    gae_lambda: float = 1.0
+    save_interval: int | None = None
+    metric_accumulate_interval: int = 10_000
+    advance_scene_rollout_period: int | None = None
+    lr_scheduler_builder: Builder | None = None
+    stage_names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline_stages = list(self.pipeline_stages)
+        require(
+            len(self.pipeline_stages) > 0,
+            "TrainingPipeline.pipeline_stages",
+            self.pipeline_stages,
+            "at least one PipelineStage",
+        )
+        for name, loss in self.named_losses.items():
+            require(
+                isinstance(loss, Loss),
+                f"TrainingPipeline.named_losses[{name!r}]",
+                loss,
+                "a Loss instance such as PPO(...) or Imitation()",
+            )
+        for index, stage in enumerate(self.pipeline_stages):
+            require(
+                isinstance(stage, PipelineStage),
+                f"TrainingPipeline.pipeline_stages[{index}]",
+                stage,
+                "a PipelineStage",
+            )
+            for loss_name in stage.loss_names:
+                if loss_name not in self.named_losses:
+                    raise ConfigError(
+                        f"pipeline_stages[{index}].loss_names contains {loss_name!r}, which is not "
+                        f"in named_losses (known: {sorted(self.named_losses)})"
+                    )
+        _positive("num_steps", self.num_steps)
+        _positive("metric_accumulate_interval", self.metric_accumulate_interval)
+        _positive("save_interval", self.save_interval, allow_none=True)
+        _positive("advance_scene_rollout_period", self.advance_scene_rollout_period, True)
+        _positive("max_grad_norm", self.max_grad_norm)
+        require(0 < self.gamma <= 1, "TrainingPipeline.gamma", self.gamma, "in (0, 1]")
+        require(
+            0 <= self.gae_lambda <= 1, "TrainingPipeline.gae_lambda", self.gae_lambda, "in [0, 1]"
+        )
+        if any(stage.loss_names for stage in self.pipeline_stages):
+            _positive("num_mini_batch", self.num_mini_batch)
+            _positive("update_repeats", self.update_repeats)
+        require(
+            callable(self.optimizer_builder),
+            "TrainingPipeline.optimizer_builder",
+            self.optimizer_builder,
+            "a Builder(optim.X, dict(...))",
+        )
+        self.stage_names = [
+            f"{index}:{'+'.join(stage.loss_names) or 'none'}"
+            for index, stage in enumerate(self.pipeline_stages)
+        ]
+
+    def check_rollout_split(self, num_tasks: int) -> None:
+        """Minibatches hold whole task sequences, so there can be no more than tasks."""
+        if any(stage.loss_names for stage in self.pipeline_stages):
+            require(
+                self.num_mini_batch <= num_tasks,
+                "TrainingPipeline.num_mini_batch",
+                self.num_mini_batch,
+                f"at most the number of tasks ({num_tasks}), since "
+                "minibatches are made of whole task sequences",
+            )
+
+    @property
+    def total_steps(self) -> int:
+        return sum(stage.max_stage_steps for stage in self.pipeline_stages)

@@ -1,0 +1,95 @@
+"""A base ExperimentConfig for MiniGrid/BabyAI: subclass it and write `training_pipeline`."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from stagerl.experiment import ExperimentConfig, MachineParams
+from stagerl.plugins.minigrid.models import MiniGridActorCritic
+from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor, MissionTokenSensor
+from stagerl.plugins.minigrid.tasks import MiniGridTaskSampler, make_minigrid_env
+from stagerl.tasks.sensors import Sensor, SensorSuite
+
+
+class MiniGridExperimentConfig(ExperimentConfig):
+    """Tasks from `ENV_ID` observed by `SENSORS`, `NUM_WORKERS` x `TASKS_PER_WORKER` at once."""
+
+    ENV_ID: str | Sequence[str] = "BabyAI-GoToObj-v0"
+    SENSORS: Sequence[Sensor] = (EgocentricMiniGridSensor(), MissionTokenSensor())
+    MAX_STEPS: int | None = None  # None: the environment's own limit
+    NUM_WORKERS = 2
+    TASKS_PER_WORKER = 8
+    TEST_NUM_WORKERS = 2
+    TEST_TASKS_PER_WORKER = 8
+    ADVANCE_SCENE_ROLLOUT_PERIOD: int | None = None
+
+    @classmethod
+    def tag(cls) -> str:
+        return cls.__name__
+
+    @classmethod
+    def machine_params(cls, mode: str = "train", **kwargs: Any) -> MachineParams:
+        if mode == "train":
+            return MachineParams(num_workers=cls.NUM_WORKERS, tasks_per_worker=cls.TASKS_PER_WORKER)
+        return MachineParams(
+            num_workers=cls.TEST_NUM_WORKERS, tasks_per_worker=cls.TEST_TASKS_PER_WORKER
+        )
+
+    @classmethod
+    def create_model(cls, **kwargs: Any) -> MiniGridActorCritic:
+        env_id = cls.ENV_ID if isinstance(cls.ENV_ID, str) else cls.ENV_ID[0]
+        return MiniGridActorCritic(
+            make_minigrid_env(env_id).action_space,
+            SensorSuite(cls.SENSORS).observation_space,
+            **kwargs,
+        )
+
+    @classmethod
+    def make_sampler_fn(cls, **kwargs: Any) -> MiniGridTaskSampler:
+        return MiniGridTaskSampler(**kwargs)
+
+    @classmethod
+    def _sampler_args(
+        cls, split: str, process_ind: int, total_processes: int, seeds: list[int] | None
+    ) -> dict[str, Any]:
+        return dict(
+            env_ids=cls.ENV_ID,
+            sensors=list(cls.SENSORS),
+            split=split,
+            seed=(seeds or [0] * total_processes)[process_ind],
+            slot=process_ind,
+            num_slots=total_processes,
+            max_steps=cls.MAX_STEPS,
+        )
+
+    @classmethod
+    def train_task_sampler_args(
+        cls,
+        process_ind: int,
+        total_processes: int,
+        devices: list[str] | None = None,
+        seeds: list[int] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return cls._sampler_args("train", process_ind, total_processes, seeds)
+
+    @classmethod
+    def valid_task_sampler_args(
+        cls,
+        process_ind: int,
+        total_processes: int,
+        devices: list[str] | None = None,
+        seeds: list[int] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return cls._sampler_args("valid", process_ind, total_processes, seeds)
+
+    @classmethod
+    def test_task_sampler_args(
+        cls,
+        process_ind: int,
+        total_processes: int,
+        devices: list[str] | None = None,
+        seeds: list[int] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return cls._sampler_args("test", process_ind, total_processes, seeds)

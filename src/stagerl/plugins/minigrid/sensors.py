@@ -1,0 +1,116 @@
+"""MiniGrid sensors: the egocentric grid encoding and the mission as fixed-length tokens."""
+
+import re
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from stagerl.tasks.sensors import Sensor
+
+# Every word of the BabyAI grammar and of MiniGrid's missions; 0 pads, 1 is an unknown word.
+VOCABULARY = [
+    "<pad>",
+    "<unk>",
+    "go",
+    "to",
+    "the",
+    "a",
+    "pick",
+    "up",
+    "open",
+    "put",
+    "next",
+    "and",
+    "then",
+    "after",
+    "you",
+    "behind",
+    "in",
+    "front",
+    "of",
+    "on",
+    "your",
+    "left",
+    "right",
+    "red",
+    "green",
+    "blue",
+    "purple",
+    "yellow",
+    "grey",
+    "box",
+    "ball",
+    "key",
+    "door",
+    "object",
+    "get",
+    "goal",
+    "square",
+    "use",
+    "avoid",
+    "lava",
+    "traverse",
+    "rooms",
+    "reach",
+    "find",
+    "unlock",
+    "locked",
+    "room",
+    "fetch",
+    "same",
+    "as",
+    "toggle",
+    "pickup",
+    "match",
+    "exit",
+    "corridor",
+    "at",
+    "end",
+    "it",
+]
+TOKEN_IDS = {word: index for index, word in enumerate(VOCABULARY)}
+
+
+def tokenize_mission(mission: str, max_len: int) -> np.ndarray:
+    """Words to ids from the fixed vocabulary, truncated or zero-padded to `max_len`."""
+    words = re.findall(r"[a-z]+", mission.lower())[:max_len]
+    tokens = np.zeros(max_len, dtype=np.int64)
+    tokens[: len(words)] = [TOKEN_IDS.get(word, 1) for word in words]
+    return tokens
+
+
+class EgocentricMiniGridSensor(Sensor):
+    """The agent's `view x view x 3` grid encoding (object, colour, state), as uint8."""
+
+    def __init__(self, agent_view_size: int = 7, uuid: str = "minigrid_ego_image") -> None:
+        self.uuid = uuid
+        self.observation_space = spaces.Box(
+            0, 255, (agent_view_size, agent_view_size, 3), dtype=np.uint8
+        )
+
+    def get_observation(self, env: Any, task: Any) -> np.ndarray:
+        image = task.last_obs["image"]
+        if image.shape != self.observation_space.shape:
+            raise ValueError(
+                f"{task!r}: egocentric view is {image.shape}, sensor expects "
+                f"{self.observation_space.shape}; set agent_view_size to match the env"
+            )
+        return image
+
+
+class MissionTokenSensor(Sensor):
+    """The mission string as `max_len` token ids (0 = padding); cached per distinct mission."""
+
+    def __init__(self, max_len: int = 16, uuid: str = "minigrid_mission") -> None:
+        self.uuid = uuid
+        self.max_len = max_len
+        self.observation_space = spaces.Box(0, len(VOCABULARY) - 1, (max_len,), dtype=np.int64)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def get_observation(self, env: Any, task: Any) -> np.ndarray:
+        mission = task.last_obs["mission"]
+        tokens = self._cache.get(mission)
+        if tokens is None:
+            tokens = self._cache[mission] = tokenize_mission(mission, self.max_len)
+        return tokens

@@ -1,0 +1,155 @@
+"""The sampler worker process: steps its task slots on command, through shared memory.
+
+Imports only numpy, gymnasium and the environment (never torch): each worker costs tens of MiB
+and starts in well under a second. Any exception is sent to the trainer with the slot's task.
+"""
+
+import contextlib
+import importlib.util
+import io
+import os
+import pickle
+import signal
+import sys
+import traceback
+from typing import Any
+
+from stagerl.tasks.base import Task, TaskSampler
+from stagerl.tasks.shared import ArraySpec, SharedArrays
+
+
+class _ExperimentUnpickler(pickle.Unpickler):
+    """Finds classes defined inside the experiment file, which is not an importable module."""
+
+    def __init__(self, data: bytes, experiment: tuple[str, str] | None) -> None:
+        super().__init__(io.BytesIO(data))
+        self.experiment = experiment
+
+    def find_class(self, module: str, name: str) -> Any:
+        if self.experiment and module == self.experiment[0] and module not in sys.modules:
+            spec = importlib.util.spec_from_file_location(module, self.experiment[1])
+            loaded = importlib.util.module_from_spec(spec)
+            sys.modules[module] = loaded
+            spec.loader.exec_module(loaded)
+        return super().find_class(module, name)
+
+
+class WorkerLoop:
+    """The slots one worker owns: a sampler and its current task per slot."""
+
+    def __init__(
+        self,
+        samplers: list[TaskSampler],
+        arrays: SharedArrays,
+        first_slot: int,
+        max_tasks: list[int | None],
+    ) -> None:
+        self.samplers = samplers
+        self.arrays = arrays
+        self.first_slot = first_slot
+        self.max_tasks = max_tasks
+        self.tasks_started = [0] * len(samplers)
+        self.tasks: list[Task | None] = [None] * len(samplers)
+        self.current = -1  # slot being worked on, for error messages
+        self.uuids = list(samplers[0].observation_space.spaces)
+
+    def describe(self) -> str:
+        if 0 <= self.current < len(self.tasks):
+            task = self.tasks[self.current]
+            return f"slot {self.first_slot + self.current}, task {task!r}"
+        return "no task"
+
+    def _write(self, prefix: str, slot: int, obs: dict) -> None:
+        for uuid in self.uuids:
+            self.arrays[f"{prefix}/{uuid}"][self.first_slot + slot] = obs[uuid]
+
+    def _start_next(self, slot: int) -> None:
+        limit = self.max_tasks[slot]
+        task = None
+        if limit is None or self.tasks_started[slot] < limit:
+            task = self.samplers[slot].next_task()
+        self.tasks[slot] = task
+        self.arrays["active"][self.first_slot + slot] = task is not None
+        if task is not None:
+            self.tasks_started[slot] += 1
+            self._write("obs", slot, task.get_observations())
+
+    def reset(self, _: Any = None) -> None:
+        for slot in range(len(self.samplers)):
+            self.current = slot
+            self._start_next(slot)
+
+    def step(self, _: Any = None) -> list[tuple[int, dict[str, float]]]:
+        finished = []
+        actions, rewards = self.arrays["action"], self.arrays["reward"]
+        terminated, truncated = self.arrays["terminated"], self.arrays["truncated"]
+        for slot, task in enumerate(self.tasks):
+            self.current, index = slot, self.first_slot + slot
+            if task is None:
+                rewards[index], terminated[index], truncated[index] = 0.0, False, False
+                continue
+            result = task.step(int(actions[index]))
+            rewards[index] = result.reward
+            terminal = result.done and task.reached_terminal_state()
+            terminated[index], truncated[index] = terminal, result.done and not terminal
+            if not result.done:
+                self._write("obs", slot, result.observation)
+                continue
+            self._write("final", slot, result.observation)
+            finished.append((index, task.metrics()))
+            task.close()
+            self._start_next(slot)
+        return finished
+
+    def next_scene(self, _: Any = None) -> None:
+        for sampler in self.samplers:
+            sampler.next_scene()
+
+    def snapshot(self, _: Any = None) -> bytes:
+        """Everything needed to continue exactly: samplers, running tasks, their RNGs."""
+        return pickle.dumps((self.samplers, self.tasks, self.tasks_started))
+
+    def restore(self, data: bytes) -> None:
+        self.samplers, self.tasks, self.tasks_started = pickle.loads(data)
+        for slot, task in enumerate(self.tasks):
+            self.current = slot
+            self.arrays["active"][self.first_slot + slot] = task is not None
+            if task is not None:
+                self._write("obs", slot, task.get_observations())
+
+    def close(self, _: Any = None) -> None:
+        for sampler in self.samplers:
+            sampler.close()
+
+
+def worker_main(
+    worker_index: int,
+    conn: Any,
+    block: Any,
+    layout: dict[str, ArraySpec],
+    first_slot: int,
+    samplers_blob: bytes,
+    max_tasks: list[int | None],
+    experiment: tuple[str, str] | None,
+) -> None:
+    """Serve commands from the trainer until `close` or until the trainer goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides how to shut down
+    loop = None
+    try:
+        samplers = _ExperimentUnpickler(samplers_blob, experiment).load()
+        loop = WorkerLoop(samplers, SharedArrays(block, layout), first_slot, max_tasks)
+        while True:
+            try:
+                command, argument = conn.recv()
+            except (EOFError, OSError):
+                return  # the trainer is gone: nothing left to serve
+            reply = getattr(loop, command)(argument)
+            conn.send(("ok", reply))
+            if command == "close":
+                return
+    except BaseException as error:  # report everything, even KeyboardInterrupt, then exit
+        where = loop.describe() if loop else "while starting"
+        message = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
+        with contextlib.suppress(OSError, BrokenPipeError):
+            conn.send(("error", (where, message)))
+        os._exit(1)
