@@ -2,6 +2,7 @@
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,3 +65,10 @@ def update(
             sums["grad_norm"] += grad_norm.item()
     info = {key: value / max(updates, 1) for key, value in sums.items()}
     return UpdateResult(info=info, skipped=skipped)
+
+
+def step_lr_scheduler(scheduler: Any, total_steps: int) -> None:
+    """Evaluate the schedule at the total step count (frames), not at a count of updates."""
+    if scheduler is not None:
+        scheduler.last_epoch = total_steps - 1  # step() adds one, then applies lr_lambda
+        scheduler.step()

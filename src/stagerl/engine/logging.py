@@ -36,6 +36,7 @@ class MetricsLogger:
     ) -> None:
         self.interval = interval
         self.total_steps = total_steps
+        run_dir.mkdir(parents=True, exist_ok=True)
         jsonl = run_dir / "metrics.jsonl"
         _truncate_jsonl(jsonl, start_step)
         self.jsonl = jsonl.open("a")

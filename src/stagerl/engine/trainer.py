@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from stagerl.engine.checkpoint import save_checkpoint
-from stagerl.engine.learner import WeightedLoss, update
+from stagerl.engine.learner import WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
 from stagerl.engine.setup import TrainingSetup, build_training_setup
@@ -120,12 +120,6 @@ class Trainer:
             generator=self.generators["teacher_rng"],
         )
 
-    def _step_lr_scheduler(self) -> None:
-        scheduler = self.setup.lr_scheduler
-        if scheduler is not None:
-            scheduler.last_epoch = self.state.total_steps - 1  # step() evaluates at total_steps
-            scheduler.step()
-
     def _rollout_and_update(
         self,
         sampler: VectorSampler,
@@ -171,7 +165,7 @@ class Trainer:
             )
             logger.add(outcome.info, prefix="loss/")
             self._check_finite(outcome.skipped, pipeline.num_mini_batch * pipeline.update_repeats)
-        self._step_lr_scheduler()
+        step_lr_scheduler(self.setup.lr_scheduler, state.total_steps)
         logger.add({"lr": self.setup.optimizer.param_groups[0]["lr"]})
         storage.start_next_rollout()
         period = pipeline.advance_scene_rollout_period
@@ -217,8 +211,9 @@ class Trainer:
             raise KeyboardInterrupt  # second signal: stop at once
         self.stop_signal = signum
 
-    def train(self) -> Path:
-        """Run the remaining stages; return the final checkpoint's path."""
+    def train(self, stop_after_steps: int | None = None) -> Path:
+        """Run the remaining stages (or stop once `stop_after_steps` total steps are done, for
+        smoke tests); return the final checkpoint's path."""
         setup, state, pipeline = self.setup, self.state, self.pipeline
         storage = RolloutStorage(
             num_steps=pipeline.num_steps,
@@ -244,18 +239,23 @@ class Trainer:
                 else:
                     storage.set_observations(0, sampler.reset())
                     storage.memory = setup.model.initial_memory(setup.num_tasks)
-                return self._run_stages(sampler, storage, logger)
+                return self._run_stages(sampler, storage, logger, stop_after_steps)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             logger.close()
 
     def _run_stages(
-        self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
+        self,
+        sampler: VectorSampler,
+        storage: RolloutStorage,
+        logger: MetricsLogger,
+        stop_after_steps: int | None,
     ) -> Path:
         state, stages = self.state, self.pipeline.pipeline_stages
         save_interval = self.pipeline.save_interval
-        while state.stage_index < len(stages):
+        stop_at = stop_after_steps or float("inf")
+        while state.stage_index < len(stages) and state.total_steps < stop_at:
             stage = stages[state.stage_index]
             if state.stage_steps >= stage.max_stage_steps:
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
@@ -266,7 +266,8 @@ class Trainer:
                 raise Interrupted(self.stop_signal, self._save(sampler, storage, logger))
             if save_interval and state.total_steps - state.last_save_steps >= save_interval:
                 self._save(sampler, storage, logger)
-        logger.maybe_emit(state.total_steps, self.pipeline.stage_names[-1], force=True)
+        stage_name = self.pipeline.stage_names[min(state.stage_index, len(stages) - 1)]
+        logger.maybe_emit(state.total_steps, stage_name, force=True)
         return self._save(sampler, storage, logger)
 
 

@@ -105,7 +105,8 @@ class VectorSampler:
     def _call_all(self, command: str, arguments: list[Any] | None = None) -> list[Any]:
         arguments = arguments or [None] * len(self.conns)
         for conn, argument in zip(self.conns, arguments, strict=True):
-            conn.send((command, argument))
+            with contextlib.suppress(OSError):  # a dead worker is reported by _receive
+                conn.send((command, argument))
         return [self._receive(w, command) for w in range(len(self.conns))]
 
     def _receive(self, w: int, command: str) -> Any:

@@ -1,0 +1,83 @@
+"""Recurrent minibatches keep each task's sequence whole and in order."""
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from stagerl.engine.storage import RolloutStorage
+from stagerl.models.base import run_recurrent
+
+
+def _filled_storage(steps=5, tasks=6):
+    space = spaces.Dict({"x": spaces.Box(0, 10_000, (2,), dtype=np.int64)})
+    storage = RolloutStorage(
+        num_steps=steps, num_tasks=tasks, observation_space=space, memory_shape=(1, 3)
+    )
+    for t in range(steps + 1):
+        # observation of task n at step t encodes (n, t)
+        storage.observations["x"][t] = torch.tensor([[n, t] for n in range(tasks)])
+    storage.memory = torch.arange(tasks, dtype=torch.float).view(1, tasks, 1).expand(1, tasks, 3)
+    storage.actions[:] = torch.arange(tasks) * 10 + torch.arange(steps).view(-1, 1)
+    return storage
+
+
+def test_minibatches_are_whole_task_sequences_in_step_order():
+    storage = _filled_storage()
+    seen = []
+    for batch in storage.minibatches(3, torch.Generator().manual_seed(0)):
+        obs = batch.observations["x"]
+        assert obs.shape == (5, 2, 2)
+        for column in range(obs.shape[1]):
+            task = int(obs[0, column, 0])
+            seen.append(task)
+            assert obs[:, column, 0].tolist() == [task] * 5  # one task per column
+            assert obs[:, column, 1].tolist() == list(range(5))  # every step, in order
+            assert batch.actions[:, column].tolist() == [task * 10 + t for t in range(5)]
+            assert batch.memory[0, column].tolist() == [task] * 3  # memory at its first step
+    assert sorted(seen) == list(range(6))  # every task exactly once
+
+
+def test_minibatch_order_is_shuffled_by_the_generator():
+    storage = _filled_storage(tasks=8)
+    order = lambda seed: [  # noqa: E731
+        int(b.observations["x"][0, 0, 0])
+        for b in storage.minibatches(8, torch.Generator().manual_seed(seed))
+    ]
+    assert order(0) == order(0)
+    assert sorted(order(1)) == list(range(8))
+
+
+def test_insert_sets_masks_from_terminated_and_truncated():
+    storage = _filled_storage(steps=2, tasks=3)
+    storage.insert(
+        0,
+        actions=torch.tensor([1, 2, 3]),
+        log_probs=torch.zeros(3),
+        values=torch.zeros(3),
+        rewards=np.array([1, 0, 0], dtype=np.float32),
+        terminated=np.array([True, False, False]),
+        truncated=np.array([False, True, False]),
+        bootstrap_values=torch.zeros(3),
+        next_observations={"x": np.zeros((3, 2), np.int64)},
+    )
+    assert storage.masks[1].tolist() == [0.0, 0.0, 1.0]
+    assert storage.prev_actions[1].tolist() == [0, 0, 3]
+    assert storage.rewards[0].dtype == torch.float32
+
+
+def test_chunked_gru_equals_step_by_step_with_resets():
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(4, 3)
+    inputs = torch.randn(6, 2, 4)
+    masks = torch.ones(6, 2)
+    masks[0] = 0
+    masks[2, 0] = 0
+    masks[4, 1] = 0
+    memory = torch.randn(1, 2, 3)
+    chunked, final = run_recurrent(gru, inputs, memory, masks)
+    h, outputs = memory, []
+    for t in range(6):
+        out, h = gru(inputs[t : t + 1], h * masks[t].view(1, -1, 1))
+        outputs.append(out)
+    torch.testing.assert_close(chunked, torch.cat(outputs))
+    torch.testing.assert_close(final, h)

@@ -1,0 +1,65 @@
+"""End-to-end training: the seed's pipeline runs, and a resumed run continues where it stopped."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from stagerl import cli
+from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
+from stagerl.engine.trainer import Trainer
+from stagerl.experiment import load_experiment
+
+ROOT = Path(__file__).parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_seed_ppo_pipeline_trains_a_few_rollouts(tmp_path):
+    experiment = load_experiment(ROOT / "projects" / "seed" / "ppo_minigrid.py")
+    trainer = Trainer(experiment, run_dir=tmp_path, seed=0)
+    final = trainer.train(stop_after_steps=3 * 16 * 128)
+    state = load_checkpoint(final)["state"]
+    assert state["total_steps"] == state["stage_steps"] == 3 * 2048
+    assert state["rollout_count"] == 3
+    lr = trainer.setup.optimizer.param_groups[0]["lr"]
+    assert lr == pytest.approx(2.5e-4 * (1 - 6144 / 1e6))
+    rows = _rows(tmp_path)
+    assert [row["step"] for row in rows] == [2048, 4096, 6144]  # every 640 steps, per rollout
+    assert rows[-1]["loss/ppo_loss/clip"] == pytest.approx(0.1 * (1 - 6144 / 1e6))
+    assert "train/success" in rows[-1] and "train/ep_length" in rows[-1]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def _params(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(checkpoint)["model"]
+
+
+def test_resume_latest_continues_with_same_stage_and_steps_and_equal_parameters(tmp_path):
+    config = FIXTURES / "tiny_ppo.py"
+    experiment = load_experiment(config)
+    straight = Trainer(experiment, run_dir=tmp_path / "straight", seed=3).train()
+
+    output = tmp_path / "runs"
+    assert cli.main(["train", str(config), "-o", str(output), "-s", "3"]) == 0
+    run_dir = next((output / "TinyPPO").iterdir())
+    # pretend the run died after its 512-step checkpoint
+    for checkpoint in list_checkpoints(run_dir):
+        if load_checkpoint(checkpoint)["state"]["total_steps"] > 512:
+            checkpoint.unlink()
+    rows = [r for r in _rows(run_dir)]
+    assert rows[-1]["step"] == 1024
+    assert cli.main(["train", str(config), "-o", str(output), "--resume", "latest"]) == 0
+
+    resumed = list_checkpoints(run_dir)[0]
+    state = load_checkpoint(resumed)["state"]
+    assert (state["stage_index"], state["total_steps"]) == (1, 1024)
+    assert [r["step"] for r in _rows(run_dir)] == [256, 512, 768, 1024]  # no gap, no repeat
+    for name, tensor in _params(straight).items():
+        torch.testing.assert_close(_params(resumed)[name], tensor, rtol=0, atol=0)

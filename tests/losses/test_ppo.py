@@ -1,0 +1,81 @@
+"""The PPO loss on a hand-made batch, in and out of the clip range."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical
+
+from stagerl import PPO, LinearDecay
+from stagerl.losses.base import RolloutBatch
+from stagerl.models.base import ActorCriticOutput
+
+
+def _batch(logits, ratios, advantages, values, old_values, returns):
+    dist = Categorical(logits=logits)
+    actions = torch.zeros(1, len(ratios), dtype=torch.long)
+    old_log_probs = dist.log_prob(actions).detach() - torch.log(torch.tensor([ratios]))
+    batch = RolloutBatch(
+        observations={},
+        memory=torch.zeros(0, 2, 0),
+        prev_actions=actions,
+        masks=torch.ones(1, 2),
+        actions=actions,
+        old_log_probs=old_log_probs,
+        old_values=torch.tensor([old_values]),
+        returns=torch.tensor([returns]),
+        advantages=torch.tensor([advantages]),
+    )
+    return batch, ActorCriticOutput(distributions=dist, values=torch.tensor([values]))
+
+
+def test_ppo_loss_matches_hand_computed_value_in_and_out_of_clip_range():
+    logits = torch.zeros(1, 2, 3, requires_grad=True)
+    # sample 0: ratio 1.5 > 1 + 0.2 with A=+1 -> clipped to 1.2
+    # sample 1: ratio 0.9 inside [0.8, 1.2] with A=-2 -> -1.8
+    batch, output = _batch(
+        logits,
+        [1.5, 0.9],
+        [1.0, -2.0],
+        values=[1.0, 0.0],
+        old_values=[0.5, 0.0],
+        returns=[2.0, 1.0],
+    )
+    # clip_param 0.4 halved by the decay at step 50 of 100 -> clip 0.2
+    ppo = PPO(
+        clip_param=0.4,
+        value_loss_coef=0.5,
+        entropy_coef=0.0,
+        use_clipped_value_loss=True,
+        clip_decay=LinearDecay(100, startp=1.0, endp=0.0),
+        normalize_advantage=False,
+    )
+    loss, info = ppo.loss(50, batch, output)
+    assert info["clip"] == pytest.approx(0.2)
+    assert info["action_loss"] == pytest.approx(-(1.2 - 1.8) / 2)
+    # value 0: unclipped (1-2)^2 = 1, clipped (0.5+0.2-2)^2 = 1.69 -> 1.69; value 1: 1
+    assert info["value_loss"] == pytest.approx(0.5 * (1.69 + 1.0) / 2)
+    assert loss.item() == pytest.approx(0.3 + 0.5 * 0.6725)
+    assert info["clip_fraction"] == pytest.approx(0.5)
+
+    loss.backward()
+    # the clipped sample gives the policy no gradient; the unclipped one does
+    assert torch.count_nonzero(logits.grad[0, 0]) == 0
+    assert torch.count_nonzero(logits.grad[0, 1]) > 0
+
+
+def test_ppo_entropy_bonus_lowers_the_loss():
+    logits = torch.zeros(1, 2, 3)
+    batch, output = _batch(logits, [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0])
+    ppo = PPO(clip_param=0.1, value_loss_coef=0.5, entropy_coef=0.01, normalize_advantage=False)
+    loss, info = ppo.loss(0, batch, output)
+    assert info["entropy"] == pytest.approx(math.log(3))
+    assert loss.item() == pytest.approx(-0.01 * math.log(3))
+
+
+def test_ppo_normalises_advantages():
+    logits = torch.zeros(1, 2, 3)
+    batch, output = _batch(logits, [1.0, 1.0], [3.0, 5.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0])
+    ppo = PPO(clip_param=0.1, value_loss_coef=0.0, entropy_coef=0.0)
+    _, info = ppo.loss(0, batch, output)
+    assert info["action_loss"] == pytest.approx(0.0, abs=1e-5)  # mean of normalised adv is 0

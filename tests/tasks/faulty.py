@@ -1,0 +1,69 @@
+"""Samplers that misbehave on purpose, for the worker fault tests (importable by workers)."""
+
+import os
+import signal
+import time
+
+import numpy as np
+from gymnasium import spaces
+
+from stagerl.tasks.base import Task, TaskSampler
+from stagerl.tasks.sensors import Sensor, SensorSuite
+
+
+class CounterSensor(Sensor):
+    uuid = "counter"
+    observation_space = spaces.Box(0, 10_000, (2,), dtype=np.int64)
+
+    def get_observation(self, env, task):
+        return np.array([task.slot, task.num_steps_taken], dtype=np.int64)
+
+
+class CountingTask(Task):
+    """Reward = the action; ends (terminal) after `length` steps; misbehaves at `fail_at`."""
+
+    def __init__(self, slot, length, fault, fail_at):
+        self.slot, self.length, self.fault, self.fail_at = slot, length, fault, fail_at
+        super().__init__(env=None, sensors=SensorSuite([CounterSensor()]), max_steps=length + 5)
+
+    @property
+    def action_space(self):
+        return spaces.Discrete(3)
+
+    def _step(self, action):
+        if self.fault and self.num_steps_taken == self.fail_at:
+            if self.fault == "raise":
+                raise ValueError("boom in the environment")
+            if self.fault == "segfault":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            if self.fault == "hang":
+                time.sleep(3600)
+        return float(action), False
+
+    def reached_terminal_state(self):
+        return self.num_steps_taken >= self.length
+
+    def __repr__(self):
+        return f"CountingTask(slot={self.slot})"
+
+
+class CountingSampler(TaskSampler):
+    def __init__(self, slot, length=3, fault=None, fail_at=1):
+        self.slot, self.episode_length, self.fault, self.fail_at = slot, length, fault, fail_at
+
+    @property
+    def observation_space(self):
+        return SensorSuite([CounterSensor()]).observation_space
+
+    @property
+    def action_space(self):
+        return spaces.Discrete(3)
+
+    def next_task(self):
+        return CountingTask(self.slot, self.episode_length, self.fault, self.fail_at)
+
+    def set_seed(self, seed):
+        pass
+
+    def __repr__(self):
+        return f"CountingSampler(slot={self.slot})"

@@ -1,0 +1,81 @@
+"""The command line: bad input exits 2 with a short message naming the file or field."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stagerl import cli
+from stagerl.tasks import vector
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _forbid_workers(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr(vector.VectorSampler, "__init__", refuse)
+
+
+def test_unknown_loss_name_fails_before_any_worker_starts(tmp_path, monkeypatch, capsys):
+    _forbid_workers(monkeypatch)
+    code = cli.main(["train", str(FIXTURES / "bad_loss_name.py"), "-o", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and "named_losses" in err
+
+
+def test_syntax_error_exits_2_in_a_few_lines_naming_the_file():
+    result = subprocess.run(
+        [sys.executable, "-m", "stagerl", "train", str(FIXTURES / "syntax_error.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "syntax_error.py:4" in result.stderr
+    assert len(result.stderr.strip().splitlines()) < 15
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert cli.main(["train", str(tmp_path / "nowhere.py")]) == 2
+    assert "nowhere.py: experiment file not found" in capsys.readouterr().err
+
+
+def test_file_without_experiment_config(tmp_path, capsys):
+    config = tmp_path / "empty.py"
+    config.write_text("x = 1\n")
+    assert cli.main(["train", str(config)]) == 2
+    assert "empty.py: expected exactly one concrete ExperimentConfig" in capsys.readouterr().err
+
+
+def test_config_that_raises_on_import_names_the_file(tmp_path, capsys):
+    config = tmp_path / "raises.py"
+    config.write_text("import not_a_module_anywhere\n")
+    assert cli.main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "raises.py" in err and "not_a_module_anywhere" in err
+
+
+def test_unknown_env_id_is_reported_before_workers(tmp_path, monkeypatch, capsys):
+    _forbid_workers(monkeypatch)
+    config = tmp_path / "bad_env.py"
+    config.write_text(
+        (FIXTURES / "tiny_ppo.py")
+        .read_text()
+        .replace("MiniGrid-Empty-Random-5x5-v0", "MiniGrid-NoSuchEnv-v0")
+    )
+    assert cli.main(["train", str(config), "-o", str(tmp_path)]) == 2
+    assert "MiniGrid-NoSuchEnv-v0" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_unwritable_output_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = cli.main(["train", str(FIXTURES / "tiny_ppo.py"), "-o", str(blocker / "sub")])
+    assert code == 2
+    assert "cannot create a run there" in capsys.readouterr().err

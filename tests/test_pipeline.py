@@ -1,0 +1,106 @@
+"""A bad pipeline raises an error naming the field and the value."""
+
+import pytest
+from torch import optim
+
+from stagerl import (
+    A2C,
+    PPO,
+    A2CConfig,
+    Builder,
+    ConfigError,
+    Imitation,
+    PipelineStage,
+    PPOConfig,
+    TrainingPipeline,
+)
+
+
+def _pipeline(**overrides):
+    settings = dict(
+        named_losses={"ppo_loss": PPO(**PPOConfig), "a2c": A2C(**A2CConfig)},
+        pipeline_stages=[PipelineStage(loss_names=["ppo_loss"], max_stage_steps=1000)],
+        optimizer_builder=Builder(optim.Adam, dict(lr=1e-3)),
+        num_steps=16,
+        num_mini_batch=2,
+        update_repeats=2,
+    )
+    settings.update(overrides)
+    return TrainingPipeline(**settings)
+
+
+def test_unknown_loss_name_is_named():
+    with pytest.raises(ConfigError, match=r"'nope'.*not in named_losses"):
+        _pipeline(pipeline_stages=[PipelineStage(loss_names=["nope"], max_stage_steps=10)])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_steps", 0),
+        ("metric_accumulate_interval", -5),
+        ("save_interval", 0),
+        ("max_grad_norm", 0.0),
+        ("gamma", 1.5),
+        ("gae_lambda", -0.1),
+        ("num_mini_batch", 0),
+        ("update_repeats", 0),
+        ("advance_scene_rollout_period", 0),
+    ],
+)
+def test_out_of_range_settings_name_field_and_value(field, value):
+    with pytest.raises(ConfigError, match=rf"{field}={value!r}"):
+        _pipeline(**{field: value})
+
+
+def test_empty_stage_list_is_rejected():
+    with pytest.raises(ConfigError, match="pipeline_stages"):
+        _pipeline(pipeline_stages=[])
+
+
+def test_non_positive_stage_steps_are_rejected():
+    with pytest.raises(ConfigError, match=r"max_stage_steps=0"):
+        PipelineStage(loss_names=["ppo_loss"], max_stage_steps=0)
+
+
+def test_loss_weights_must_match_loss_names():
+    with pytest.raises(ConfigError, match="loss_weights"):
+        PipelineStage(loss_names=["a", "b"], max_stage_steps=10, loss_weights=[1.0])
+
+
+def test_more_minibatches_than_tasks_is_rejected():
+    pipeline = _pipeline(num_mini_batch=8)
+    pipeline.check_rollout_split(8)
+    with pytest.raises(ConfigError, match=r"num_mini_batch=8.*at most the number of tasks \(4\)"):
+        pipeline.check_rollout_split(4)
+
+
+def test_stage_without_onpolicy_losses_allows_zero_minibatches():
+    pipeline = _pipeline(
+        num_mini_batch=0,
+        update_repeats=0,
+        pipeline_stages=[PipelineStage(loss_names=[], max_stage_steps=100)],
+    )
+    pipeline.check_rollout_split(1)
+
+
+def test_named_losses_must_be_losses():
+    with pytest.raises(ConfigError, match=r"named_losses\['bad'\]"):
+        _pipeline(named_losses={"bad": "ppo"})
+
+
+def test_misspelt_setting_is_a_type_error_not_silently_ignored():
+    with pytest.raises(TypeError, match="num_mini_batches"):
+        _pipeline(num_mini_batches=2)
+
+
+def test_valid_multi_stage_pipeline_builds():
+    pipeline = _pipeline(
+        named_losses={"ppo_loss": PPO(**PPOConfig), "imitation_loss": Imitation()},
+        pipeline_stages=[
+            PipelineStage(loss_names=["imitation_loss"], max_stage_steps=100),
+            PipelineStage(loss_names=["ppo_loss"], max_stage_steps=200),
+        ],
+    )
+    assert pipeline.total_steps == 300
+    assert pipeline.stage_names == ["0:imitation_loss", "1:ppo_loss"]
