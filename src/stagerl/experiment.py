@@ -16,12 +16,17 @@ from stagerl.errors import ConfigError, require
 
 @dataclass(frozen=True)
 class MachineParams:
-    """How many worker processes step how many tasks each, and how long a step may take."""
+    """How many worker processes step how many tasks each, and how long a step may take.
+
+    `trainer_threads` is torch's thread count in the trainer. One is right for small models:
+    the workers need the other cores, and oversubscribed torch threads spin (20x slower).
+    """
 
     num_workers: int = 2
     tasks_per_worker: int = 8
     device: str = "cpu"
     worker_timeout: float = 60.0
+    trainer_threads: int = 1
 
     def __post_init__(self) -> None:
         require(self.num_workers >= 1, "MachineParams.num_workers", self.num_workers, ">= 1")
@@ -32,6 +37,9 @@ class MachineParams:
             ">= 1",
         )
         require(self.worker_timeout > 0, "MachineParams.worker_timeout", self.worker_timeout, "> 0")
+        require(
+            self.trainer_threads >= 1, "MachineParams.trainer_threads", self.trainer_threads, ">= 1"
+        )
 
     @property
     def num_tasks(self) -> int:

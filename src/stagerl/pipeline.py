@@ -11,6 +11,36 @@ from typing import Any
 from stagerl.builder import Builder
 from stagerl.errors import ConfigError, require
 from stagerl.losses.base import Loss
+from stagerl.losses.imitation import Imitation
+
+
+@dataclass(frozen=True)
+class DatasetAggregation:
+    """True DAgger (Ross et al. 2011) for a stage with an Imitation loss.
+
+    Every rollout's (observation sequence, expert action) data goes into a FIFO buffer of
+    `max_sequences` task sequences (each `num_steps` long); each minibatch update also trains
+    the stage's imitation losses on `sequences_per_minibatch` sequences sampled from it. Memory:
+    `max_sequences x num_steps x` (bytes of one step's observations + 16), e.g. about 75 MB for
+    10,000 GoToObj sequences of 32 steps.
+    """
+
+    max_sequences: int = 4096
+    sequences_per_minibatch: int = 8
+
+    def __post_init__(self) -> None:
+        require(
+            self.max_sequences > 0,
+            "DatasetAggregation.max_sequences",
+            self.max_sequences,
+            "a positive number of sequences",
+        )
+        require(
+            self.sequences_per_minibatch > 0,
+            "DatasetAggregation.sequences_per_minibatch",
+            self.sequences_per_minibatch,
+            "a positive number of sequences",
+        )
 
 
 @dataclass
@@ -18,13 +48,14 @@ class PipelineStage:
     """A stage trains `loss_names` (weighted by `loss_weights`) for `max_stage_steps` frames.
 
     `teacher_forcing(stage_steps)` is the probability that the expert's action is executed instead
-    of the agent's (needs an ExpertActionSensor).
+    of the agent's (needs an ExpertActionSensor). `dataset_aggregation` turns on true DAgger.
     """
 
     loss_names: list[str]
     max_stage_steps: int
     loss_weights: list[float] | None = None
     teacher_forcing: Callable[[int], float] | None = None
+    dataset_aggregation: DatasetAggregation | None = None
 
     def __post_init__(self) -> None:
         require(
@@ -112,6 +143,11 @@ class TrainingPipeline:
                         f"pipeline_stages[{index}].loss_names contains {loss_name!r}, which is not "
                         f"in named_losses (known: {sorted(self.named_losses)})"
                     )
+            if stage.dataset_aggregation is not None and not self.imitation_losses(stage):
+                raise ConfigError(
+                    f"pipeline_stages[{index}].dataset_aggregation needs an Imitation loss in "
+                    f"its loss_names, got {stage.loss_names}"
+                )
         _positive("num_steps", self.num_steps)
         _positive("metric_accumulate_interval", self.metric_accumulate_interval)
         _positive("save_interval", self.save_interval, allow_none=True)
@@ -145,6 +181,9 @@ class TrainingPipeline:
                 f"at most the number of tasks ({num_tasks}), since "
                 "minibatches are made of whole task sequences",
             )
+
+    def imitation_losses(self, stage: PipelineStage) -> list[str]:
+        return [n for n in stage.loss_names if isinstance(self.named_losses[n], Imitation)]
 
     @property
     def total_steps(self) -> int:

@@ -12,6 +12,8 @@ from stagerl.tasks.sensors import Sensor, SensorSuite
 
 
 class CounterSensor(Sensor):
+    """Observes (slot, steps taken) so tests can see where each task is."""
+
     uuid = "counter"
     observation_space = spaces.Box(0, 10_000, (2,), dtype=np.int64)
 
@@ -22,9 +24,9 @@ class CounterSensor(Sensor):
 class CountingTask(Task):
     """Reward = the action; ends (terminal) after `length` steps; misbehaves at `fail_at`."""
 
-    def __init__(self, slot, length, fault, fail_at):
+    def __init__(self, slot, length, fault, fail_at, sensors):
         self.slot, self.length, self.fault, self.fail_at = slot, length, fault, fail_at
-        super().__init__(env=None, sensors=SensorSuite([CounterSensor()]), max_steps=length + 5)
+        super().__init__(env=None, sensors=SensorSuite(sensors), max_steps=length + 5)
 
     @property
     def action_space(self):
@@ -43,24 +45,29 @@ class CountingTask(Task):
     def reached_terminal_state(self):
         return self.num_steps_taken >= self.length
 
+    def query_expert(self):
+        """The expert always says 2, but only on even steps."""
+        return 2, self.num_steps_taken % 2 == 0
+
     def __repr__(self):
         return f"CountingTask(slot={self.slot})"
 
 
 class CountingSampler(TaskSampler):
-    def __init__(self, slot, length=3, fault=None, fail_at=1):
+    def __init__(self, slot, length=3, fault=None, fail_at=1, sensors=None):
+        self.sensors = sensors or [CounterSensor()]
         self.slot, self.episode_length, self.fault, self.fail_at = slot, length, fault, fail_at
 
     @property
     def observation_space(self):
-        return SensorSuite([CounterSensor()]).observation_space
+        return SensorSuite(self.sensors).observation_space
 
     @property
     def action_space(self):
         return spaces.Discrete(3)
 
     def next_task(self):
-        return CountingTask(self.slot, self.episode_length, self.fault, self.fail_at)
+        return CountingTask(self.slot, self.episode_length, self.fault, self.fail_at, self.sensors)
 
     def set_seed(self, seed):
         pass

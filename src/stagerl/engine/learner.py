@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from stagerl.engine.aggregation import ExpertDataBuffer
 from stagerl.engine.storage import RolloutStorage
-from stagerl.losses.base import Loss
+from stagerl.losses.base import Loss, RolloutBatch
 
 
 @dataclass(frozen=True)
@@ -18,10 +19,37 @@ class WeightedLoss:
     weight: float
 
 
+@dataclass(frozen=True)
+class AggregatedData:
+    """DAgger: extra sequences from the aggregated dataset per minibatch, for these losses."""
+
+    buffer: ExpertDataBuffer
+    sequences_per_minibatch: int
+    losses: list[WeightedLoss]
+
+
 @dataclass
 class UpdateResult:
     info: dict[str, float]
     skipped: int  # updates skipped because the loss or gradient was not finite
+
+
+def _weighted_loss(
+    model: nn.Module,
+    batch: RolloutBatch,
+    losses: list[WeightedLoss],
+    stage_steps: int,
+    sums: dict[str, float],
+    prefix: str = "",
+) -> torch.Tensor:
+    output, _ = model(batch.observations, batch.memory, batch.prev_actions, batch.masks)
+    total = torch.zeros(())
+    for item in losses:
+        value, info = item.loss.loss(stage_steps, batch, output)
+        total = total + item.weight * value
+        for key, number in info.items():
+            sums[f"{prefix}{item.name}/{key}"] += number
+    return total
 
 
 def update(
@@ -35,6 +63,7 @@ def update(
     update_repeats: int,
     max_grad_norm: float,
     generator: torch.Generator,
+    aggregated: AggregatedData | None = None,
 ) -> UpdateResult:
     """Minimise the weighted sum of the stage's losses; clip the gradient norm at max_grad_norm.
 
@@ -46,13 +75,12 @@ def update(
     parameters = [p for p in model.parameters() if p.requires_grad]
     for _ in range(update_repeats):
         for batch in storage.minibatches(num_mini_batch, generator):
-            output, _ = model(batch.observations, batch.memory, batch.prev_actions, batch.masks)
-            total = torch.zeros(())
-            for item in losses:
-                value, info = item.loss.loss(stage_steps, batch, output)
-                total = total + item.weight * value
-                for key, number in info.items():
-                    sums[f"{item.name}/{key}"] += number
+            total = _weighted_loss(model, batch, losses, stage_steps, sums)
+            if aggregated is not None and aggregated.buffer.size > 0:
+                old = aggregated.buffer.sample(aggregated.sequences_per_minibatch, generator)
+                total = total + _weighted_loss(
+                    model, old, aggregated.losses, stage_steps, sums, prefix="aggregated/"
+                )
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = nn.utils.clip_grad_norm_(parameters, max_grad_norm)

@@ -16,6 +16,10 @@ from stagerl.engine.returns import compute_returns
 from stagerl.losses.base import RolloutBatch
 
 
+def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype)).dtype
+
+
 class RolloutStorage:
     def __init__(
         self,
@@ -28,9 +32,7 @@ class RolloutStorage:
         self.num_steps, self.num_tasks = num_steps, num_tasks
         steps, tasks = num_steps, num_tasks
         self.observations = {
-            uuid: torch.zeros(
-                (steps + 1, tasks, *box.shape), dtype=torch.from_numpy(np.zeros(0, box.dtype)).dtype
-            )
+            uuid: torch.zeros((steps + 1, tasks, *box.shape), dtype=torch_dtype(box.dtype))
             for uuid, box in observation_space.spaces.items()
         }
         layers, hidden = memory_shape

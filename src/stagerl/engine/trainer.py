@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from stagerl.engine.aggregation import ExpertDataBuffer
 from stagerl.engine.checkpoint import save_checkpoint
-from stagerl.engine.learner import WeightedLoss, step_lr_scheduler, update
+from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
 from stagerl.engine.setup import TrainingSetup, build_training_setup
@@ -104,6 +105,8 @@ class Trainer:
             _set_rng_state(resume["rng"], self.generators)
         self.resume = resume
         self.stop_signal: int | None = None
+        self.buffer: ExpertDataBuffer | None = None
+        self.buffer_stage = -1
 
     def _losses(self, stage: PipelineStage) -> list[WeightedLoss]:
         return [
@@ -119,6 +122,51 @@ class Trainer:
             expert_uuid=self.setup.expert_uuid,
             generator=self.generators["teacher_rng"],
         )
+
+    def _aggregated(self, stage_index: int, storage: RolloutStorage) -> AggregatedData | None:
+        """The stage's DAgger dataset, created when the stage first needs it."""
+        stage = self.pipeline.pipeline_stages[stage_index]
+        settings = stage.dataset_aggregation
+        if settings is None:
+            return None
+        if self.buffer is None or self.buffer_stage != stage_index:
+            self.buffer = ExpertDataBuffer(
+                capacity=settings.max_sequences,
+                num_steps=storage.num_steps,
+                observation_space=self.setup.observation_space,
+                memory_shape=self.setup.model.memory_shape,
+            )
+            self.buffer_stage = stage_index
+        losses = [w for w in self._losses(stage) if w.name in self.pipeline.imitation_losses(stage)]
+        return AggregatedData(self.buffer, settings.sequences_per_minibatch, losses)
+
+    def _learn(self, storage: RolloutStorage, logger: MetricsLogger, stage: PipelineStage) -> None:
+        pipeline, model = self.pipeline, self.setup.model
+        model.train()
+        storage.compute_returns(
+            last_values(model, storage),
+            gamma=pipeline.gamma,
+            gae_lambda=pipeline.gae_lambda,
+            use_gae=pipeline.use_gae,
+        )
+        aggregated = self._aggregated(self.state.stage_index, storage)
+        outcome = update(
+            model=model,
+            optimizer=self.setup.optimizer,
+            storage=storage,
+            losses=self._losses(stage),
+            stage_steps=self.state.stage_steps,
+            num_mini_batch=pipeline.num_mini_batch,
+            update_repeats=pipeline.update_repeats,
+            max_grad_norm=pipeline.max_grad_norm,
+            generator=self.generators["minibatch_rng"],
+            aggregated=aggregated,
+        )
+        if aggregated is not None:
+            aggregated.buffer.add(storage)
+            logger.add({"aggregated_sequences": aggregated.buffer.size})
+        logger.add(outcome.info, prefix="loss/")
+        self._check_finite(outcome.skipped, pipeline.num_mini_batch * pipeline.update_repeats)
 
     def _rollout_and_update(
         self,
@@ -145,32 +193,19 @@ class Trainer:
                 }
             )
         if stage.loss_names:
-            model.train()
-            storage.compute_returns(
-                last_values(model, storage),
-                gamma=pipeline.gamma,
-                gae_lambda=pipeline.gae_lambda,
-                use_gae=pipeline.use_gae,
-            )
-            outcome = update(
-                model=model,
-                optimizer=self.setup.optimizer,
-                storage=storage,
-                losses=self._losses(stage),
-                stage_steps=state.stage_steps,
-                num_mini_batch=pipeline.num_mini_batch,
-                update_repeats=pipeline.update_repeats,
-                max_grad_norm=pipeline.max_grad_norm,
-                generator=self.generators["minibatch_rng"],
-            )
-            logger.add(outcome.info, prefix="loss/")
-            self._check_finite(outcome.skipped, pipeline.num_mini_batch * pipeline.update_repeats)
+            self._learn(storage, logger, stage)
         step_lr_scheduler(self.setup.lr_scheduler, state.total_steps)
         logger.add({"lr": self.setup.optimizer.param_groups[0]["lr"]})
         storage.start_next_rollout()
         period = pipeline.advance_scene_rollout_period
         if period and state.rollout_count % period == 0:
             sampler.next_scene()
+
+    def _restore_buffer(self, storage: RolloutStorage) -> None:
+        if self.resume.get("dagger_buffer") is None:
+            return
+        aggregated = self._aggregated(self.resume["dagger_buffer_stage"], storage)
+        aggregated.buffer.load_state_dict(self.resume["dagger_buffer"])
 
     def _check_finite(self, skipped: int, attempted: int) -> None:
         self.state.nonfinite_in_a_row = (
@@ -199,6 +234,8 @@ class Trainer:
             "samplers": sampler.snapshot(),
             "storage": storage.carry_state(),
             "logger": logger.state_dict(),
+            "dagger_buffer": self.buffer.state_dict() if self.buffer else None,
+            "dagger_buffer_stage": self.buffer_stage,
         }
         self.state.last_save_steps = self.state.total_steps
         payload["state"]["last_save_steps"] = self.state.total_steps
@@ -236,6 +273,7 @@ class Trainer:
                 if self.resume:
                     sampler.restore(self.resume["samplers"])
                     storage.load_carry_state(self.resume["storage"])
+                    self._restore_buffer(storage)
                 else:
                     storage.set_observations(0, sampler.reset())
                     storage.memory = setup.model.initial_memory(setup.num_tasks)

@@ -1,0 +1,80 @@
+"""The DAgger dataset: a bounded FIFO of (observation sequence, expert action) task sequences.
+
+Each sequence is one task's rollout (`num_steps` steps) with its masks and the recurrent memory
+it started from, so a recurrent model replays it like a fresh minibatch. The expert's action is
+part of the observations (ExpertActionSensor), which is all the Imitation loss reads.
+"""
+
+import torch
+from gymnasium import spaces
+
+from stagerl.engine.storage import RolloutStorage, torch_dtype
+from stagerl.losses.base import RolloutBatch
+
+
+class ExpertDataBuffer:
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        num_steps: int,
+        observation_space: spaces.Dict,
+        memory_shape: tuple[int, int],
+    ) -> None:
+        self.capacity, self.num_steps = capacity, num_steps
+        self.observations = {
+            uuid: torch.zeros((capacity, num_steps, *box.shape), dtype=torch_dtype(box.dtype))
+            for uuid, box in observation_space.spaces.items()
+        }
+        self.masks = torch.zeros(capacity, num_steps)
+        self.prev_actions = torch.zeros(capacity, num_steps, dtype=torch.long)
+        self.memory = torch.zeros(capacity, *memory_shape)
+        self.size = 0
+        self.next = 0
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.observations.values(), self.masks, self.prev_actions, self.memory]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def add(self, storage: RolloutStorage) -> None:
+        """Append every task sequence of the rollout, overwriting the oldest when full."""
+        steps = self.num_steps
+        rows = (torch.arange(storage.num_tasks) + self.next) % self.capacity
+        for uuid, target in self.observations.items():
+            target[rows] = storage.observations[uuid][:steps].transpose(0, 1)
+        self.masks[rows] = storage.masks[:steps].transpose(0, 1)
+        self.prev_actions[rows] = storage.prev_actions[:steps].transpose(0, 1)
+        self.memory[rows] = storage.memory.transpose(0, 1)
+        self.next = int(rows[-1] + 1) % self.capacity
+        self.size = min(self.size + storage.num_tasks, self.capacity)
+
+    def sample(self, count: int, generator: torch.Generator) -> RolloutBatch:
+        rows = torch.randint(0, self.size, (count,), generator=generator)
+        zeros = torch.zeros(self.num_steps, count)
+        return RolloutBatch(
+            observations={u: obs[rows].transpose(0, 1) for u, obs in self.observations.items()},
+            memory=self.memory[rows].transpose(0, 1),
+            prev_actions=self.prev_actions[rows].transpose(0, 1),
+            masks=self.masks[rows].transpose(0, 1),
+            actions=zeros.long(),
+            old_log_probs=zeros,
+            old_values=zeros,
+            returns=zeros,
+            advantages=zeros,
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "observations": self.observations,
+            "masks": self.masks,
+            "prev_actions": self.prev_actions,
+            "memory": self.memory,
+            "size": self.size,
+            "next": self.next,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("observations", "masks", "prev_actions", "memory"):
+            setattr(self, key, state[key])
+        self.size, self.next = state["size"], state["next"]

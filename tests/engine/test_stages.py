@@ -1,0 +1,61 @@
+"""Multi-stage pipelines: stages switch at their step budget, and resuming stays in the stage."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from stagerl import cli
+from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
+from stagerl.engine.trainer import Trainer
+from stagerl.experiment import load_experiment
+
+ROOT = Path(__file__).parents[2]
+TINY = ROOT / "tests" / "fixtures" / "tiny_dagger_ppo.py"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stages_switch_at_their_step_budget(tmp_path):
+    final = Trainer(load_experiment(TINY), run_dir=tmp_path, seed=0).train()
+    state = load_checkpoint(final)["state"]
+    assert (state["stage_index"], state["total_steps"]) == (2, 1024)
+    rows = _rows(tmp_path)
+    assert {r["stage"] for r in rows if r["step"] <= 512} == {"0:imitation_loss"}
+    assert {r["stage"] for r in rows if r["step"] > 512} == {"1:ppo_loss"}
+    stage0 = [r for r in rows if r["step"] <= 512]
+    # p at the start of each of the row's two 64-step rollouts: (1 + (1 - 64/512)) / 2
+    assert stage0[0]["teacher_forcing"] == pytest.approx(0.9375)
+    assert all("teacher_forcing" not in r for r in rows if r["step"] > 512)
+    assert all("loss/imitation_loss/imitation_loss" in r for r in stage0)
+
+
+def test_resume_in_second_stage_keeps_second_stage(tmp_path):
+    experiment = load_experiment(TINY)
+    straight = Trainer(experiment, run_dir=tmp_path / "straight", seed=5).train()
+    run_dir = tmp_path / "stopped"
+    stopped = Trainer(experiment, run_dir=run_dir, seed=5).train(stop_after_steps=768)
+    state = load_checkpoint(stopped)["state"]
+    assert (state["stage_index"], state["stage_steps"]) == (1, 256)
+
+    assert cli.main(["train", str(TINY), "--resume", str(run_dir)]) == 0
+    resumed = list_checkpoints(run_dir)[0]
+    assert load_checkpoint(resumed)["state"]["total_steps"] == 1024
+    assert [r["stage"] for r in _rows(run_dir) if r["step"] > 768] == ["1:ppo_loss"] * 2
+    expected = load_checkpoint(straight)["model"]
+    for name, tensor in load_checkpoint(resumed)["model"].items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
+
+
+def test_seed_dagger_then_ppo_pipeline_trains_through_both_stages(tmp_path):
+    experiment = load_experiment(ROOT / "projects" / "seed" / "dagger_then_ppo_minigrid.py")
+    final = Trainer(experiment, run_dir=tmp_path, seed=0).train(stop_after_steps=6 * 2048)
+    state = load_checkpoint(final)["state"]
+    assert (state["stage_index"], state["stage_steps"]) == (1, 2048)  # 5 DAgger rollouts, 1 PPO
+    stages = [r["stage"] for r in _rows(tmp_path)]
+    assert stages[0] == "0:imitation_loss" and stages[-1] == "1:ppo_loss"

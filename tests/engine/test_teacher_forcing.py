@@ -1,0 +1,94 @@
+"""Teacher forcing executes the expert's valid actions with probability p, and the storage keeps
+the action that was executed."""
+
+import pytest
+import torch
+from gymnasium import spaces
+from torch.distributions import Categorical
+
+from stagerl import ExpertActionSensor, Imitation
+from stagerl.engine.rollout import TeacherForcing, collect_rollout
+from stagerl.engine.storage import RolloutStorage
+from stagerl.losses.base import RolloutBatch
+from stagerl.models.base import ActorCriticModel, ActorCriticOutput
+from stagerl.tasks.vector import VectorSampler
+from tests.tasks.faulty import CounterSensor, CountingSampler
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class AlwaysZero(ActorCriticModel):
+    """A policy that (all but surely) picks action 0; the expert always says 2."""
+
+    def forward(self, observations, memory, prev_actions, masks):
+        steps, tasks = masks.shape
+        logits = torch.tensor([30.0, 0.0, 0.0]).expand(steps, tasks, 3)
+        return ActorCriticOutput(Categorical(logits=logits), torch.zeros(steps, tasks)), memory
+
+
+def _rollout(probability):
+    sensors = [CounterSensor(), ExpertActionSensor(nactions=3)]
+    samplers = [CountingSampler(slot, length=5, sensors=sensors) for slot in range(4)]
+    with VectorSampler(samplers, num_workers=1) as sampler:
+        space = samplers[0].observation_space
+        model = AlwaysZero(spaces.Discrete(3), space)
+        storage = RolloutStorage(
+            num_steps=10, num_tasks=4, observation_space=space, memory_shape=(0, 0)
+        )
+        storage.set_observations(0, sampler.reset())
+        teacher = TeacherForcing(
+            probability, ExpertActionSensor.UUID, torch.Generator().manual_seed(0)
+        )
+        result = collect_rollout(model=model, sampler=sampler, storage=storage, teacher=teacher)
+    expert = storage.observations[ExpertActionSensor.UUID][:10]
+    return storage, expert[..., 1].bool(), result
+
+
+def test_teacher_forcing_at_p1_executes_every_valid_expert_action():
+    storage, valid, result = _rollout(1.0)
+    assert valid.any() and (~valid).any()
+    assert (storage.actions[valid] == 2).all()  # expert's action wherever it is valid
+    assert (storage.actions[~valid] == 0).all()  # the policy's where it is not
+    # CountingTask's reward is the executed action: the storage holds what was executed
+    assert torch.equal(storage.rewards, storage.actions.float())
+    assert result.expert_steps == int(valid.sum())
+
+
+def test_teacher_forcing_at_p0_executes_no_expert_action():
+    storage, _, result = _rollout(0.0)
+    assert (storage.actions == 0).all() and result.expert_steps == 0
+
+
+def test_teacher_forcing_at_half_mixes():
+    storage, valid, _ = _rollout(0.5)
+    expert_taken = (storage.actions[valid] == 2).float().mean().item()
+    assert 0.2 < expert_taken < 0.8
+
+
+def test_stored_log_prob_is_of_the_executed_action():
+    storage, valid, _ = _rollout(1.0)
+    executed_expert = valid & (storage.actions == 2)
+    assert (storage.log_probs[executed_expert] < -20).all()  # improbable under the policy
+    assert (storage.log_probs[~valid] > -1e-6).all()
+
+
+def test_imitation_loss_averages_over_valid_steps_only():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]]))
+    expert = torch.tensor([[[0, 1], [1, 1], [2, 0]]])  # third step invalid
+    batch = RolloutBatch(
+        observations={ExpertActionSensor.UUID: expert},
+        memory=torch.zeros(0, 3, 0),
+        prev_actions=torch.zeros(1, 3, dtype=torch.long),
+        masks=torch.ones(1, 3),
+        actions=torch.zeros(1, 3, dtype=torch.long),
+        old_log_probs=torch.zeros(1, 3),
+        old_values=torch.zeros(1, 3),
+        returns=torch.zeros(1, 3),
+        advantages=torch.zeros(1, 3),
+    )
+    output = ActorCriticOutput(Categorical(logits=logits), torch.zeros(1, 3))
+    loss, info = Imitation().loss(0, batch, output)
+    import math
+
+    assert loss.item() == pytest.approx(-(math.log(0.5) + math.log(0.8)) / 2)
+    assert info["expert_valid_fraction"] == pytest.approx(2 / 3)

@@ -1,0 +1,61 @@
+"""Experts through the task API: `query_expert` and the ExpertActionSensor solve test episodes."""
+
+import numpy as np
+import pytest
+
+from stagerl import ExpertActionSensor
+from stagerl.plugins.minigrid import EgocentricMiniGridSensor, MiniGridTaskSampler
+
+
+def _success_rate(env_id: str, episodes: int, random_fraction: float = 0.0) -> float:
+    sensors = [EgocentricMiniGridSensor(), ExpertActionSensor(nactions=7)]
+    sampler = MiniGridTaskSampler(env_ids=env_id, sensors=sensors, split="test")
+    rng = np.random.default_rng(0)
+    successes = 0
+    for _ in range(episodes):
+        task = sampler.next_task()
+        while not task.is_done():
+            action, valid = task.get_observations()[ExpertActionSensor.UUID]
+            if rng.random() < random_fraction or not valid:
+                action = rng.integers(0, 3)
+            task.step(int(action))
+        successes += task.metrics()["success"]
+    return successes / episodes
+
+
+@pytest.mark.parametrize(
+    ("env_id", "random_fraction", "threshold"),
+    [
+        ("BabyAI-GoToLocal-v0", 0.0, 0.99),
+        ("MiniGrid-LavaCrossingS9N1-v0", 0.0, 0.99),
+        ("BabyAI-GoToLocal-v0", 0.3, 0.9),
+    ],
+)
+def test_expert_actions_from_the_sensor_solve_test_episodes(env_id, random_fraction, threshold):
+    assert _success_rate(env_id, 200, random_fraction) >= threshold
+
+
+def test_tasks_without_expert_sensor_never_build_an_expert():
+    sampler = MiniGridTaskSampler(env_ids="BabyAI-GoToObj-v0", sensors=[EgocentricMiniGridSensor()])
+    task = sampler.next_task()
+    assert task.expert is None and task.query_expert() == (0, False)
+
+
+def test_train_valid_and_test_seeds_do_not_overlap():
+    def seeds(split, slots=4, per_slot=50):
+        found = set()
+        for slot in range(slots):
+            sampler = MiniGridTaskSampler(
+                env_ids="MiniGrid-Empty-5x5-v0",
+                split=split,
+                seed=slot,
+                slot=slot,
+                num_slots=slots,
+                sensors=[EgocentricMiniGridSensor()],
+            )
+            found |= {sampler.next_task().seed for _ in range(per_slot)}
+        return found
+
+    train, valid, test = seeds("train"), seeds("valid"), seeds("test")
+    assert len(test) == len(valid) == 200  # no slot repeats another's episodes
+    assert not (train & valid) and not (train & test) and not (valid & test)
