@@ -1,0 +1,210 @@
+"""Killed runs resume exactly; worker faults, bad checkpoints and signals end runs cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from stagerl import cli
+from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
+from stagerl.engine.trainer import NonFiniteLossError, Trainer
+from stagerl.experiment import load_experiment
+from stagerl.losses.ppo import PPO
+
+ROOT = Path(__file__).parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _variant(tmp_path: Path, name: str, steps: int, source: str = "tiny_ppo.py") -> Path:
+    """A copy of a fixture experiment with a longer step budget."""
+    text = (FIXTURES / source).read_text()
+    text = text.replace("STEPS = 1024", f"STEPS = {steps}").replace(
+        "STAGE_STEPS = 512", f"STAGE_STEPS = {steps}"
+    )
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    return path
+
+
+def _stagerl(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stagerl", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+
+
+def _wait_for_checkpoint(run_root: Path, min_steps: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for checkpoint in run_root.glob("*/*/checkpoints/ckpt_*.pt"):
+            if int(checkpoint.stem.split("_")[1]) >= min_steps:
+                return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def _final_params(run_dir: Path) -> tuple[dict, dict]:
+    payload = load_checkpoint(list_checkpoints(run_dir)[0])
+    return payload["model"], payload["state"]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_ppo.py", "tiny_dagger_ppo.py"])
+def test_sigkilled_run_resumes_to_the_same_parameters_and_steps(tmp_path, fixture):
+    config = _variant(tmp_path, "cfg", 2048 if fixture == "tiny_ppo.py" else 1024, fixture)
+    straight = _stagerl("train", str(config), "-o", str(tmp_path / "straight"), "-s", "3")
+    assert straight.wait() == 0, straight.communicate()
+
+    output = tmp_path / "killed"
+    run = _stagerl("train", str(config), "-o", str(output), "-s", "3")
+    _wait_for_checkpoint(output, 1280, run)  # in the second stage for the two-stage fixture
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    resumed = _stagerl("train", str(config), "-o", str(output), "--resume", "latest")
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    assert "resuming" in err
+
+    expected_params, expected_state = _final_params(next((tmp_path / "straight").glob("*/*")))
+    params, state = _final_params(next(output.glob("*/*")))
+    assert state == expected_state
+    for name, tensor in expected_params.items():
+        torch.testing.assert_close(params[name], tensor, rtol=0, atol=0)
+
+
+def test_truncated_newest_checkpoint_is_skipped_by_resume_latest(tmp_path, capsys):
+    config = FIXTURES / "tiny_ppo.py"
+    Trainer(load_experiment(config), run_dir=tmp_path / "TinyPPO" / "run", seed=0).train(
+        stop_after_steps=512
+    )
+    run_dir = tmp_path / "TinyPPO" / "run"
+    newest, previous = list_checkpoints(run_dir)[:2]
+    newest.write_bytes(newest.read_bytes()[:100])
+    assert cli.main(["train", str(config), "-o", str(tmp_path), "--resume", "latest"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping checkpoint: {newest}: unreadable checkpoint" in err
+    assert f"resuming {run_dir} from {previous.name}" in err
+
+
+def test_checkpoint_from_another_experiment_is_refused(tmp_path, capsys):
+    final = Trainer(
+        load_experiment(FIXTURES / "tiny_ppo.py"), run_dir=tmp_path / "r", seed=0
+    ).train(stop_after_steps=64)
+    code = cli.main(["train", str(FIXTURES / "tiny_dagger_ppo.py"), "--resume", str(final)])
+    assert code == 2
+    assert "checkpoint is from experiment TinyPPO" in capsys.readouterr().err
+    code = cli.main(["eval", str(FIXTURES / "tiny_dagger_ppo.py"), "-c", str(final)])
+    assert code == 2
+
+
+def test_model_with_wrong_action_space_is_a_config_error(tmp_path, capsys):
+    config = tmp_path / "wrong_actions.py"
+    config.write_text(
+        (FIXTURES / "tiny_ppo.py")
+        .read_text()
+        .replace(
+            "return super().create_model(hidden_size=32, **kwargs)",
+            "from gymnasium import spaces\n"
+            "        from stagerl.plugins.minigrid import MiniGridActorCritic\n"
+            "        from stagerl.tasks.sensors import SensorSuite\n"
+            "        return MiniGridActorCritic(spaces.Discrete(3), SensorSuite(cls.SENSORS)"
+            ".observation_space)",
+        )
+    )
+    assert cli.main(["train", str(config), "-o", str(tmp_path)]) == 2
+    assert "the model has 3 actions but the tasks have 7" in capsys.readouterr().err
+
+
+def test_nonfinite_losses_skip_updates_then_stop_keeping_last_good_checkpoint(
+    tmp_path, monkeypatch
+):
+    real_loss, calls = PPO.loss, {"n": 0}
+
+    def poisoned(self, step_count, batch, output):
+        calls["n"] += 1
+        loss, info = real_loss(self, step_count, batch, output)
+        return (loss * float("nan") if step_count > 256 else loss), info
+
+    monkeypatch.setattr(PPO, "loss", poisoned)
+    trainer = Trainer(
+        load_experiment(FIXTURES / "tiny_ppo.py"), run_dir=tmp_path, seed=0, max_nonfinite_updates=8
+    )
+    with pytest.raises(NonFiniteLossError, match="8 updates in a row had a NaN/inf loss"):
+        trainer.train()
+    good = load_checkpoint(list_checkpoints(tmp_path)[0])
+    assert good["state"]["total_steps"] == 256
+    assert all(torch.isfinite(t).all() for t in good["model"].values())
+    assert all(torch.isfinite(p).all() for p in trainer.setup.model.parameters())
+
+
+def _run_faulty(fault: str, timeout: str = "60") -> tuple[int, str, float]:
+    env = {**os.environ, "STAGERL_TEST_FAULT": fault, "STAGERL_TEST_TIMEOUT": timeout}
+    start = time.monotonic()
+    process = _stagerl(
+        "train", str(FIXTURES / "faulty_experiment.py"), "-o", "/tmp/unused", env=env
+    )
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err, time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        ("raise", "ValueError: boom in the environment"),
+        ("segfault", "exit code -11"),
+        ("hang", "did not answer 'step' within 2 s"),
+    ],
+)
+def test_worker_fault_ends_the_run_with_an_error_naming_worker_and_task(fault, cause):
+    code, err, elapsed = _run_faulty(fault, timeout="2")
+    assert code == 1
+    assert "sampler worker 1 (tasks: CountingSampler(slot=1))" in err
+    assert cause in err
+    assert elapsed < 60
+
+
+def test_killed_worker_stops_the_run_and_leaves_no_process(tmp_path):
+    process = _stagerl("train", str(FIXTURES / "faulty_experiment.py"), "-o", str(tmp_path))
+    _wait_for_checkpoint(tmp_path, 16, process)
+    parent = psutil.Process(process.pid)
+    workers = [
+        p
+        for p in parent.children(recursive=True)
+        if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())
+    ]
+    everything = parent.children(recursive=True)
+    assert len(workers) == 2
+    workers[0].kill()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "died during 'step' (exit code -9)" in err
+    gone, alive = psutil.wait_procs(everything, timeout=10)
+    assert not alive
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    process = _stagerl("train", str(FIXTURES / "faulty_experiment.py"), "-o", str(tmp_path))
+    _wait_for_checkpoint(tmp_path, 16, process)
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM; checkpoint" in err
+    run_dir = next(tmp_path.glob("*/*"))
+    state = load_checkpoint(list_checkpoints(run_dir)[0])["state"]
+    assert state["total_steps"] % 16 == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
