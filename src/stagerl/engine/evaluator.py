@@ -52,7 +52,8 @@ def evaluate(
     deterministic: bool = False,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Mean of every episode metric over `episodes` test episodes."""
+    """Mean of every episode metric over `episodes` test episodes (reproducible for a seed)."""
+    torch.manual_seed(seed)
     payload = load_checkpoint(checkpoint)
     config = experiment.config
     if payload.get("experiment") != config.__name__:

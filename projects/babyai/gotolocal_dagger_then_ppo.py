@@ -1,0 +1,62 @@
+"""The seed's second pipeline shape on BabyAI-GoToLocal: DAgger (imitating the BabyAI bot while
+it drives with decaying probability), then PPO. Sized to finish in minutes on 2 CPU cores."""
+
+from torch import optim
+
+from stagerl import (
+    PPO,
+    Builder,
+    ExpertActionSensor,
+    Imitation,
+    LinearDecay,
+    PipelineStage,
+    PPOConfig,
+    TrainingPipeline,
+)
+from stagerl.plugins.minigrid import (
+    EgocentricMiniGridSensor,
+    MiniGridExperimentConfig,
+    MissionTokenSensor,
+)
+
+
+class BabyAIGoToLocalDaggerThenPPO(MiniGridExperimentConfig):
+    ENV_ID = "BabyAI-GoToLocal-v0"
+    SENSORS = [
+        EgocentricMiniGridSensor(),
+        MissionTokenSensor(max_len=8),
+        ExpertActionSensor(nactions=7),
+    ]
+
+    @classmethod
+    def tag(cls) -> str:
+        return "BabyAIGoToLocalDaggerThenPPO"
+
+    @classmethod
+    def training_pipeline(cls, **kwargs):
+        dagger_steps = 100_000
+        ppo_steps = 50_000
+        return TrainingPipeline(
+            save_interval=25_000,
+            metric_accumulate_interval=10_000,
+            optimizer_builder=Builder(optim.Adam, dict(lr=1e-3)),
+            num_mini_batch=2,
+            update_repeats=4,
+            max_grad_norm=0.5,
+            num_steps=32,
+            named_losses={
+                "ppo_loss": PPO(clip_decay=LinearDecay(ppo_steps), **PPOConfig),
+                "imitation_loss": Imitation(),
+            },
+            gamma=0.99,
+            use_gae=True,
+            gae_lambda=0.99,
+            pipeline_stages=[
+                PipelineStage(
+                    loss_names=["imitation_loss"],
+                    teacher_forcing=LinearDecay(startp=1.0, endp=0.0, steps=dagger_steps // 2),
+                    max_stage_steps=dagger_steps,
+                ),
+                PipelineStage(loss_names=["ppo_loss"], max_stage_steps=ppo_steps),
+            ],
+        )
