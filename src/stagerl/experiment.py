@@ -18,15 +18,16 @@ from stagerl.errors import ConfigError, require
 class MachineParams:
     """How many worker processes step how many tasks each, and how long a step may take.
 
-    `trainer_threads` is torch's thread count in the trainer. One is right for small models:
-    the workers need the other cores, and oversubscribed torch threads spin (20x slower).
+    The trainer acts with one torch thread, since the workers need the other cores then
+    (oversubscribed torch threads spin and run many times slower); it updates the model with
+    `update_threads`, since the workers are idle then.
     """
 
     num_workers: int = 2
     tasks_per_worker: int = 8
     device: str = "cpu"
     worker_timeout: float = 60.0
-    trainer_threads: int = 1
+    update_threads: int = 2
 
     def __post_init__(self) -> None:
         require(self.num_workers >= 1, "MachineParams.num_workers", self.num_workers, ">= 1")
@@ -38,7 +39,7 @@ class MachineParams:
         )
         require(self.worker_timeout > 0, "MachineParams.worker_timeout", self.worker_timeout, "> 0")
         require(
-            self.trainer_threads >= 1, "MachineParams.trainer_threads", self.trainer_threads, ">= 1"
+            self.update_threads >= 1, "MachineParams.update_threads", self.update_threads, ">= 1"
         )
 
     @property

@@ -29,7 +29,7 @@ def build_samplers(
     machine = config.machine_params(mode)
     if not isinstance(machine, MachineParams):
         raise ConfigError(f"{config.__name__}.machine_params({mode!r}) must return MachineParams")
-    torch.set_num_threads(machine.trainer_threads)
+    torch.set_num_threads(1)
     args_fn = getattr(config, f"{mode}_task_sampler_args")
     total = machine.num_tasks
     seeds = sampler_seeds(seed, total)

@@ -150,6 +150,7 @@ class Trainer:
             use_gae=pipeline.use_gae,
         )
         aggregated = self._aggregated(self.state.stage_index, storage)
+        torch.set_num_threads(self.setup.machine.update_threads)  # the workers are idle now
         outcome = update(
             model=model,
             optimizer=self.setup.optimizer,
@@ -162,6 +163,7 @@ class Trainer:
             generator=self.generators["minibatch_rng"],
             aggregated=aggregated,
         )
+        torch.set_num_threads(1)
         if aggregated is not None:
             aggregated.buffer.add(storage)
             logger.add({"aggregated_sequences": aggregated.buffer.size})
