@@ -1,6 +1,7 @@
 """Killed runs resume exactly; worker faults, bad checkpoints and signals end runs cleanly."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,7 +173,9 @@ def test_worker_fault_ends_the_run_with_an_error_naming_worker_and_task(fault, c
     code, err, elapsed = _run_faulty(fault, timeout="2")
     assert code == 1
     assert "sampler worker 1 (tasks: CountingSampler(slot=1))" in err
+    assert "CountingTask(slot=1)" in err or fault != "raise"
     assert cause in err
+    assert "checkpoint before this rollout:" in err  # saved, since it safely could
     assert elapsed < 60
 
 
@@ -190,7 +193,7 @@ def test_killed_worker_stops_the_run_and_leaves_no_process(tmp_path):
     workers[0].kill()
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1
-    assert "died during 'step' (exit code -9)" in err
+    assert re.search(r"sampler worker \d .* died during '(step|snapshot)' \(exit code -9\)", err)
     gone, alive = psutil.wait_procs(everything, timeout=10)
     assert not alive
 

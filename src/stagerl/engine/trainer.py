@@ -22,7 +22,7 @@ from stagerl.engine.logging import MetricsLogger
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
 from stagerl.engine.setup import TrainingSetup, build_training_setup
 from stagerl.engine.storage import RolloutStorage
-from stagerl.errors import StagerlError
+from stagerl.errors import StagerlError, WorkerError
 from stagerl.experiment import LoadedExperiment
 from stagerl.pipeline import PipelineStage
 from stagerl.tasks.vector import VectorSampler
@@ -168,6 +168,7 @@ class Trainer:
             aggregated.buffer.add(storage)
             logger.add({"aggregated_sequences": aggregated.buffer.size})
         logger.add(outcome.info, prefix="loss/")
+        logger.add({"skipped_updates": outcome.skipped})
         self._check_finite(outcome.skipped, pipeline.num_mini_batch * pipeline.update_repeats)
 
     def _rollout_and_update(
@@ -180,7 +181,14 @@ class Trainer:
         pipeline, model, state = self.pipeline, self.setup.model, self.state
         teacher = self._teacher(stage)
         model.eval()
-        result = collect_rollout(model=model, sampler=sampler, storage=storage, teacher=teacher)
+        # Collecting changes only the samplers and RNGs; with these, a worker fault mid-rollout
+        # can still be checkpointed exactly as of the rollout's start.
+        boundary = {"samplers": sampler.snapshot(), "rng": _rng_state(self.generators)}
+        try:
+            result = collect_rollout(model=model, sampler=sampler, storage=storage, teacher=teacher)
+        except WorkerError as error:
+            checkpoint = self._save(storage, logger, **boundary)
+            raise WorkerError(f"{error}\ncheckpoint before this rollout: {checkpoint}") from None
         steps = pipeline.num_steps * storage.num_tasks
         state.stage_steps += steps
         state.total_steps += steps
@@ -219,8 +227,17 @@ class Trainer:
                 f"gradient (at step {self.state.total_steps}); the last good checkpoint is kept"
             )
 
-    def _save(self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger) -> Path:
+    def _save(
+        self,
+        storage: RolloutStorage,
+        logger: MetricsLogger,
+        *,
+        samplers: list[bytes],
+        rng: dict[str, Any],
+    ) -> Path:
+        """Checkpoint the run as of the given sampler snapshots and RNG states."""
         setup = self.setup
+        self.state.last_save_steps = self.state.total_steps
         payload = {
             "format": 1,
             "experiment": setup.config.__name__,
@@ -232,17 +249,22 @@ class Trainer:
             "optimizer": setup.optimizer.state_dict(),
             "lr_scheduler": setup.lr_scheduler.state_dict() if setup.lr_scheduler else None,
             "state": asdict(self.state),
-            "rng": _rng_state(self.generators),
-            "samplers": sampler.snapshot(),
+            "rng": rng,
+            "samplers": samplers,
             "storage": storage.carry_state(),
             "logger": logger.state_dict(),
             "dagger_buffer": self.buffer.state_dict() if self.buffer else None,
             "dagger_buffer_stage": self.buffer_stage,
         }
-        self.state.last_save_steps = self.state.total_steps
-        payload["state"]["last_save_steps"] = self.state.total_steps
         return save_checkpoint(
             self.run_dir, self.state.total_steps, payload, keep=self.keep_checkpoints
+        )
+
+    def _save_now(
+        self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
+    ) -> Path:
+        return self._save(
+            storage, logger, samplers=sampler.snapshot(), rng=_rng_state(self.generators)
         )
 
     def _handle_signal(self, signum: int, frame: Any) -> None:
@@ -298,17 +320,19 @@ class Trainer:
         while state.stage_index < len(stages) and state.total_steps < stop_at:
             stage = stages[state.stage_index]
             if state.stage_steps >= stage.max_stage_steps:
+                if state.last_save_steps != state.total_steps:
+                    self._save_now(sampler, storage, logger)  # every stage's final model
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
                 continue
             self._rollout_and_update(sampler, storage, logger, stage)
             logger.maybe_emit(state.total_steps, self.pipeline.stage_names[state.stage_index])
             if self.stop_signal is not None:
-                raise Interrupted(self.stop_signal, self._save(sampler, storage, logger))
+                raise Interrupted(self.stop_signal, self._save_now(sampler, storage, logger))
             if save_interval and state.total_steps - state.last_save_steps >= save_interval:
-                self._save(sampler, storage, logger)
+                self._save_now(sampler, storage, logger)
         stage_name = self.pipeline.stage_names[min(state.stage_index, len(stages) - 1)]
         logger.maybe_emit(state.total_steps, stage_name, force=True)
-        return self._save(sampler, storage, logger)
+        return self._save_now(sampler, storage, logger)
 
 
 def timestamp() -> str:

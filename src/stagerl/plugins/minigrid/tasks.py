@@ -1,5 +1,7 @@
 """MiniGrid and BabyAI tasks: any registered `MiniGrid-*` or `BabyAI-*` gymnasium environment."""
 
+import contextlib
+import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,7 +44,8 @@ class MiniGridTask(Task):
         seed: int,
         expert_factory: Callable[[Any], Any] | None = None,
     ) -> None:
-        self.last_obs, _ = env.reset(seed=seed)
+        with contextlib.redirect_stdout(io.StringIO()):  # BabyAI prints each rejected layout
+            self.last_obs, _ = env.reset(seed=seed)
         # BabyAI levels set their step limit only when reset.
         super().__init__(env=env, sensors=sensors, max_steps=max_steps or env.max_steps)
         self.env_id = env_id

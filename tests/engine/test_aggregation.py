@@ -1,0 +1,77 @@
+"""True DAgger: rollouts are aggregated into a bounded buffer that the imitation loss samples."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from torch import optim
+
+from stagerl import PPO, Builder, ConfigError, Imitation, PipelineStage, PPOConfig, TrainingPipeline
+from stagerl.engine.aggregation import ExpertDataBuffer
+from stagerl.engine.storage import RolloutStorage
+from stagerl.engine.trainer import Trainer
+from stagerl.experiment import load_experiment
+from stagerl.pipeline import DatasetAggregation
+from tests.engine.test_stages import TINY
+
+SPACE = spaces.Dict({"x": spaces.Box(0, 10_000, (2,), dtype=np.int64)})
+
+
+def _storage(rollout: int, steps=4, tasks=3) -> RolloutStorage:
+    storage = RolloutStorage(
+        num_steps=steps, num_tasks=tasks, observation_space=SPACE, memory_shape=(1, 2)
+    )
+    for t in range(steps + 1):
+        storage.observations["x"][t] = torch.tensor([[rollout * 10 + n, t] for n in range(tasks)])
+    storage.memory = torch.full((1, tasks, 2), float(rollout))
+    return storage
+
+
+def test_buffer_keeps_whole_sequences_and_overwrites_the_oldest():
+    buffer = ExpertDataBuffer(capacity=5, num_steps=4, observation_space=SPACE, memory_shape=(1, 2))
+    for rollout in range(3):  # 9 sequences into 5 slots
+        buffer.add(_storage(rollout))
+    assert buffer.size == 5
+    kept = sorted(int(x) for x in buffer.observations["x"][:, 0, 0])
+    assert kept == [11, 12, 20, 21, 22]  # the four oldest were overwritten
+    batch = buffer.sample(16, torch.Generator().manual_seed(0))
+    obs = batch.observations["x"]
+    assert obs.shape == (4, 16, 2)
+    for column in range(16):
+        sequence = int(obs[0, column, 0])
+        assert obs[:, column, 0].tolist() == [sequence] * 4
+        assert obs[:, column, 1].tolist() == [0, 1, 2, 3]
+        assert batch.memory[0, column].tolist() == [float(sequence // 10)] * 2
+    assert buffer.nbytes > 0
+
+
+def test_dataset_aggregation_needs_an_imitation_loss():
+    with pytest.raises(ConfigError, match="dataset_aggregation needs an Imitation loss"):
+        TrainingPipeline(
+            named_losses={"ppo_loss": PPO(**PPOConfig), "imitation_loss": Imitation()},
+            pipeline_stages=[
+                PipelineStage(
+                    loss_names=["ppo_loss"],
+                    max_stage_steps=10,
+                    dataset_aggregation=DatasetAggregation(),
+                )
+            ],
+            optimizer_builder=Builder(optim.Adam, dict(lr=1e-3)),
+            num_steps=8,
+        )
+
+
+@pytest.mark.timeout(120)
+def test_aggregating_stage_trains_on_samples_of_past_rollouts(tmp_path, monkeypatch):
+    experiment = load_experiment(TINY)
+    pipeline = experiment.config.training_pipeline()
+    stage = pipeline.pipeline_stages[0]
+    stage.dataset_aggregation = DatasetAggregation(max_sequences=16, sequences_per_minibatch=2)
+    monkeypatch.setattr(experiment.config, "training_pipeline", classmethod(lambda c: pipeline))
+    Trainer(experiment, run_dir=tmp_path, seed=0).train(stop_after_steps=512)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "loss/aggregated/imitation_loss/imitation_loss" in rows[-1]
+    # 4 tasks per rollout, 2 rollouts per row: 8 sequences after the first row, then capped
+    assert [r["aggregated_sequences"] for r in rows] == pytest.approx([6.0, 14.0, 16.0, 16.0])
