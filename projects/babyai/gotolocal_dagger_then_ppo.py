@@ -13,6 +13,7 @@ from stagerl import (
     PPOConfig,
     TrainingPipeline,
 )
+from stagerl.pipeline import DatasetAggregation
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
     MiniGridExperimentConfig,
@@ -56,6 +57,10 @@ class BabyAIGoToLocalDaggerThenPPO(MiniGridExperimentConfig):
                     loss_names=["imitation_loss"],
                     teacher_forcing=LinearDecay(startp=1.0, endp=0.0, steps=dagger_steps // 2),
                     max_stage_steps=dagger_steps,
+                    # true DAgger: also train on samples of every earlier rollout (~25 MB)
+                    dataset_aggregation=DatasetAggregation(
+                        max_sequences=4096, sequences_per_minibatch=8
+                    ),
                 ),
                 PipelineStage(loss_names=["ppo_loss"], max_stage_steps=ppo_steps),
             ],

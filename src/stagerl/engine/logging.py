@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -44,6 +51,18 @@ class MetricsLogger:
             str(run_dir / "tensorboard"), purge_step=start_step if start_step else None
         )
         self.console = Console(file=sys.stderr)
+        # On a terminal, a live bar between the rows; elsewhere (CI, files) just the rows.
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        )
+        self.bar = self.progress.add_task("training", total=total_steps, completed=start_step)
+        self.progress.start()
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
         self.last_emit_step = start_step
@@ -68,6 +87,7 @@ class MetricsLogger:
 
     def maybe_emit(self, step: int, stage: str, force: bool = False) -> dict[str, Any] | None:
         """Write one averaged row if `interval` steps passed since the last one."""
+        self.progress.update(self.bar, completed=step, description=f"stage {stage}")
         if step - self.last_emit_step < self.interval and not (
             force and step > self.last_emit_step
         ):
@@ -101,5 +121,6 @@ class MetricsLogger:
         )
 
     def close(self) -> None:
+        self.progress.stop()
         self.writer.close()
         self.jsonl.close()

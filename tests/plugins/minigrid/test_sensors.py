@@ -1,0 +1,32 @@
+"""MiniGrid sensors give fixed-shape arrays: missions become tokens of a fixed vocabulary."""
+
+import numpy as np
+
+from stagerl.plugins.minigrid import (
+    EgocentricMiniGridSensor,
+    MiniGridTaskSampler,
+    MissionTokenSensor,
+    tokenize_mission,
+)
+from stagerl.plugins.minigrid.sensors import TOKEN_IDS
+
+
+def test_missions_become_fixed_length_tokens_with_padding_and_unknowns():
+    tokens = tokenize_mission("go to the red ball", max_len=8)
+    assert tokens.dtype == np.int64 and tokens.shape == (8,)
+    assert tokens.tolist() == [TOKEN_IDS[w] for w in "go to the red ball".split()] + [0, 0, 0]
+    assert tokenize_mission("go to the zebra", max_len=4).tolist()[-1] == 1  # unknown word
+    assert tokenize_mission("a " * 20, max_len=5).shape == (5,)  # truncated
+
+
+def test_sensor_observations_match_their_spaces():
+    sensors = [EgocentricMiniGridSensor(), MissionTokenSensor(max_len=8)]
+    sampler = MiniGridTaskSampler(env_ids="BabyAI-GoToLocal-v0", sensors=sensors)
+    task = sampler.next_task()
+    for _ in range(5):
+        observations = task.get_observations()
+        for uuid, box in sampler.observation_space.spaces.items():
+            assert observations[uuid].shape == box.shape
+            assert observations[uuid].dtype == box.dtype
+            assert box.contains(observations[uuid])
+        task.step(2)
