@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K",
         help="keep the newest K checkpoints (default: 5)",
     )
+    train.add_argument(
+        "--max-nonfinite-updates",
+        type=int,
+        default=10,
+        metavar="N",
+        help="stop after N updates in a row with a NaN/inf loss (default: 10)",
+    )
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the test tasks")
     evaluate.add_argument("config", type=Path, help="experiment file")
     evaluate.add_argument("-c", "--checkpoint", type=Path, required=True)
@@ -100,6 +107,7 @@ def train(args: argparse.Namespace) -> int:
         seed=args.seed,
         resume=resume,
         keep_checkpoints=args.keep_checkpoints,
+        max_nonfinite_updates=args.max_nonfinite_updates,
     )
     if not resume:
         shutil.copy(experiment.path, run_dir / "config.py")

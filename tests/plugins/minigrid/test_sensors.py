@@ -14,7 +14,7 @@ from stagerl.plugins.minigrid.sensors import TOKEN_IDS
 def test_missions_become_fixed_length_tokens_with_padding_and_unknowns():
     tokens = tokenize_mission("go to the red ball", max_len=8)
     assert tokens.dtype == np.int64 and tokens.shape == (8,)
-    assert tokens.tolist() == [TOKEN_IDS[w] for w in "go to the red ball".split()] + [0, 0, 0]
+    assert tokens.tolist() == [TOKEN_IDS[w] for w in ["go", "to", "the", "red", "ball"]] + [0, 0, 0]
     assert tokenize_mission("go to the zebra", max_len=4).tolist()[-1] == 1  # unknown word
     assert tokenize_mission("a " * 20, max_len=5).shape == (5,)  # truncated
 

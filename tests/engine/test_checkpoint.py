@@ -1,0 +1,43 @@
+"""Checkpoints are written whole or not at all, and only the newest K are kept."""
+
+import pytest
+import torch
+
+from stagerl.engine.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from stagerl.errors import CheckpointError
+
+
+def test_only_the_newest_k_checkpoints_are_kept_and_no_temporary_file_remains(tmp_path):
+    for steps in (100, 200, 300, 400):
+        save_checkpoint(tmp_path, steps, {"model": {"w": torch.tensor(steps)}}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "ckpt_000000000400.pt",
+        "ckpt_000000000300.pt",
+    ]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "ckpt_000000000300.pt",
+        "ckpt_000000000400.pt",
+    ]
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_untouched(tmp_path):
+    save_checkpoint(tmp_path, 100, {"model": {"w": torch.tensor(1)}}, keep=5)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(tmp_path, 200, {"model": {}, "bad": Unpicklable()}, keep=5)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt_000000000100.pt"]
+    path, payload = load_latest(tmp_path)
+    assert payload["model"]["w"] == 1
+
+
+def test_resume_with_no_readable_checkpoint_says_so(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt_000000000100.pt").write_bytes(b"garbage")
+    skipped = []
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        load_latest(tmp_path, warn=skipped.append)
+    assert "ckpt_000000000100.pt: unreadable checkpoint" in skipped[0]
