@@ -1,8 +1,8 @@
 """The actor-critic contract every model implements.
 
-Shapes: observations are `[T, N, ...]` (T steps of N tasks), `masks[t, n] == 0` where step t
-starts a new episode for task n (memory must be reset there), memory is `[*memory_shape[:-1]...]`
-laid out as `[layers, N, hidden]` like torch's GRU.
+Shapes: observations are `[T, N, ...]` (T steps of N tasks); `masks[t, n] == 0` where step t
+starts a new episode for task n (memory must be reset there); memory is `[layers, N, hidden]`
+like torch's GRU, with `(layers, hidden) == model.memory_shape`.
 """
 
 from abc import ABC, abstractmethod

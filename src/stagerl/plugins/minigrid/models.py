@@ -40,14 +40,14 @@ class MiniGridActorCritic(ActorCriticModel):
         self.cell_embedding = nn.Embedding(3 * _CELL_FIELD_SIZE, embed_size)
         self.register_buffer("cell_offsets", torch.arange(3) * _CELL_FIELD_SIZE, persistent=False)
         # Padding keeps the cell in front of the agent (and every other) at full resolution.
-        self.image_encoder = nn.Sequential(
+        self.image_convs = nn.Sequential(
             nn.Conv2d(embed_size, 32, 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(32, 32, 3, padding=1),
             nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(32 * view**2, hidden_size),
-            nn.ReLU(),
+        )
+        self.image_head = nn.Sequential(
+            nn.Flatten(), nn.Linear(32 * view**2, hidden_size), nn.ReLU()
         )
         features = hidden_size
         if self.mission_uuid is not None:
@@ -60,6 +60,9 @@ class MiniGridActorCritic(ActorCriticModel):
             nn.Linear(hidden_size, 64), nn.Tanh(), nn.Linear(64, action_space.n)
         )
         self.critic = nn.Sequential(nn.Linear(hidden_size, 64), nn.Tanh(), nn.Linear(64, 1))
+        # FiLM (Perez et al. 2018): the mission scales and shifts every cell's features, so
+        # "the red ball" can pick out matching cells before they are pooled.
+        self.film = nn.Linear(32, 2 * 32) if self.mission_uuid is not None else None
         self._initialise()
 
     def _initialise(self) -> None:
@@ -71,6 +74,9 @@ class MiniGridActorCritic(ActorCriticModel):
                 nn.init.zeros_(module.bias)
         nn.init.orthogonal_(self.actor[-1].weight, gain=0.01)
         nn.init.orthogonal_(self.critic[-1].weight, gain=1.0)
+        if self.film is not None:  # starts as the identity
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
     @property
     def memory_shape(self) -> tuple[int, int]:
@@ -83,12 +89,15 @@ class MiniGridActorCritic(ActorCriticModel):
             image.reshape(steps * tasks, *image.shape[2:]).long().clamp(max=_CELL_FIELD_SIZE - 1)
         )
         embedded = self.cell_embedding(cells + self.cell_offsets).sum(dim=3)  # [B, H, W, E]
-        parts = [self.image_encoder(embedded.permute(0, 3, 1, 2))]
-        if self.mission_uuid is not None:
-            tokens = observations[self.mission_uuid].reshape(steps * tasks, -1).long()
-            words = (tokens > 0).sum(dim=1, keepdim=True).clamp(min=1)
-            parts.append(self.word_embedding(tokens).sum(dim=1) / words)
-        return self.fuse(torch.cat(parts, dim=1)).view(steps, tasks, -1)
+        grid = self.image_convs(embedded.permute(0, 3, 1, 2))  # [B, C, H, W]
+        if self.mission_uuid is None:
+            return self.fuse(self.image_head(grid)).view(steps, tasks, -1)
+        tokens = observations[self.mission_uuid].reshape(steps * tasks, -1).long()
+        words = (tokens > 0).sum(dim=1, keepdim=True).clamp(min=1)
+        mission = self.word_embedding(tokens).sum(dim=1) / words
+        scale, shift = self.film(mission)[:, :, None, None].chunk(2, dim=1)
+        image = self.image_head(grid * (1 + scale) + shift)
+        return self.fuse(torch.cat([image, mission], dim=1)).view(steps, tasks, -1)
 
     def forward(
         self,
