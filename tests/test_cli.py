@@ -79,3 +79,18 @@ def test_unwritable_output_directory(tmp_path, capsys):
     code = cli.main(["train", str(FIXTURES / "tiny_ppo.py"), "-o", str(blocker / "sub")])
     assert code == 2
     assert "cannot create a run there" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "x.py", "--keep-checkpoints", "0"],
+        ["train", "x.py", "--max-nonfinite-updates", "0"],
+        ["eval", "x.py", "-c", "c.pt", "--episodes", "0"],
+    ],
+)
+def test_non_positive_counts_are_rejected_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert "is not a positive integer" in capsys.readouterr().err

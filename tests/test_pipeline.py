@@ -70,9 +70,9 @@ def test_loss_weights_must_match_loss_names():
 
 def test_more_minibatches_than_tasks_is_rejected():
     pipeline = _pipeline(num_mini_batch=8)
-    pipeline.check_rollout_split(8)
+    pipeline.check_task_count(8)
     with pytest.raises(ConfigError, match=r"num_mini_batch=8.*at most the number of tasks \(4\)"):
-        pipeline.check_rollout_split(4)
+        pipeline.check_task_count(4)
 
 
 def test_stage_without_onpolicy_losses_allows_zero_minibatches():
@@ -81,7 +81,7 @@ def test_stage_without_onpolicy_losses_allows_zero_minibatches():
         update_repeats=0,
         pipeline_stages=[PipelineStage(loss_names=[], max_stage_steps=100)],
     )
-    pipeline.check_rollout_split(1)
+    pipeline.check_task_count(1)
 
 
 def test_named_losses_must_be_losses():
@@ -104,3 +104,21 @@ def test_valid_multi_stage_pipeline_builds():
     )
     assert pipeline.total_steps == 300
     assert pipeline.stage_names == ["0:imitation_loss", "1:ppo_loss"]
+
+
+def test_aggregation_buffer_must_hold_one_rollout():
+    from stagerl.pipeline import DatasetAggregation
+
+    pipeline = _pipeline(
+        named_losses={"imitation_loss": Imitation()},
+        pipeline_stages=[
+            PipelineStage(
+                loss_names=["imitation_loss"],
+                max_stage_steps=100,
+                dataset_aggregation=DatasetAggregation(max_sequences=8),
+            )
+        ],
+    )
+    pipeline.check_task_count(8)
+    with pytest.raises(ConfigError, match=r"dataset_aggregation.max_sequences=8"):
+        pipeline.check_task_count(16)

@@ -111,6 +111,20 @@ def test_checkpoint_from_another_experiment_is_refused(tmp_path, capsys):
     assert code == 2
 
 
+def test_resume_with_other_machine_params_is_refused(tmp_path, capsys):
+    final = Trainer(
+        load_experiment(FIXTURES / "tiny_ppo.py"), run_dir=tmp_path / "r", seed=0
+    ).train(stop_after_steps=64)
+    config = tmp_path / "more_tasks.py"
+    config.write_text(
+        (FIXTURES / "tiny_ppo.py")
+        .read_text()
+        .replace("TASKS_PER_WORKER = 4", "TASKS_PER_WORKER = 6")
+    )
+    assert cli.main(["train", str(config), "--resume", str(final)]) == 2
+    assert "checkpoint has 4 tasks in 1 workers" in capsys.readouterr().err
+
+
 def test_model_with_wrong_action_space_is_a_config_error(tmp_path, capsys):
     config = tmp_path / "wrong_actions.py"
     config.write_text(

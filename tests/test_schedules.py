@@ -42,3 +42,14 @@ def test_lambda_lr_factor_follows_total_steps():
 def test_builder_defers_construction_and_merges_kwargs():
     builder = Builder(dict, {"a": 1})
     assert builder(b=2) == {"a": 1, "b": 2}
+
+
+def test_closed_form_schedulers_are_evaluated_at_total_steps():
+    from torch.optim.lr_scheduler import StepLR
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    scheduler = StepLR(optimizer, step_size=10_000, gamma=0.5)
+    for total_steps in range(2048, 100_000, 2048):  # rollouts of 2048 frames
+        step_lr_scheduler(scheduler, total_steps)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 ** (98_304 // 10_000))

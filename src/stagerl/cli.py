@@ -10,6 +10,13 @@ from pathlib import Path
 from stagerl.errors import StagerlError
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stagerl", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,14 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--keep-checkpoints",
-        type=int,
+        type=_positive_int,
         default=5,
         metavar="K",
         help="keep the newest K checkpoints (default: 5)",
     )
     train.add_argument(
         "--max-nonfinite-updates",
-        type=int,
+        type=_positive_int,
         default=10,
         metavar="N",
         help="stop after N updates in a row with a NaN/inf loss (default: 10)",
@@ -45,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the test tasks")
     evaluate.add_argument("config", type=Path, help="experiment file")
     evaluate.add_argument("-c", "--checkpoint", type=Path, required=True)
-    evaluate.add_argument("--episodes", type=int, default=100, help="test episodes (default: 100)")
+    evaluate.add_argument(
+        "--episodes", type=_positive_int, default=100, help="test episodes (default: 100)"
+    )
     evaluate.add_argument(
         "--deterministic",
         action="store_true",

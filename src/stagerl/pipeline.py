@@ -171,8 +171,8 @@ class TrainingPipeline:
             for index, stage in enumerate(self.pipeline_stages)
         ]
 
-    def check_rollout_split(self, num_tasks: int) -> None:
-        """Minibatches hold whole task sequences, so there can be no more than tasks."""
+    def check_task_count(self, num_tasks: int) -> None:
+        """Checks that need the number of tasks, done before any worker starts."""
         if any(stage.loss_names for stage in self.pipeline_stages):
             require(
                 self.num_mini_batch <= num_tasks,
@@ -181,6 +181,15 @@ class TrainingPipeline:
                 f"at most the number of tasks ({num_tasks}), since "
                 "minibatches are made of whole task sequences",
             )
+        for index, stage in enumerate(self.pipeline_stages):
+            aggregation = stage.dataset_aggregation
+            if aggregation is not None:
+                require(
+                    aggregation.max_sequences >= num_tasks,
+                    f"pipeline_stages[{index}].dataset_aggregation.max_sequences",
+                    aggregation.max_sequences,
+                    f"at least the number of tasks ({num_tasks})",
+                )
 
     def imitation_losses(self, stage: PipelineStage) -> list[str]:
         return [n for n in stage.loss_names if isinstance(self.named_losses[n], Imitation)]

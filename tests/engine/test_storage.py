@@ -81,3 +81,11 @@ def test_chunked_gru_equals_step_by_step_with_resets():
         outputs.append(out)
     torch.testing.assert_close(chunked, torch.cat(outputs))
     torch.testing.assert_close(final, h)
+
+
+def test_minibatch_count_is_exactly_num_mini_batch_with_sizes_differing_by_at_most_one():
+    storage = _filled_storage(tasks=16)
+    sizes = [b.actions.shape[1] for b in storage.minibatches(5, torch.Generator())]
+    assert sizes == [4, 3, 3, 3, 3]
+    sizes = [b.actions.shape[1] for b in storage.minibatches(6, torch.Generator())]
+    assert sizes == [3, 3, 3, 3, 2, 2]

@@ -53,8 +53,10 @@ def test_resume_latest_continues_with_same_stage_and_steps_and_equal_parameters(
     for checkpoint in list_checkpoints(run_dir):
         if load_checkpoint(checkpoint)["state"]["total_steps"] > 512:
             checkpoint.unlink()
-    rows = [r for r in _rows(run_dir)]
+    rows = _rows(run_dir)
     assert rows[-1]["step"] == 1024
+    with (run_dir / "metrics.jsonl").open("a") as file:
+        file.write('{"step": 1088, "stag')  # a row cut short by the kill
     assert cli.main(["train", str(config), "-o", str(output), "--resume", "latest"]) == 0
 
     resumed = list_checkpoints(run_dir)[0]

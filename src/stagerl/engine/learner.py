@@ -1,5 +1,6 @@
 """update: `update_repeats` epochs of `num_mini_batch` minibatches over one rollout."""
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,8 @@ class AggregatedData:
 
 @dataclass
 class UpdateResult:
-    info: dict[str, float]
+    info: dict[str, float]  # averaged over the applied updates
+    attempted: int
     skipped: int  # updates skipped because the loss or gradient was not finite
 
 
@@ -39,16 +41,16 @@ def _weighted_loss(
     batch: RolloutBatch,
     losses: list[WeightedLoss],
     stage_steps: int,
-    sums: dict[str, float],
+    info: dict[str, float],
     prefix: str = "",
 ) -> torch.Tensor:
     output, _ = model(batch.observations, batch.memory, batch.prev_actions, batch.masks)
     total = torch.zeros(())
     for item in losses:
-        value, info = item.loss.loss(stage_steps, batch, output)
+        value, loss_info = item.loss.loss(stage_steps, batch, output)
         total = total + item.weight * value
-        for key, number in info.items():
-            sums[f"{prefix}{item.name}/{key}"] += number
+        for key, number in loss_info.items():
+            info[f"{prefix}{item.name}/{key}"] = number
     return total
 
 
@@ -71,32 +73,41 @@ def update(
     parameters; the caller decides when too many skips in a row mean the run is broken.
     """
     sums: dict[str, float] = defaultdict(float)
-    updates = skipped = 0
+    attempted = skipped = 0
     parameters = [p for p in model.parameters() if p.requires_grad]
     for _ in range(update_repeats):
         for batch in storage.minibatches(num_mini_batch, generator):
-            total = _weighted_loss(model, batch, losses, stage_steps, sums)
+            info: dict[str, float] = {}
+            total = _weighted_loss(model, batch, losses, stage_steps, info)
             if aggregated is not None and aggregated.buffer.size > 0:
                 old = aggregated.buffer.sample(aggregated.sequences_per_minibatch, generator)
                 total = total + _weighted_loss(
-                    model, old, aggregated.losses, stage_steps, sums, prefix="aggregated/"
+                    model, old, aggregated.losses, stage_steps, info, prefix="aggregated/"
                 )
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-            updates += 1
+            attempted += 1
             if not (torch.isfinite(total) and torch.isfinite(grad_norm)):
-                skipped += 1
+                skipped += 1  # its numbers are not logged either, so averages stay finite
                 continue
             optimizer.step()
-            sums["total_loss"] += total.item()
-            sums["grad_norm"] += grad_norm.item()
-    info = {key: value / max(updates, 1) for key, value in sums.items()}
-    return UpdateResult(info=info, skipped=skipped)
+            info.update(total_loss=total.item(), grad_norm=grad_norm.item())
+            for key, number in info.items():
+                sums[key] += number
+    applied = max(attempted - skipped, 1)
+    averages = {key: value / applied for key, value in sums.items()}
+    return UpdateResult(info=averages, attempted=attempted, skipped=skipped)
 
 
 def step_lr_scheduler(scheduler: Any, total_steps: int) -> None:
-    """Evaluate the schedule at the total step count (frames), not at a count of updates."""
+    """Evaluate the schedule at the total step count (frames), not at a count of updates.
+
+    `step(epoch)` uses each scheduler's closed form where it has one (StepLR, ExponentialLR,
+    CosineAnnealingLR, ...) and `lr_lambda(epoch)` for LambdaLR; torch deprecates the argument
+    and warns when a stage has no update before it, neither of which applies here.
+    """
     if scheduler is not None:
-        scheduler.last_epoch = total_steps - 1  # step() adds one, then applies lr_lambda
-        scheduler.step()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            scheduler.step(total_steps)

@@ -23,11 +23,14 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
     """Drop rows written after the checkpoint we resume from, so no step appears twice."""
     if not path.exists():
         return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["step"] <= last_step
-    ]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError):
+            pass  # a row cut short when the run was killed
+
     path.write_text("".join(line + "\n" for line in kept))
 
 
@@ -48,7 +51,7 @@ class MetricsLogger:
         _truncate_jsonl(jsonl, start_step)
         self.jsonl = jsonl.open("a")
         self.writer = SummaryWriter(
-            str(run_dir / "tensorboard"), purge_step=start_step if start_step else None
+            str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None
         )
         self.console = Console(file=sys.stderr)
         # On a terminal, a live bar between the rows; elsewhere (CI, files) just the rows.

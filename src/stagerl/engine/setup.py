@@ -104,6 +104,22 @@ def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str
     return uuids[0] if uuids else None
 
 
+def _check_resumable(
+    resume: dict[str, Any], config: type[ExperimentConfig], machine: MachineParams
+) -> None:
+    if resume["experiment"] != config.__name__ or resume["tag"] != config.tag():
+        raise CheckpointError(
+            f"checkpoint is from experiment {resume['experiment']} ({resume['tag']}), "
+            f"not {config.__name__} ({config.tag()})"
+        )
+    if resume["num_tasks"] != machine.num_tasks or len(resume["samplers"]) != machine.num_workers:
+        raise CheckpointError(
+            f"checkpoint has {resume['num_tasks']} tasks in {len(resume['samplers'])} workers, "
+            f"machine_params('train') now gives {machine.num_tasks} in {machine.num_workers}; "
+            "resume with the machine_params the run started with"
+        )
+
+
 def build_training_setup(
     experiment: LoadedExperiment, *, seed: int, resume: dict[str, Any] | None = None
 ) -> TrainingSetup:
@@ -112,17 +128,13 @@ def build_training_setup(
     if not isinstance(pipeline, TrainingPipeline):
         raise ConfigError(f"{config.__name__}.training_pipeline() must return a TrainingPipeline")
     machine, samplers = build_samplers(experiment, "train", seed)
-    pipeline.check_rollout_split(len(samplers))
+    pipeline.check_task_count(len(samplers))
     expert_uuid = _expert_uuid(pipeline, samplers)
     model = build_model(config, samplers[0].action_space)
     optimizer = pipeline.optimizer_builder(model.parameters())
     scheduler = pipeline.lr_scheduler_builder(optimizer) if pipeline.lr_scheduler_builder else None
     if resume:
-        if resume["experiment"] != config.__name__ or resume["tag"] != config.tag():
-            raise CheckpointError(
-                f"checkpoint is from experiment {resume['experiment']} ({resume['tag']}), "
-                f"not {config.__name__} ({config.tag()})"
-            )
+        _check_resumable(resume, config, machine)
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         if scheduler is not None and resume["lr_scheduler"] is not None:

@@ -102,7 +102,7 @@ class RolloutStorage:
     ) -> Iterator[RolloutBatch]:
         """`num_mini_batch` batches of whole task sequences, tasks shuffled, steps in order."""
         order = torch.randperm(self.num_tasks, generator=generator)
-        for tasks in order.chunk(num_mini_batch):
+        for tasks in order.tensor_split(num_mini_batch):  # sizes differ by at most one
             yield self.batch(tasks)
 
     def batch(self, tasks: torch.Tensor) -> RolloutBatch:

@@ -169,7 +169,7 @@ class Trainer:
             logger.add({"aggregated_sequences": aggregated.buffer.size})
         logger.add(outcome.info, prefix="loss/")
         logger.add({"skipped_updates": outcome.skipped})
-        self._check_finite(outcome.skipped, pipeline.num_mini_batch * pipeline.update_repeats)
+        self._check_finite(outcome.skipped, outcome.attempted)
 
     def _rollout_and_update(
         self,

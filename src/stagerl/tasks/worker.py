@@ -133,7 +133,9 @@ def worker_main(
     experiment: tuple[str, str] | None,
 ) -> None:
     """Serve commands from the trainer until `close` or until the trainer goes away."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides how to shut down
+    # Ctrl-C and group-wide SIGTERM reach workers too; the trainer decides how to shut down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     loop = None
     try:
         samplers = _ExperimentUnpickler(samplers_blob, experiment).load()
