@@ -225,3 +225,26 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert state["total_steps"] % 16 == 0
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
+
+
+def test_second_ctrl_c_exits_at_once_even_while_a_worker_hangs(tmp_path):
+    env = {**os.environ, "STAGERL_TEST_FAULT": "hang", "STAGERL_TEST_TIMEOUT": "600"}
+    process = _stagerl(
+        "train", str(FIXTURES / "faulty_experiment.py"), "-o", str(tmp_path), env=env
+    )
+    parent = psutil.Process(process.pid)
+    deadline = time.monotonic() + 60
+    while len(parent.children(recursive=True)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # the hanging worker now blocks the trainer's step
+    children = parent.children(recursive=True)
+    process.send_signal(signal.SIGINT)  # first: finish the rollout, then checkpoint and stop
+    time.sleep(0.5)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)  # second: stop now
+    _, err = process.communicate(timeout=30)
+    assert time.monotonic() - started < 10
+    assert process.returncode == 130
+    assert "stagerl: interrupted" in err
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive

@@ -2,6 +2,7 @@
 it drives with decaying probability), then PPO. Sized to finish in minutes on 2 CPU cores."""
 
 from torch import optim
+from torch.optim.lr_scheduler import LambdaLR
 
 from stagerl import (
     PPO,
@@ -9,6 +10,7 @@ from stagerl import (
     ExpertActionSensor,
     Imitation,
     LinearDecay,
+    MultiLinearDecay,
     PipelineStage,
     PPOConfig,
     TrainingPipeline,
@@ -64,4 +66,14 @@ class BabyAIGoToLocalDaggerThenPPO(MiniGridExperimentConfig):
                 ),
                 PipelineStage(loss_names=["ppo_loss"], max_stage_steps=ppo_steps),
             ],
+            # A quarter of the learning rate for PPO, whose critic starts untrained: at full
+            # rate its first, noisy advantages undo part of what imitation learnt.
+            lr_scheduler_builder=Builder(
+                LambdaLR,
+                {
+                    "lr_lambda": MultiLinearDecay(
+                        [LinearDecay(dagger_steps, 1.0, 1.0), LinearDecay(ppo_steps, 0.25, 0.0)]
+                    )
+                },
+            ),
         )
