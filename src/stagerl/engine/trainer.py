@@ -320,7 +320,8 @@ class Trainer:
         while state.stage_index < len(stages) and state.total_steps < stop_at:
             stage = stages[state.stage_index]
             if state.stage_steps >= stage.max_stage_steps:
-                if state.last_save_steps != state.total_steps:
+                more_stages = state.stage_index + 1 < len(stages)  # else the final save follows
+                if more_stages and state.last_save_steps != state.total_steps:
                     self._save_now(sampler, storage, logger)  # every stage's final model
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
                 continue
