@@ -27,6 +27,7 @@ def test_stages_switch_at_their_step_budget(tmp_path):
     assert (state["stage_index"], state["total_steps"]) == (2, 1024)
     rows = _rows(tmp_path)
     assert {r["stage"] for r in rows if r["step"] <= 512} == {"0:imitation_loss"}
+    assert {r["stage_index"] for r in rows} == {0, 1}  # also a TensorBoard scalar
     assert {r["stage"] for r in rows if r["step"] > 512} == {"1:ppo_loss"}
     stage0 = [r for r in rows if r["step"] <= 512]
     # p at the start of each of the row's two 64-step rollouts: (1 + (1 - 64/512)) / 2

@@ -88,8 +88,10 @@ class MetricsLogger:
             self.sums[prefix + key] += value
             self.counts[prefix + key] += 1
 
-    def maybe_emit(self, step: int, stage: str, force: bool = False) -> dict[str, Any] | None:
-        """Write one averaged row if `interval` steps passed since the last one."""
+    def maybe_emit(
+        self, step: int, stage_index: int, stage: str, force: bool = False
+    ) -> dict[str, Any] | None:
+        """Write one averaged row, tagged with the stage, if `interval` steps passed."""
         self.progress.update(self.bar, completed=step, description=f"stage {stage}")
         if step - self.last_emit_step < self.interval and not (
             force and step > self.last_emit_step
@@ -98,6 +100,7 @@ class MetricsLogger:
         now = time.monotonic()
         row: dict[str, Any] = {key: self.sums[key] / self.counts[key] for key in sorted(self.sums)}
         row["fps"] = (step - self.last_emit_step) / max(now - self.last_emit_time, 1e-9)
+        row["stage_index"] = stage_index
         for key, value in row.items():
             self.writer.add_scalar(key, value, step)
         row = {"step": step, "stage": stage, **row}

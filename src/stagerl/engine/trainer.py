@@ -326,13 +326,14 @@ class Trainer:
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
                 continue
             self._rollout_and_update(sampler, storage, logger, stage)
-            logger.maybe_emit(state.total_steps, self.pipeline.stage_names[state.stage_index])
+            index = state.stage_index
+            logger.maybe_emit(state.total_steps, index, self.pipeline.stage_names[index])
             if self.stop_signal is not None:
                 raise Interrupted(self.stop_signal, self._save_now(sampler, storage, logger))
             if save_interval and state.total_steps - state.last_save_steps >= save_interval:
                 self._save_now(sampler, storage, logger)
-        stage_name = self.pipeline.stage_names[min(state.stage_index, len(stages) - 1)]
-        logger.maybe_emit(state.total_steps, stage_name, force=True)
+        last = min(state.stage_index, len(stages) - 1)
+        logger.maybe_emit(state.total_steps, last, self.pipeline.stage_names[last], force=True)
         return self._save_now(sampler, storage, logger)
 
 
