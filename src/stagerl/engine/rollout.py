@@ -11,7 +11,7 @@ import torch
 
 from stagerl.engine.storage import RolloutStorage
 from stagerl.models.base import ActorCriticModel
-from stagerl.tasks.vector import VectorSampler
+from stagerl.tasks.vector import StepBatch, VectorSampler
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _act(
 
 @torch.no_grad()
 def _bootstrap_values(
-    model: ActorCriticModel, sampler_step, memory: torch.Tensor, actions: torch.Tensor
+    model: ActorCriticModel, sampler_step: StepBatch, memory: torch.Tensor, actions: torch.Tensor
 ) -> torch.Tensor:
     """V(true last observation) of tasks cut off by a step limit; zero elsewhere."""
     values = torch.zeros(actions.shape[0])
