@@ -36,6 +36,11 @@ class BabyAIGoToLocalDaggerThenPPO(MiniGridExperimentConfig):
         return "BabyAIGoToLocalDaggerThenPPO"
 
     @classmethod
+    def create_model(cls, **kwargs):
+        # FiLM lets the mission pick "the red ball" out of the distractors
+        return super().create_model(film=True, **kwargs)
+
+    @classmethod
     def training_pipeline(cls, **kwargs):
         dagger_steps = 100_000
         ppo_steps = 50_000

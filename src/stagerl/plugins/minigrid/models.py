@@ -15,8 +15,9 @@ _CELL_FIELD_SIZE = 16
 class MiniGridActorCritic(ActorCriticModel):
     """Embeds each grid cell, convolves the egocentric view, adds the mission, runs a GRU.
 
-    The mission is a bag of word embeddings: enough to pick out "the red ball" among distractors,
-    and its cost does not grow with the instruction's length.
+    The mission is a bag of word embeddings (its cost does not grow with the instruction's
+    length), joined to the grid features; with `film=True` it also modulates every cell's
+    features, which tasks with distractors need.
     """
 
     def __init__(
@@ -29,6 +30,7 @@ class MiniGridActorCritic(ActorCriticModel):
         hidden_size: int = 128,
         embed_size: int = 16,
         recurrent: bool = True,
+        film: bool = False,
     ) -> None:
         super().__init__(action_space, observation_space)
         if image_uuid not in observation_space.spaces:
@@ -61,8 +63,10 @@ class MiniGridActorCritic(ActorCriticModel):
         )
         self.critic = nn.Sequential(nn.Linear(hidden_size, 64), nn.Tanh(), nn.Linear(64, 1))
         # FiLM (Perez et al. 2018): the mission scales and shifts every cell's features, so
-        # "the red ball" can pick out matching cells before they are pooled.
-        self.film = nn.Linear(32, 2 * 32) if self.mission_uuid is not None else None
+        # "the red ball" can pick out matching cells among distractors before they are pooled.
+        # Measured: GoToLocal imitation 0.70 -> 0.92 test success with it, but PPO on GoToObj
+        # (one object, the mission barely matters) 0.86 -> 0.62 mean over 8 seeds: opt-in.
+        self.film = nn.Linear(32, 2 * 32) if film and self.mission_uuid is not None else None
         self._initialise()
 
     def _initialise(self) -> None:
@@ -95,8 +99,10 @@ class MiniGridActorCritic(ActorCriticModel):
         tokens = observations[self.mission_uuid].reshape(steps * tasks, -1).long()
         words = (tokens > 0).sum(dim=1, keepdim=True).clamp(min=1)
         mission = self.word_embedding(tokens).sum(dim=1) / words
-        scale, shift = self.film(mission)[:, :, None, None].chunk(2, dim=1)
-        image = self.image_head(grid * (1 + scale) + shift)
+        if self.film is not None:
+            scale, shift = self.film(mission)[:, :, None, None].chunk(2, dim=1)
+            grid = grid * (1 + scale) + shift
+        image = self.image_head(grid)
         return self.fuse(torch.cat([image, mission], dim=1)).view(steps, tasks, -1)
 
     def forward(
