@@ -1,5 +1,7 @@
 """Everything a run needs, built and checked before any worker process starts."""
 
+import contextlib
+import ctypes
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,13 @@ from stagerl.tasks.sensors import ExpertActionSensor
 from stagerl.tasks.vector import VectorSampler
 
 
+def limit_malloc_arenas() -> None:
+    """One glibc malloc arena for the trainer: the update's second torch thread would otherwise
+    get its own, measured at +47 MiB peak for no speed gain. Elsewhere than glibc: nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # -8: M_ARENA_MAX
+
+
 def sampler_seeds(seed: int, count: int) -> list[int]:
     """Distinct, reproducible seeds for each task sampler of a run."""
     return np.random.SeedSequence(seed).generate_state(count).tolist()
@@ -30,6 +39,7 @@ def build_samplers(
     if not isinstance(machine, MachineParams):
         raise ConfigError(f"{config.__name__}.machine_params({mode!r}) must return MachineParams")
     torch.set_num_threads(1)
+    limit_malloc_arenas()
     args_fn = getattr(config, f"{mode}_task_sampler_args")
     total = machine.num_tasks
     seeds = sampler_seeds(seed, total)
