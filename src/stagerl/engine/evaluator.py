@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from stagerl.engine.checkpoint import load_checkpoint
-from stagerl.engine.setup import build_model, build_samplers
+from stagerl.engine.setup import build_model, build_samplers, configure_trainer_process
 from stagerl.errors import CheckpointError
 from stagerl.experiment import LoadedExperiment
 from stagerl.models.base import ActorCriticModel
@@ -60,6 +60,7 @@ def evaluate(
         raise CheckpointError(
             f"{checkpoint}: saved by experiment {payload.get('experiment')}, not {config.__name__}"
         )
+    configure_trainer_process()
     machine, samplers = build_samplers(experiment, "test", seed)
     samplers = samplers[:episodes]
     model = build_model(config, samplers[0].action_space)

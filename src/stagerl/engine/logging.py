@@ -30,7 +30,6 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError):
             pass  # a row cut short when the run was killed
-
     path.write_text("".join(line + "\n" for line in kept))
 
 
