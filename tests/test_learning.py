@@ -1,7 +1,8 @@
-"""The examples learn: train from the command line, evaluate on 50 test episodes, as a user would.
+"""The examples learn on every one of three seeds: train from the command line, evaluate on 50
+test episodes, as a user would.
 
-These are the slowest tests (about a minute each on 2 cores); training is deterministic for a
-seed, so the thresholds hold run to run on the same machine kind.
+These are the slowest tests (a minute or two per seed on 2 cores). The seeds are 1, 2, 3, fixed
+before any was tried; benchmarks/learning.py measures the same examples over 8 seeds.
 """
 
 import json
@@ -13,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)
 
 
 def _train_and_evaluate(config: str, tmp_path: Path, seed: int) -> dict:
@@ -45,12 +46,17 @@ def _train_and_evaluate(config: str, tmp_path: Path, seed: int) -> dict:
     return json.loads(results.read_text())
 
 
-def test_gotoobj_ppo_reaches_95_percent_test_success(tmp_path):
-    results = _train_and_evaluate("projects/babyai/gotoobj_ppo.py", tmp_path, seed=7)
-    assert results["episodes"] == 50
-    assert results["success"] > 0.95
+SEEDS = (1, 2, 3)
 
 
-def test_gotoobj_dagger_reaches_95_percent_test_success(tmp_path):
-    results = _train_and_evaluate("projects/babyai/gotoobj_dagger.py", tmp_path, seed=7)
-    assert results["success"] > 0.95
+@pytest.mark.parametrize(
+    "config", ["projects/babyai/gotoobj_ppo.py", "projects/babyai/gotoobj_dagger.py"]
+)
+def test_example_reaches_95_percent_mean_test_success_on_every_seed(config, tmp_path):
+    success = []
+    for seed in SEEDS:
+        results = _train_and_evaluate(config, tmp_path / f"seed_{seed}", seed=seed)
+        assert results["episodes"] == 50
+        success.append(results["success"])
+    assert min(success) >= 0.9, success
+    assert sum(success) / len(success) >= 0.95, success

@@ -13,6 +13,7 @@ from stagerl import (
     PipelineStage,
     PPOConfig,
     TrainingPipeline,
+    Validation,
 )
 
 
@@ -46,11 +47,22 @@ def test_unknown_loss_name_is_named():
         ("num_mini_batch", 0),
         ("update_repeats", 0),
         ("advance_scene_rollout_period", 0),
+        ("bootstrap_time_limit", "yes"),
+        ("validation", 100),
     ],
 )
 def test_out_of_range_settings_name_field_and_value(field, value):
     with pytest.raises(ConfigError, match=rf"{field}={value!r}"):
         _pipeline(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [({"episodes": 0}, "Validation.episodes=0"), ({"interval": -1}, "Validation.interval=-1")],
+)
+def test_bad_validation_settings_are_named(settings, named):
+    with pytest.raises(ConfigError, match=named):
+        Validation(**settings)
 
 
 def test_empty_stage_list_is_rejected():

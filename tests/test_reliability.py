@@ -131,7 +131,7 @@ def test_model_with_wrong_action_space_is_a_config_error(tmp_path, capsys):
         (FIXTURES / "tiny_ppo.py")
         .read_text()
         .replace(
-            "return super().create_model(hidden_size=32, **kwargs)",
+            "return super().create_model(memory_dim=32, **kwargs)",
             "from gymnasium import spaces\n"
             "        from stagerl.plugins.minigrid import MiniGridActorCritic\n"
             "        from stagerl.tasks.sensors import SensorSuite\n"

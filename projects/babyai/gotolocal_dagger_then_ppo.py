@@ -15,9 +15,10 @@ from stagerl import (
     PPOConfig,
     TrainingPipeline,
 )
-from stagerl.pipeline import DatasetAggregation
+from stagerl.pipeline import DatasetAggregation, Validation
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
+    MiniGridActorCritic,
     MiniGridExperimentConfig,
     MissionTokenSensor,
 )
@@ -34,6 +35,8 @@ class BabyAIGoToLocalDaggerThenPPO(MiniGridExperimentConfig):
     @classmethod
     def tag(cls) -> str:
         return "BabyAIGoToLocalDaggerThenPPO"
+
+    MODEL = MiniGridActorCritic
 
     @classmethod
     def create_model(cls, **kwargs):
@@ -81,4 +84,6 @@ class BabyAIGoToLocalDaggerThenPPO(MiniGridExperimentConfig):
                     )
                 },
             ),
+            # every checkpoint (each 25,000 steps and each stage's end) on 200 validation episodes
+            validation=Validation(episodes=200),
         )

@@ -28,7 +28,7 @@ class BabyAIGoToObjPPO(MiniGridExperimentConfig):
         ppo_steps = 50_000
         return TrainingPipeline(
             save_interval=10_000,
-            metric_accumulate_interval=5_000,
+            metric_accumulate_interval=2_048,  # AllenAct: 16 tasks x 128
             optimizer_builder=Builder(optim.Adam, dict(lr=1e-3)),
             num_mini_batch=2,
             update_repeats=4,

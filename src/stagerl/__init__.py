@@ -12,6 +12,8 @@ _EXPORTS = {
     "MachineParams": "experiment",
     "TrainingPipeline": "pipeline",
     "PipelineStage": "pipeline",
+    "DatasetAggregation": "pipeline",
+    "Validation": "pipeline",
     "Builder": "builder",
     "LinearDecay": "schedules",
     "MultiLinearDecay": "schedules",

@@ -43,6 +43,33 @@ class DatasetAggregation:
         )
 
 
+@dataclass(frozen=True)
+class Validation:
+    """Evaluate the model on `episodes` episodes of the experiment's validation tasks whenever a
+    checkpoint is saved, and also every `interval` steps if given; logged as `valid/*`.
+
+    The episodes run in the trainer process on worker processes of their own (started once,
+    idle in between), with the same validation seeds every time, so the numbers compare.
+    """
+
+    episodes: int = 100
+    interval: int | None = None
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.episodes, int) and self.episodes > 0,
+            "Validation.episodes",
+            self.episodes,
+            "a positive number of episodes",
+        )
+        require(
+            self.interval is None or (isinstance(self.interval, int) and self.interval > 0),
+            "Validation.interval",
+            self.interval,
+            "a positive step count or None (validate at checkpoints only)",
+        )
+
+
 @dataclass
 class PipelineStage:
     """A stage trains `loss_names` (weighted by `loss_weights`) for `max_stage_steps` frames.
@@ -97,7 +124,14 @@ def _positive(name: str, value: Any, allow_none: bool = False) -> None:
 
 @dataclass(kw_only=True)
 class TrainingPipeline:
-    """Everything about how to train, shared by all stages (see the seed document)."""
+    """Everything about how to train, shared by all stages (see the seed document).
+
+    `bootstrap_time_limit`: an episode cut off by its step limit (gymnasium's `truncated`) is
+    worth V(its last observation) after its last step (True, gymnasium's convention), or
+    nothing, like a real end (False, as AllenAct 0.5.4 treats it).
+    `validation`: `Validation(episodes=K)` evaluates every saved checkpoint on K validation
+    episodes (None: no validation during training).
+    """
 
     named_losses: dict[str, Loss]
     pipeline_stages: Sequence[PipelineStage]
@@ -109,10 +143,12 @@ class TrainingPipeline:
     gamma: float = 0.99
     use_gae: bool = True
     gae_lambda: float = 1.0
+    bootstrap_time_limit: bool = True
     save_interval: int | None = None
     metric_accumulate_interval: int = 10_000
     advance_scene_rollout_period: int | None = None
     lr_scheduler_builder: Builder | None = None
+    validation: Validation | None = None
     stage_names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -157,9 +193,21 @@ class TrainingPipeline:
         require(
             0 <= self.gae_lambda <= 1, "TrainingPipeline.gae_lambda", self.gae_lambda, "in [0, 1]"
         )
+        require(
+            isinstance(self.bootstrap_time_limit, bool),
+            "TrainingPipeline.bootstrap_time_limit",
+            self.bootstrap_time_limit,
+            "True or False",
+        )
         if any(stage.loss_names for stage in self.pipeline_stages):
             _positive("num_mini_batch", self.num_mini_batch)
             _positive("update_repeats", self.update_repeats)
+        require(
+            self.validation is None or isinstance(self.validation, Validation),
+            "TrainingPipeline.validation",
+            self.validation,
+            "Validation(episodes=...) or None",
+        )
         require(
             callable(self.optimizer_builder),
             "TrainingPipeline.optimizer_builder",

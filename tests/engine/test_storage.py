@@ -1,6 +1,7 @@
 """Recurrent minibatches keep each task's sequence whole and in order."""
 
 import numpy as np
+import pytest
 import torch
 from gymnasium import spaces
 
@@ -65,22 +66,28 @@ def test_insert_sets_masks_from_terminated_and_truncated():
     assert storage.rewards[0].dtype == torch.float32
 
 
-def test_chunked_gru_equals_step_by_step_with_resets():
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_chunked_rnn_equals_step_by_step_with_resets(kind):
     torch.manual_seed(0)
-    gru = torch.nn.GRU(4, 3)
+    rnn = torch.nn.GRU(4, 3) if kind == "gru" else torch.nn.LSTM(4, 3)
     inputs = torch.randn(6, 2, 4)
     masks = torch.ones(6, 2)
     masks[0] = 0
     masks[2, 0] = 0
     masks[4, 1] = 0
-    memory = torch.randn(1, 2, 3)
-    chunked, final = run_recurrent(gru, inputs, memory, masks)
-    h, outputs = memory, []
+    memory = torch.randn(1, 2, 3 if kind == "gru" else 6)  # an LSTM's (h, c) side by side
+    chunked, final = run_recurrent(rnn, inputs, memory, masks)
+    state, outputs = memory, []
     for t in range(6):
-        out, h = gru(inputs[t : t + 1], h * masks[t].view(1, -1, 1))
+        state = state * masks[t].view(1, -1, 1)
+        if kind == "gru":
+            out, state = rnn(inputs[t : t + 1], state)
+        else:
+            out, (h, c) = rnn(inputs[t : t + 1], tuple(state.chunk(2, dim=-1)))
+            state = torch.cat([h, c], dim=-1)
         outputs.append(out)
     torch.testing.assert_close(chunked, torch.cat(outputs))
-    torch.testing.assert_close(final, h)
+    torch.testing.assert_close(final, state)
 
 
 def test_minibatch_count_is_exactly_num_mini_batch_with_sizes_differing_by_at_most_one():
@@ -89,3 +96,32 @@ def test_minibatch_count_is_exactly_num_mini_batch_with_sizes_differing_by_at_mo
     assert sizes == [4, 3, 3, 3, 3]
     sizes = [b.actions.shape[1] for b in storage.minibatches(6, torch.Generator())]
     assert sizes == [3, 3, 3, 3, 2, 2]
+
+
+def _storage_with_returns_rollout(**settings):
+    """The hand-computed rollout of test_returns.py (one task, four steps) in a storage."""
+    from tests.engine.test_returns import ROLLOUT
+
+    space = spaces.Dict({"x": spaces.Box(0, 1, (1,), dtype=np.int64)})
+    storage = RolloutStorage(num_steps=4, num_tasks=1, observation_space=space, memory_shape=(0, 0))
+    for name in ("rewards", "values", "terminated", "truncated", "bootstrap_values"):
+        getattr(storage, name).copy_(ROLLOUT[name])
+    storage.compute_returns(ROLLOUT["last_values"], gamma=0.9, gae_lambda=0.5, **settings)
+    return storage
+
+
+def test_time_limit_is_terminal_without_bootstrap_time_limit():
+    bootstrapped = _storage_with_returns_rollout(use_gae=True)
+    terminal = _storage_with_returns_rollout(use_gae=True, bootstrap_time_limit=False)
+    assert bootstrapped.advantages.flatten().tolist() == pytest.approx([1.85, 1.0, 10.5, 6.5])
+    # t=2 now ends its episode with nothing after it: 3 + 0 - 1.5 = 1.5
+    assert terminal.advantages.flatten().tolist() == pytest.approx([1.85, 1.0, 1.5, 6.5])
+
+
+def test_normalized_advantages_are_standardised_over_the_whole_rollout():
+    storage = _storage_with_returns_rollout(use_gae=True)
+    advantages = torch.tensor([1.85, 1.0, 10.5, 6.5])
+    expected = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+    assert storage.normalized_advantages.flatten().tolist() == pytest.approx(expected.tolist())
+    batch = storage.batch(torch.tensor([0]))
+    assert batch.normalized_advantages.flatten().tolist() == pytest.approx(expected.tolist())

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import Categorical
 
-from stagerl import PPO, LinearDecay
+from stagerl import PPO, ConfigError, LinearDecay, PPOConfig
 from stagerl.losses.base import RolloutBatch
 from stagerl.models.base import ActorCriticOutput
 
@@ -73,9 +73,34 @@ def test_ppo_entropy_bonus_lowers_the_loss():
     assert loss.item() == pytest.approx(-0.01 * math.log(3))
 
 
-def test_ppo_normalises_advantages():
+@pytest.mark.parametrize(
+    ("setting", "expected_action_loss"),
+    [
+        ("rollout", -1.0),  # the rollout-wide standardised values, as given: -(0.5 + 1.5) / 2
+        (True, -1.0),  # AllenAct's meaning of True
+        ("minibatch", 0.0),  # standardised within the minibatch: mean 0
+        ("none", -4.0),  # raw: -(3 + 5) / 2
+        (False, -4.0),
+    ],
+)
+def test_ppo_advantage_normalisation_scopes(setting, expected_action_loss):
     logits = torch.zeros(1, 2, 3)
     batch, output = _batch(logits, [1.0, 1.0], [3.0, 5.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0])
-    ppo = PPO(clip_param=0.1, value_loss_coef=0.0, entropy_coef=0.0)
+    batch.normalized_advantages = torch.tensor([[0.5, 1.5]])
+    ppo = PPO(clip_param=0.1, value_loss_coef=0.0, entropy_coef=0.0, normalize_advantage=setting)
     _, info = ppo.loss(0, batch, output)
-    assert info["action_loss"] == pytest.approx(0.0, abs=1e-5)  # mean of normalised adv is 0
+    assert info["action_loss"] == pytest.approx(expected_action_loss, abs=1e-5)
+
+
+def test_ppo_rejects_an_unknown_advantage_normalisation():
+    with pytest.raises(ConfigError, match="PPO.normalize_advantage='batch'"):
+        PPO(clip_param=0.1, value_loss_coef=0.5, entropy_coef=0.01, normalize_advantage="batch")
+
+
+def test_ppo_config_takes_keyword_overrides_as_in_allenact():
+    ppo = PPO(use_clipped_value_loss=False, normalize_advantage=False, **PPOConfig)
+    assert (ppo.clip_param, ppo.use_clipped_value_loss, ppo.normalize_advantage) == (
+        0.1,
+        False,
+        "none",
+    )

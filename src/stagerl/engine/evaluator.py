@@ -21,9 +21,14 @@ def _episodes_per_slot(episodes: int, slots: int) -> list[int]:
 
 @torch.no_grad()
 def run_episodes(
-    model: ActorCriticModel, sampler: VectorSampler, *, deterministic: bool
+    model: ActorCriticModel,
+    sampler: VectorSampler,
+    *,
+    deterministic: bool,
+    generator: torch.Generator,
 ) -> list[dict[str, float]]:
-    """Step until every slot has run its episodes; inactive slots are ignored."""
+    """Step until every slot has run its episodes; inactive slots are ignored. Actions are
+    sampled from `generator`, so evaluating never moves the training run's random streams."""
     observations = sampler.reset()
     n = sampler.num_tasks
     memory = model.initial_memory(n)
@@ -33,8 +38,11 @@ def run_episodes(
     while sampler.active.any():
         obs = {k: torch.from_numpy(v.copy())[None] for k, v in observations.items()}
         output, memory = model(obs, memory, prev_actions, masks)
-        dist = output.distributions
-        actions = dist.probs.argmax(-1)[0] if deterministic else dist.sample()[0]
+        probs = output.distributions.probs[0]
+        if deterministic:
+            actions = probs.argmax(-1)
+        else:
+            actions = torch.multinomial(probs, 1, generator=generator)[:, 0]
         step = sampler.step(actions.numpy())
         finished.extend(metrics for _, metrics in step.finished)
         done = torch.from_numpy(step.terminated | step.truncated)
@@ -42,6 +50,31 @@ def run_episodes(
         prev_actions = (actions * masks[0].long())[None]
         observations = step.observations
     return finished
+
+
+def mean_metrics(finished: list[dict[str, float]]) -> dict[str, float]:
+    """`episodes` and the mean of every metric over the finished episodes."""
+    totals: dict[str, list[float]] = defaultdict(list)
+    for metrics in finished:
+        for key, value in metrics.items():
+            totals[key].append(value)
+    return {"episodes": len(finished), **{k: float(np.mean(v)) for k, v in totals.items()}}
+
+
+def episode_sampler(
+    experiment: LoadedExperiment, mode: str, *, seed: int, episodes: int
+) -> VectorSampler:
+    """Workers that run exactly `episodes` episodes of the `mode` ("valid"/"test") tasks per
+    `reset()`, spread over the slots; every reset starts the same episodes again."""
+    machine, samplers = build_samplers(experiment, mode, seed)
+    samplers = samplers[:episodes]
+    return VectorSampler(
+        samplers,
+        num_workers=min(machine.num_workers, len(samplers)),
+        timeout=machine.worker_timeout,
+        max_tasks=_episodes_per_slot(episodes, len(samplers)),
+        experiment=(experiment.module_name, str(experiment.path)),
+    )
 
 
 def evaluate(
@@ -53,7 +86,6 @@ def evaluate(
     seed: int = 0,
 ) -> dict[str, float]:
     """Mean of every episode metric over `episodes` test episodes (reproducible for a seed)."""
-    torch.manual_seed(seed)
     payload = load_checkpoint(checkpoint)
     config = experiment.config
     if payload.get("experiment") != config.__name__:
@@ -61,22 +93,10 @@ def evaluate(
             f"{checkpoint}: saved by experiment {payload.get('experiment')}, not {config.__name__}"
         )
     configure_trainer_process()
-    machine, samplers = build_samplers(experiment, "test", seed)
-    samplers = samplers[:episodes]
-    model = build_model(config, samplers[0].action_space)
-    model.load_state_dict(payload["model"])
-    model.eval()
-    workers = min(machine.num_workers, len(samplers))
-    with VectorSampler(
-        samplers,
-        num_workers=workers,
-        timeout=machine.worker_timeout,
-        max_tasks=_episodes_per_slot(episodes, len(samplers)),
-        experiment=(experiment.module_name, str(experiment.path)),
-    ) as sampler:
-        finished = run_episodes(model, sampler, deterministic=deterministic)
-    totals: dict[str, list[float]] = defaultdict(list)
-    for metrics in finished:
-        for key, value in metrics.items():
-            totals[key].append(value)
-    return {"episodes": len(finished), **{k: float(np.mean(v)) for k, v in totals.items()}}
+    with episode_sampler(experiment, "test", seed=seed, episodes=episodes) as sampler:
+        model = build_model(config, sampler.action_space)
+        model.load_state_dict(payload["model"])
+        model.eval()
+        generator = torch.Generator().manual_seed(seed)
+        finished = run_episodes(model, sampler, deterministic=deterministic, generator=generator)
+    return mean_metrics(finished)

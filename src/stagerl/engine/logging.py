@@ -99,17 +99,42 @@ class MetricsLogger:
         now = time.monotonic()
         row: dict[str, Any] = {key: self.sums[key] / self.counts[key] for key in sorted(self.sums)}
         row["fps"] = (step - self.last_emit_step) / max(now - self.last_emit_time, 1e-9)
-        row["stage_index"] = stage_index
-        for key, value in row.items():
-            self.writer.add_scalar(key, value, step)
-        row = {"step": step, "stage": stage, **row}
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.jsonl.flush()
+        row = self.write_row(step, stage_index, stage, row)
         self._print_progress(row, now)
         self.sums.clear()
         self.counts.clear()
         self.last_emit_step, self.last_emit_time = step, now
         return row
+
+    def write_row(
+        self, step: int, stage_index: int, stage: str, values: dict[str, float]
+    ) -> dict[str, Any]:
+        """One row as it stands, at `step`, to TensorBoard and `metrics.jsonl`."""
+        row: dict[str, Any] = {**values, "stage_index": stage_index}
+        for key, value in row.items():
+            self.writer.add_scalar(key, value, step)
+        row = {"step": step, "stage": stage, **row}
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        return row
+
+    def log_validation(
+        self, step: int, stage_index: int, stage: str, values: dict[str, float]
+    ) -> None:
+        """A row of `valid/*` means of its own, and a line saying what they were."""
+        self.write_row(step, stage_index, stage, values)
+        shown = "  ".join(
+            f"{key.removeprefix('valid/')} {values[key]:.3f}"
+            for key in ("valid/success", "valid/ep_length", "valid/reward")
+            if key in values
+        )
+        episodes = int(values.get("valid/episodes", 0))
+        self.console.print(
+            f"[bold]{step:>9,}[/]/{self.total_steps:,} steps  validation ({episodes} episodes): "
+            + shown,
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def _print_progress(self, row: dict[str, Any], now: float) -> None:
         step = row["step"]

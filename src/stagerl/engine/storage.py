@@ -49,6 +49,7 @@ class RolloutStorage:
         self.bootstrap_values = torch.zeros(steps, tasks)
         self.returns = torch.zeros(steps, tasks)
         self.advantages = torch.zeros(steps, tasks)
+        self.normalized_advantages = torch.zeros(steps, tasks)
 
     def set_observations(self, row: int, observations: dict[str, np.ndarray]) -> None:
         for uuid, target in self.observations.items():
@@ -83,19 +84,32 @@ class RolloutStorage:
         self.prev_actions[t + 1] = actions * self.masks[t + 1].long()
 
     def compute_returns(
-        self, last_values: torch.Tensor, *, gamma: float, gae_lambda: float, use_gae: bool
+        self,
+        last_values: torch.Tensor,
+        *,
+        gamma: float,
+        gae_lambda: float,
+        use_gae: bool,
+        bootstrap_time_limit: bool = True,
     ) -> None:
+        """Fill returns and advantages (and the rollout-normalised advantages); without
+        `bootstrap_time_limit`, a truncated episode ends like a terminated one."""
+        terminated, truncated = self.terminated, self.truncated
+        if not bootstrap_time_limit:
+            terminated, truncated = terminated | truncated, torch.zeros_like(truncated)
         self.returns, self.advantages = compute_returns(
             rewards=self.rewards,
             values=self.values,
-            terminated=self.terminated,
-            truncated=self.truncated,
+            terminated=terminated,
+            truncated=truncated,
             bootstrap_values=self.bootstrap_values,
             last_values=last_values,
             gamma=gamma,
             gae_lambda=gae_lambda,
             use_gae=use_gae,
         )
+        advantages = self.advantages
+        self.normalized_advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
 
     def minibatches(
         self, num_mini_batch: int, generator: torch.Generator
@@ -117,6 +131,7 @@ class RolloutStorage:
             old_values=self.values[:, tasks],
             returns=self.returns[:, tasks],
             advantages=self.advantages[:, tasks],
+            normalized_advantages=self.normalized_advantages[:, tasks],
         )
 
     def start_next_rollout(self) -> None:

@@ -5,6 +5,7 @@ reaches `max_stage_steps`; the LR schedule follows the total step count; losses 
 forcing follow the stage's step count.
 """
 
+import contextlib
 import random
 import signal
 import time
@@ -22,6 +23,7 @@ from stagerl.engine.logging import MetricsLogger
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
 from stagerl.engine.setup import TrainingSetup, build_training_setup
 from stagerl.engine.storage import RolloutStorage
+from stagerl.engine.validation import Validator
 from stagerl.errors import StagerlError, WorkerError
 from stagerl.experiment import LoadedExperiment
 from stagerl.pipeline import PipelineStage
@@ -49,6 +51,7 @@ class TrainingState:
     total_steps: int = 0
     rollout_count: int = 0
     last_save_steps: int = 0
+    last_valid_steps: int = 0
     nonfinite_in_a_row: int = 0
 
 
@@ -107,6 +110,7 @@ class Trainer:
         self.stop_signal: int | None = None
         self.buffer: ExpertDataBuffer | None = None
         self.buffer_stage = -1
+        self.validator: Validator | None = None
 
     def _losses(self, stage: PipelineStage) -> list[WeightedLoss]:
         return [
@@ -148,6 +152,7 @@ class Trainer:
             gamma=pipeline.gamma,
             gae_lambda=pipeline.gae_lambda,
             use_gae=pipeline.use_gae,
+            bootstrap_time_limit=pipeline.bootstrap_time_limit,
         )
         aggregated = self._aggregated(self.state.stage_index, storage)
         torch.set_num_threads(self.setup.machine.update_threads)  # the workers are idle now
@@ -293,7 +298,12 @@ class Trainer:
             s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)
         }
         try:
-            with setup.start_sampler() as sampler:
+            with contextlib.ExitStack() as running:
+                sampler = running.enter_context(setup.start_sampler())
+                if pipeline.validation is not None:
+                    self.validator = running.enter_context(
+                        Validator(self.experiment, pipeline.validation, seed=self.seed)
+                    )
                 if self.resume:
                     sampler.restore(self.resume["samplers"])
                     storage.load_carry_state(self.resume["storage"])
@@ -303,6 +313,7 @@ class Trainer:
                     storage.memory = setup.model.initial_memory(setup.num_tasks)
                 return self._run_stages(sampler, storage, logger, stop_after_steps)
         finally:
+            self.validator = None
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             logger.close()
@@ -322,7 +333,7 @@ class Trainer:
             if state.stage_steps >= stage.max_stage_steps:
                 more_stages = state.stage_index + 1 < len(stages)  # else the final save follows
                 if more_stages and state.last_save_steps != state.total_steps:
-                    self._save_now(sampler, storage, logger)  # every stage's final model
+                    self._checkpoint(sampler, storage, logger)  # every stage's final model
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
                 continue
             self._rollout_and_update(sampler, storage, logger, stage)
@@ -331,10 +342,39 @@ class Trainer:
             if self.stop_signal is not None:
                 raise Interrupted(self.stop_signal, self._save_now(sampler, storage, logger))
             if save_interval and state.total_steps - state.last_save_steps >= save_interval:
-                self._save_now(sampler, storage, logger)
+                self._checkpoint(sampler, storage, logger)
+            elif self._validation_due():
+                self._validate(logger)
         last = min(state.stage_index, len(stages) - 1)
         logger.maybe_emit(state.total_steps, last, self.pipeline.stage_names[last], force=True)
-        return self._save_now(sampler, storage, logger)
+        return self._checkpoint(sampler, storage, logger)
+
+    def _validation_due(self) -> bool:
+        interval = self.validator and self.validator.settings.interval
+        state = self.state
+        return bool(interval) and state.total_steps - state.last_valid_steps >= interval
+
+    def _validate(self, logger: MetricsLogger) -> None:
+        """Log `valid/*` of the current model at the current step."""
+        state = self.state
+        state.last_valid_steps = state.total_steps
+        results = self.validator.run(self.setup.model)
+        index = min(state.stage_index, len(self.pipeline.pipeline_stages) - 1)
+        logger.log_validation(state.total_steps, index, self.pipeline.stage_names[index], results)
+
+    def _checkpoint(
+        self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
+    ) -> Path:
+        """Save, then validate the saved model (when the pipeline asks to): a validation worker
+        that fails cannot cost the checkpoint, which records this step's validation as done."""
+        state = self.state
+        validate = self.validator is not None and state.last_valid_steps != state.total_steps
+        if validate:
+            state.last_valid_steps = state.total_steps
+        path = self._save_now(sampler, storage, logger)
+        if validate:
+            self._validate(logger)
+        return path
 
 
 def timestamp() -> str:

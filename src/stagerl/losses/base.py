@@ -21,6 +21,8 @@ class RolloutBatch:
     old_values: torch.Tensor  # [T, n]
     returns: torch.Tensor  # [T, n]
     advantages: torch.Tensor  # [T, n]
+    # [T, n], standardised over the whole rollout the minibatch came from (None where unknown)
+    normalized_advantages: torch.Tensor | None = None
 
 
 class Loss(ABC):

@@ -1,6 +1,7 @@
 """Proximal Policy Optimisation (Schulman et al. 2017) with clip decay and a clipped value loss."""
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -8,13 +9,13 @@ from stagerl.errors import require
 from stagerl.losses.base import Loss, RolloutBatch
 from stagerl.models.base import ActorCriticOutput
 
-PPOConfig = dict(
-    clip_param=0.1,
-    value_loss_coef=0.5,
-    entropy_coef=0.01,
-    use_clipped_value_loss=True,
-    normalize_advantage=True,
-)
+# AllenAct's PPOConfig: only the three coefficients, so `PPO(**PPOConfig, normalize_advantage=...)`
+# and `PPO(use_clipped_value_loss=False, **PPOConfig)` work as they do there.
+PPOConfig = dict(clip_param=0.1, value_loss_coef=0.5, entropy_coef=0.01)
+
+AdvantageNormalization = Literal["rollout", "minibatch", "none"]
+_NORMALIZATIONS = {True: "rollout", False: "none", "rollout": "rollout"}
+_NORMALIZATIONS |= {"minibatch": "minibatch", "none": "none"}
 
 
 class PPO(Loss):
@@ -22,6 +23,11 @@ class PPO(Loss):
 
     The clip range is `clip_param * clip_decay(stage_steps)`; the value loss is clipped to the same
     range around the value predicted at collection time.
+
+    `normalize_advantage` standardises the advantages to mean 0, std 1 over the whole rollout
+    (`"rollout"` or `True`, AllenAct's meaning and the default), over each minibatch
+    (`"minibatch"`, SB3's and CleanRL's), or not at all (`"none"` or `False`). Over 8 seeds of
+    the GoToObj example the rollout won (benchmarks/LEARNING.md).
     """
 
     def __init__(
@@ -31,7 +37,7 @@ class PPO(Loss):
         entropy_coef: float,
         use_clipped_value_loss: bool = True,
         clip_decay: Callable[[int], float] | None = None,
-        normalize_advantage: bool = True,
+        normalize_advantage: AdvantageNormalization | bool = "rollout",
     ) -> None:
         require(clip_param > 0, "PPO.clip_param", clip_param, "a positive float")
         require(value_loss_coef >= 0, "PPO.value_loss_coef", value_loss_coef, ">= 0")
@@ -46,15 +52,29 @@ class PPO(Loss):
         self.entropy_coef = entropy_coef
         self.use_clipped_value_loss = use_clipped_value_loss
         self.clip_decay = clip_decay or (lambda _: 1.0)
-        self.normalize_advantage = normalize_advantage
+        require(
+            isinstance(normalize_advantage, bool | str) and normalize_advantage in _NORMALIZATIONS,
+            "PPO.normalize_advantage",
+            normalize_advantage,
+            "'rollout' (or True), 'minibatch' or 'none' (or False)",
+        )
+        self.normalize_advantage: AdvantageNormalization = _NORMALIZATIONS[normalize_advantage]
+
+    def _advantages(self, batch: RolloutBatch) -> torch.Tensor:
+        if self.normalize_advantage == "rollout":
+            if batch.normalized_advantages is None:
+                raise ValueError("PPO(normalize_advantage='rollout') got a batch without them")
+            return batch.normalized_advantages
+        advantages = batch.advantages
+        if self.normalize_advantage == "minibatch":
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+        return advantages
 
     def loss(
         self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
     ) -> tuple[torch.Tensor, dict[str, float]]:
         clip = self.clip_param * self.clip_decay(step_count)
-        advantages = batch.advantages
-        if self.normalize_advantage:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+        advantages = self._advantages(batch)
 
         dist = actor_critic_output.distributions
         ratio = torch.exp(dist.log_prob(batch.actions) - batch.old_log_probs)

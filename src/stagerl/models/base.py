@@ -54,19 +54,23 @@ class ActorCriticModel(nn.Module, ABC):
 
 
 def run_recurrent(
-    rnn: nn.GRU, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
+    rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run a GRU over `[T, N, F]` inputs, zeroing memory wherever `masks` marks an episode start.
+    """Run a GRU or LSTM over `[T, N, F]` inputs, zeroing memory wherever `masks` marks an
+    episode start. An LSTM's memory is its `(h, c)` joined on the last dimension.
 
     The sequence is cut only at steps where some task resets, so most of it runs as one fused
-    GRU call instead of T single steps.
+    call instead of T single steps.
     """
     steps = inputs.shape[0]
     reset_steps = (masks[1:] == 0).any(dim=1).nonzero().flatten().add(1).tolist()
     bounds = [0, *reset_steps, steps]
+    lstm = isinstance(rnn, nn.LSTM)
     outputs = []
     for start, end in zip(bounds[:-1], bounds[1:], strict=False):
         memory = memory * masks[start].view(1, -1, 1)
-        out, memory = rnn(inputs[start:end], memory)
+        state = tuple(memory.chunk(2, dim=-1)) if lstm else memory
+        out, state = rnn(inputs[start:end], state)
+        memory = torch.cat(state, dim=-1) if lstm else state
         outputs.append(out)
     return torch.cat(outputs, dim=0), memory

@@ -75,8 +75,13 @@ class WorkerLoop:
             self._write("obs", slot, task.get_observations())
 
     def reset(self, _: Any = None) -> None:
-        for slot in range(len(self.samplers)):
+        """Start every slot's sampler over (a fixed valid/test sequence begins again)."""
+        for slot, sampler in enumerate(self.samplers):
             self.current = slot
+            if self.tasks[slot] is not None:
+                self.tasks[slot].close()
+            sampler.reset()
+            self.tasks_started[slot] = 0
             self._start_next(slot)
 
     def step(self, _: Any = None) -> list[tuple[int, dict[str, float]]]:

@@ -18,6 +18,7 @@ _EXPORTS = {
     "ShortestPathExpert": "experts",
     "make_expert": "experts",
     "MiniGridActorCritic": "models",
+    "BabyAIRecurrentACModel": "babyai_model",
     "MiniGridExperimentConfig": "experiment",
 }
 __all__ = sorted(_EXPORTS)

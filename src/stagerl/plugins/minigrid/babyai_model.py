@@ -1,0 +1,128 @@
+"""The BabyAI baseline agent (Chevalier-Boisvert et al. 2019, "cnn1"), as AllenAct's BabyAI
+experiments use it: written from the paper's description, with AllenAct's argument names."""
+
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.distributions import Categorical
+
+from stagerl.errors import ConfigError
+from stagerl.models.base import ActorCriticModel, ActorCriticOutput, run_recurrent
+
+
+def _unit_rows_(linear: nn.Linear) -> None:
+    """Gaussian weights with every output unit's weight vector scaled to norm 1, zero bias: the
+    initialisation the BabyAI baselines inherited from pytorch-a2c-ppo-acktr."""
+    with torch.no_grad():
+        linear.weight.normal_(0, 1)
+        linear.weight /= linear.weight.norm(dim=1, keepdim=True)
+        linear.bias.zero_()
+
+
+def _head(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, 64), nn.Tanh(), nn.Linear(64, outputs))
+
+
+class BabyAIRecurrentACModel(ActorCriticModel):
+    """Three 2x2 convolutions (with a 2x2 max-pool) over the raw (object, colour, state)
+    integers of the 7x7 view, an optional LSTM memory, an optional GRU over the mission's
+    words joined to the memory's output, and 64-unit tanh actor and critic heads.
+
+    Observations: `minigrid_ego_image` ([7, 7, 3] integers) and, with `use_instr`,
+    `minigrid_mission` (token ids, 0 = padding). Memory is the LSTM's `(h, c)` joined.
+    Unlike AllenAct, memory is on by default and `use_instr=None` reads the mission exactly
+    when a sensor provides it; AllenAct's configs pass both, so they mean the same here.
+    """
+
+    def __init__(
+        self,
+        action_space: spaces.Discrete,
+        observation_space: spaces.Dict,
+        *,
+        image_dim: int = 128,
+        memory_dim: int = 128,
+        instr_dim: int = 128,
+        use_instr: bool | None = None,
+        lang_model: str = "gru",
+        use_memory: bool = True,
+        arch: str = "cnn1",
+        **unsupported: Any,
+    ) -> None:
+        super().__init__(action_space, observation_space)
+        if arch != "cnn1" or lang_model != "gru" or unsupported:
+            raise ConfigError(
+                f"BabyAIRecurrentACModel supports arch='cnn1' and lang_model='gru' only, got "
+                f"arch={arch!r}, lang_model={lang_model!r}"
+                + (f", {sorted(unsupported)}" if unsupported else "")
+            )
+        if use_instr is None:
+            use_instr = "minigrid_mission" in observation_space.spaces
+        if "minigrid_ego_image" not in observation_space.spaces:
+            raise ConfigError("BabyAIRecurrentACModel: no sensor with uuid 'minigrid_ego_image'")
+        if use_instr and "minigrid_mission" not in observation_space.spaces:
+            raise ConfigError(
+                "BabyAIRecurrentACModel(use_instr=True) needs a mission sensor with uuid "
+                "'minigrid_mission' in SENSORS"
+            )
+        self.memory_dim = memory_dim
+        self.image_conv = nn.Sequential(
+            nn.Conv2d(3, 16, 2),
+            nn.ReLU(),
+            nn.MaxPool2d(2, stride=2),
+            nn.Conv2d(16, 32, 2),
+            nn.ReLU(),
+            nn.Conv2d(32, image_dim, 2),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        view = observation_space["minigrid_ego_image"].shape[0]
+        image_features = image_dim * ((view - 1) // 2 - 2) ** 2  # 7x7 -> 6 -> 3 -> 2 -> 1
+        self.memory_rnn = nn.LSTM(image_features, memory_dim) if use_memory else None
+        embedding = memory_dim if use_memory else image_features
+        self.word_embedding = self.instr_rnn = None
+        if use_instr:
+            vocabulary = int(observation_space["minigrid_mission"].high.max()) + 1
+            self.word_embedding = nn.Embedding(vocabulary, instr_dim)
+            self.instr_rnn = nn.GRU(instr_dim, instr_dim, batch_first=True)
+            embedding += instr_dim
+        self.actor = _head(embedding, action_space.n)
+        self.critic = _head(embedding, 1)
+        for module in (*self.actor, *self.critic):
+            if isinstance(module, nn.Linear):
+                _unit_rows_(module)
+
+    @property
+    def memory_shape(self) -> tuple[int, int]:
+        return (1, 2 * self.memory_dim) if self.memory_rnn is not None else (0, 0)
+
+    def _instruction(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The GRU's output at the mission's last word, `[B, instr_dim]`. A batch holds few
+        distinct missions (each lasts a whole episode), so each is encoded once."""
+        missions, which = torch.unique(tokens.long(), dim=0, return_inverse=True)
+        outputs, _ = self.instr_rnn(self.word_embedding(missions))
+        last = ((missions != 0).sum(dim=1) - 1).clamp(min=0)
+        return outputs[torch.arange(len(missions)), last][which]
+
+    def forward(
+        self,
+        observations: dict[str, torch.Tensor],
+        memory: torch.Tensor,
+        prev_actions: torch.Tensor,
+        masks: torch.Tensor,
+    ) -> tuple[ActorCriticOutput, torch.Tensor]:
+        image = observations["minigrid_ego_image"]
+        steps, tasks = image.shape[:2]
+        grid = image.reshape(steps * tasks, *image.shape[2:]).permute(0, 3, 1, 2).float()
+        features = self.image_conv(grid).view(steps, tasks, -1)
+        if self.memory_rnn is not None:
+            features, memory = run_recurrent(self.memory_rnn, features, memory, masks)
+        if self.instr_rnn is not None:
+            mission = observations["minigrid_mission"].reshape(steps * tasks, -1)
+            features = torch.cat([features, self._instruction(mission).view(steps, tasks, -1)], -1)
+        output = ActorCriticOutput(
+            distributions=Categorical(logits=self.actor(features), validate_args=False),
+            values=self.critic(features).squeeze(-1),
+        )
+        return output, memory
