@@ -31,6 +31,11 @@ class BabyAIGoToObjDAgger(MiniGridExperimentConfig):
         return "BabyAIGoToObjDAgger"
 
     @classmethod
+    def create_model(cls, **kwargs):
+        # AllenAct's GoToObj model (go_to_obj/base.py): the default model, 8-wide instructions
+        return super().create_model(instr_dim=8, **kwargs)
+
+    @classmethod
     def training_pipeline(cls, **kwargs):
         dagger_steps = 20_000
         return TrainingPipeline(

@@ -1,4 +1,4 @@
-"""PPO on BabyAI-GoToObj: 16 tasks in 2 worker processes, 50,000 steps (under a minute on 2 CPUs).
+"""PPO on BabyAI-GoToObj: 16 tasks in 2 worker processes, 50,000 steps (a minute or so on 2 CPUs).
 
 The settings of AllenAct's GoToObj baseline: constant learning rate, PPO clip decayed linearly.
 """
@@ -22,6 +22,11 @@ class BabyAIGoToObjPPO(MiniGridExperimentConfig):
     @classmethod
     def tag(cls) -> str:
         return "BabyAIGoToObjPPO"
+
+    @classmethod
+    def create_model(cls, **kwargs):
+        # AllenAct's GoToObj model (go_to_obj/base.py): the default model, 8-wide instructions
+        return super().create_model(instr_dim=8, **kwargs)
 
     @classmethod
     def training_pipeline(cls, **kwargs):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stagerl import Validation
+from stagerl import Validation, cli
 from stagerl.engine.checkpoint import load_checkpoint
 from stagerl.engine.evaluator import episode_sampler, run_episodes
 from stagerl.engine.setup import build_model, build_samplers
@@ -29,9 +29,14 @@ def test_validation_episodes_use_validation_seeds_disjoint_from_training_and_tes
     _, train_samplers = build_samplers(experiment, "train", seed=0)
     train = [sampler.next_task().seed for sampler in train_samplers for _ in range(25)]
     model = build_model(experiment.config, train_samplers[0].action_space)
-    with Validator(experiment, Validation(episodes=10), seed=0) as validator:
+    machine, valid_samplers = build_samplers(experiment, "valid", seed=0)
+    validation = Validation(episodes=10)
+    with Validator(
+        experiment, validation, machine=machine, samplers=valid_samplers, seed=0
+    ) as validator:
         first, again = _seeds(validator.episodes(model)), _seeds(validator.episodes(model))
-    with episode_sampler(experiment, "test", seed=0, episodes=10) as sampler:
+    machine, test_samplers = build_samplers(experiment, "test", seed=0)
+    with episode_sampler(experiment, machine, test_samplers, episodes=10) as sampler:
         test = _seeds(
             run_episodes(model, sampler, deterministic=False, generator=torch.Generator())
         )
@@ -69,3 +74,17 @@ def test_validation_rows_are_logged_and_training_is_unchanged(tmp_path):
         torch.testing.assert_close(
             load_checkpoint(validated)["model"][name], tensor, rtol=0, atol=0
         )
+
+
+def test_validation_without_validation_tasks_fails_before_training_naming_the_field(
+    tmp_path, capsys
+):
+    config = tmp_path / "no_valid_tasks.py"
+    config.write_text(
+        (FIXTURES / "seed_reporting.py").read_text()
+        + "\n    @classmethod\n    def valid_task_sampler_args(cls, *args, **kwargs):\n"
+        + '        raise NotImplementedError("SeedReporting defines no validation tasks")\n'
+    )
+    assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
+    error = capsys.readouterr().err
+    assert "TrainingPipeline.validation is set, but SeedReporting defines no validation" in error

@@ -9,8 +9,9 @@ import torch
 from stagerl.engine.checkpoint import load_checkpoint
 from stagerl.engine.setup import build_model, build_samplers, configure_trainer_process
 from stagerl.errors import CheckpointError
-from stagerl.experiment import LoadedExperiment
+from stagerl.experiment import LoadedExperiment, MachineParams
 from stagerl.models.base import ActorCriticModel
+from stagerl.tasks.base import TaskSampler
 from stagerl.tasks.vector import VectorSampler
 
 
@@ -62,11 +63,14 @@ def mean_metrics(finished: list[dict[str, float]]) -> dict[str, float]:
 
 
 def episode_sampler(
-    experiment: LoadedExperiment, mode: str, *, seed: int, episodes: int
+    experiment: LoadedExperiment,
+    machine: MachineParams,
+    samplers: list[TaskSampler],
+    *,
+    episodes: int,
 ) -> VectorSampler:
-    """Workers that run exactly `episodes` episodes of the `mode` ("valid"/"test") tasks per
+    """Workers that run exactly `episodes` episodes of the given (valid/test) samplers per
     `reset()`, spread over the slots; every reset starts the same episodes again."""
-    machine, samplers = build_samplers(experiment, mode, seed)
     samplers = samplers[:episodes]
     return VectorSampler(
         samplers,
@@ -93,10 +97,11 @@ def evaluate(
             f"{checkpoint}: saved by experiment {payload.get('experiment')}, not {config.__name__}"
         )
     configure_trainer_process()
-    with episode_sampler(experiment, "test", seed=seed, episodes=episodes) as sampler:
-        model = build_model(config, sampler.action_space)
-        model.load_state_dict(payload["model"])
-        model.eval()
-        generator = torch.Generator().manual_seed(seed)
+    machine, samplers = build_samplers(experiment, "test", seed)
+    model = build_model(config, samplers[0].action_space)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    with episode_sampler(experiment, machine, samplers, episodes=episodes) as sampler:
         finished = run_episodes(model, sampler, deterministic=deterministic, generator=generator)
     return mean_metrics(finished)

@@ -78,6 +78,7 @@ class TrainingSetup:
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
     expert_uuid: str | None
+    validation: tuple[MachineParams, list[TaskSampler]] | None  # its machine and samplers
 
     @property
     def num_tasks(self) -> int:
@@ -114,6 +115,20 @@ def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str
     return uuids[0] if uuids else None
 
 
+def _validation_samplers(
+    experiment: LoadedExperiment, pipeline: TrainingPipeline, seed: int
+) -> tuple[MachineParams, list[TaskSampler]] | None:
+    if pipeline.validation is None:
+        return None
+    try:
+        return build_samplers(experiment, "valid", seed)
+    except NotImplementedError as error:
+        raise ConfigError(
+            f"TrainingPipeline.validation is set, but {error}: define valid_task_sampler_args "
+            "or leave validation=None"
+        ) from None
+
+
 def _check_resumable(
     resume: dict[str, Any], config: type[ExperimentConfig], machine: MachineParams
 ) -> None:
@@ -141,6 +156,7 @@ def build_training_setup(
     machine, samplers = build_samplers(experiment, "train", seed)
     pipeline.check_task_count(len(samplers))
     expert_uuid = _expert_uuid(pipeline, samplers)
+    validation = _validation_samplers(experiment, pipeline, seed)
     model = build_model(config, samplers[0].action_space)
     optimizer = pipeline.optimizer_builder(model.parameters())
     scheduler = pipeline.lr_scheduler_builder(optimizer) if pipeline.lr_scheduler_builder else None
@@ -160,4 +176,5 @@ def build_training_setup(
         optimizer=optimizer,
         lr_scheduler=scheduler,
         expert_uuid=expert_uuid,
+        validation=validation,
     )

@@ -298,12 +298,11 @@ class Trainer:
             s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)
         }
         try:
-            with contextlib.ExitStack() as running:
-                sampler = running.enter_context(setup.start_sampler())
-                if pipeline.validation is not None:
-                    self.validator = running.enter_context(
-                        Validator(self.experiment, pipeline.validation, seed=self.seed)
-                    )
+            with (
+                setup.start_sampler() as sampler,
+                self._start_validator() or contextlib.nullcontext() as validator,
+            ):
+                self.validator = validator
                 if self.resume:
                     sampler.restore(self.resume["samplers"])
                     storage.load_carry_state(self.resume["storage"])
@@ -317,6 +316,19 @@ class Trainer:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             logger.close()
+
+    def _start_validator(self) -> Validator | None:
+        """The validation workers, when the pipeline asks for validation."""
+        if self.setup.validation is None:
+            return None
+        machine, samplers = self.setup.validation
+        return Validator(
+            self.experiment,
+            self.pipeline.validation,
+            machine=machine,
+            samplers=samplers,
+            seed=self.seed,
+        )
 
     def _run_stages(
         self,

@@ -3,9 +3,10 @@
 import torch
 
 from stagerl.engine.evaluator import episode_sampler, mean_metrics, run_episodes
-from stagerl.experiment import LoadedExperiment
+from stagerl.experiment import LoadedExperiment, MachineParams
 from stagerl.models.base import ActorCriticModel
 from stagerl.pipeline import Validation
+from stagerl.tasks.base import TaskSampler
 from stagerl.tasks.vector import VectorSampler
 
 
@@ -17,11 +18,19 @@ class Validator:
     so successive numbers differ only because the model did.
     """
 
-    def __init__(self, experiment: LoadedExperiment, settings: Validation, *, seed: int) -> None:
+    def __init__(
+        self,
+        experiment: LoadedExperiment,
+        settings: Validation,
+        *,
+        machine: MachineParams,
+        samplers: list[TaskSampler],
+        seed: int,
+    ) -> None:
         self.settings = settings
         self.seed = seed
         self.sampler: VectorSampler = episode_sampler(
-            experiment, "valid", seed=seed, episodes=settings.episodes
+            experiment, machine, samplers, episodes=settings.episodes
         )
 
     def episodes(self, model: ActorCriticModel) -> list[dict[str, float]]:
