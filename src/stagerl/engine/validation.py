@@ -47,9 +47,6 @@ class Validator:
         """`valid/<metric>` means over the validation episodes (and `valid/episodes`)."""
         return {f"valid/{k}": v for k, v in mean_metrics(self.episodes(model)).items()}
 
-    def close(self) -> None:
-        self.sampler.close()
-
     def __enter__(self) -> "Validator":
         return self
 

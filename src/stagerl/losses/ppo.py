@@ -27,7 +27,7 @@ class PPO(Loss):
     `normalize_advantage` standardises the advantages to mean 0, std 1 over the whole rollout
     (`"rollout"` or `True`, AllenAct's meaning and the default), over each minibatch
     (`"minibatch"`, SB3's and CleanRL's), or not at all (`"none"` or `False`). Over 8 seeds of
-    the GoToObj example the rollout won (benchmarks/LEARNING.md).
+    the GoToObj example the rollout gave the better worst seed (benchmarks/LEARNING.md).
     """
 
     def __init__(
