@@ -1,6 +1,7 @@
 """Validation during training: on validation seeds only, logged as valid/*, and harmless."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,10 @@ def test_validation_rows_are_logged_and_training_is_unchanged(tmp_path):
         assert SEED_RANGES["valid"][0] <= row["valid/episode_seed"] < SEED_RANGES["valid"][1]
     assert list((tmp_path / "valid" / "tensorboard").glob("events.out.tfevents.*"))
 
+    shutil.copy(FIXTURES / "tiny_ppo.py", tmp_path)  # which the fixture derives from
     config = tmp_path / "no_validation.py"
     source = (FIXTURES / "seed_reporting.py").read_text()
-    config.write_text(source.replace("validation=Validation(episodes=6, interval=256),", ""))
+    config.write_text(source.replace("Validation(episodes=6, interval=256)", "None"))
     plain = Trainer(load_experiment(config), run_dir=tmp_path / "plain", seed=1).train()
     assert not any("valid/success" in row for row in _rows(tmp_path / "plain"))
     # validation samples its own actions: the training run's parameters are bit for bit equal
@@ -79,6 +81,7 @@ def test_validation_rows_are_logged_and_training_is_unchanged(tmp_path):
 def test_validation_without_validation_tasks_fails_before_training_naming_the_field(
     tmp_path, capsys
 ):
+    shutil.copy(FIXTURES / "tiny_ppo.py", tmp_path)  # which the fixture derives from
     config = tmp_path / "no_valid_tasks.py"
     config.write_text(
         (FIXTURES / "seed_reporting.py").read_text()
