@@ -13,7 +13,7 @@ import torch
 from gymnasium import spaces
 
 from stagerl.engine.returns import compute_returns
-from stagerl.losses.base import RolloutBatch
+from stagerl.losses.base import RolloutBatch, standardize
 
 
 def torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -108,8 +108,7 @@ class RolloutStorage:
             gae_lambda=gae_lambda,
             use_gae=use_gae,
         )
-        advantages = self.advantages
-        self.normalized_advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+        self.normalized_advantages = standardize(self.advantages)
 
     def minibatches(
         self, num_mini_batch: int, generator: torch.Generator

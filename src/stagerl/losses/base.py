@@ -25,6 +25,11 @@ class RolloutBatch:
     normalized_advantages: torch.Tensor | None = None
 
 
+def standardize(values: torch.Tensor) -> torch.Tensor:
+    """Mean 0, standard deviation 1 (advantages, before a policy-gradient loss uses them)."""
+    return (values - values.mean()) / (values.std() + 1e-5)
+
+
 class Loss(ABC):
     """`loss(step_count, batch, actor_critic_output) -> (loss, info)`.
 

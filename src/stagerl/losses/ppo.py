@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 
 from stagerl.errors import require
-from stagerl.losses.base import Loss, RolloutBatch
+from stagerl.losses.base import Loss, RolloutBatch, standardize
 from stagerl.models.base import ActorCriticOutput
 
 # AllenAct's PPOConfig: only the three coefficients, so `PPO(**PPOConfig, normalize_advantage=...)`
@@ -65,10 +65,9 @@ class PPO(Loss):
             if batch.normalized_advantages is None:
                 raise ValueError("PPO(normalize_advantage='rollout') got a batch without them")
             return batch.normalized_advantages
-        advantages = batch.advantages
         if self.normalize_advantage == "minibatch":
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
-        return advantages
+            return standardize(batch.advantages)
+        return batch.advantages
 
     def loss(
         self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput

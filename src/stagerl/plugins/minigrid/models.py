@@ -15,8 +15,8 @@ _CELL_FIELD_SIZE = 16
 class MiniGridActorCritic(ActorCriticModel):
     """Embeds each grid cell, convolves the egocentric view, adds the mission, runs a GRU.
 
-    Not the default (`MODEL = MiniGridActorCritic` selects it): on GoToObj PPO it solved 1 of 5
-    seeds where the BabyAI baseline model solves 8 of 8 (benchmarks/LEARNING.md); with
+    Not the default (`MODEL = MiniGridActorCritic` selects it): on GoToObj PPO 2 of 5 seeds reached
+    0.95 test success where the BabyAI baseline model solves 8 of 8 (benchmarks/LEARNING.md); with
     `film=True` it imitates GoToLocal well.
 
     The mission is a bag of word embeddings (its cost does not grow with the instruction's
