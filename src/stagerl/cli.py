@@ -1,10 +1,11 @@
-"""`stagerl train|eval`: the command line. Heavy imports happen inside the commands, so that
+"""`stagerl train|eval|record-dataset`: the command line. Heavy imports happen inside the commands, so that
 `--help` is instant and spawned workers (which re-import the main module) stay torch-free."""
 
 import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from stagerl.errors import StagerlError
@@ -64,6 +65,18 @@ def _parser() -> argparse.ArgumentParser:
         "--output-json",
         type=Path,
         help="where to write the results (default: next to the checkpoint)",
+    )
+    record = commands.add_parser(
+        "record-dataset", help="record expert episodes as a Minari dataset"
+    )
+    record.add_argument("--env", required=True, metavar="ENV_ID", help="a MiniGrid/BabyAI env id")
+    record.add_argument("--episodes", type=_positive_int, required=True, metavar="N")
+    record.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="the dataset directory to create"
+    )
+    record.add_argument("--seed", type=int, default=0, help="episode seeds (default: 0)")
+    record.add_argument(
+        "--workers", type=_positive_int, default=2, metavar="W", help="processes (default: 2)"
     )
     return parser
 
@@ -142,10 +155,27 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def record_dataset(args: argparse.Namespace) -> int:
+    from stagerl.plugins.minigrid.recording import record_dataset as record
+
+    start = time.monotonic()
+    path = record(
+        env_id=args.env, episodes=args.episodes, out=args.out, seed=args.seed, workers=args.workers
+    )
+    seconds = time.monotonic() - start
+    print(
+        f"stagerl: {args.episodes} episodes in {seconds:.1f} s written to {path}", file=sys.stderr
+    )
+    return 0
+
+
+COMMANDS = {"train": train, "eval": evaluate, "record-dataset": record_dataset}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return train(args) if args.command == "train" else evaluate(args)
+        return COMMANDS[args.command](args)
     except StagerlError as error:
         print(f"stagerl: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)

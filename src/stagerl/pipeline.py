@@ -12,6 +12,7 @@ from stagerl.builder import Builder
 from stagerl.errors import ConfigError, require
 from stagerl.losses.base import Loss
 from stagerl.losses.imitation import Imitation
+from stagerl.losses.offpolicy import OffPolicyLoss
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,61 @@ class Validation:
 
 
 @dataclass
+class OffPolicyPipelineComponent:
+    """Train `loss_names` (off-policy losses) on `updates` batches from a dataset after every
+    rollout of the stage.
+
+    `data_iterator_builder(**kwargs)` makes the stage's batch iterator. The trainer calls it
+    once, before any worker starts, with `rank`, `world_size`, `seed`, `observation_space`
+    (the experiment's sensors) and `env_ids` (the training tasks' environments where their
+    sampler names them), so that an iterator can check the dataset fits and ranks can split it.
+    """
+
+    data_iterator_builder: Callable[..., Any]
+    loss_names: list[str]
+    updates: int = 1
+    loss_weights: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        require(
+            callable(self.data_iterator_builder),
+            "OffPolicyPipelineComponent.data_iterator_builder",
+            self.data_iterator_builder,
+            "a callable returning a batch iterator",
+        )
+        require(
+            isinstance(self.loss_names, list | tuple) and len(self.loss_names) > 0,
+            "OffPolicyPipelineComponent.loss_names",
+            self.loss_names,
+            "a non-empty list of off-policy loss names",
+        )
+        self.loss_names = list(self.loss_names)
+        require(
+            isinstance(self.updates, int)
+            and not isinstance(self.updates, bool)
+            and self.updates >= 1,
+            "OffPolicyPipelineComponent.updates",
+            self.updates,
+            "a positive number of batches per rollout",
+        )
+        if self.loss_weights is None:
+            self.loss_weights = [1.0] * len(self.loss_names)
+        require(
+            len(self.loss_weights) == len(self.loss_names),
+            "OffPolicyPipelineComponent.loss_weights",
+            self.loss_weights,
+            f"one weight per loss name ({len(self.loss_names)})",
+        )
+
+
+@dataclass
 class PipelineStage:
     """A stage trains `loss_names` (weighted by `loss_weights`) for `max_stage_steps` frames.
 
     `teacher_forcing(stage_steps)` is the probability that the expert's action is executed instead
     of the agent's (needs an ExpertActionSensor). `dataset_aggregation` turns on true DAgger.
+    `offpolicy_component` also trains on recorded data after every rollout; `max_stage_steps`
+    counts the rollouts' environment steps only.
     """
 
     loss_names: list[str]
@@ -83,6 +134,7 @@ class PipelineStage:
     loss_weights: list[float] | None = None
     teacher_forcing: Callable[[int], float] | None = None
     dataset_aggregation: DatasetAggregation | None = None
+    offpolicy_component: OffPolicyPipelineComponent | None = None
 
     def __post_init__(self) -> None:
         require(
@@ -112,6 +164,13 @@ class PipelineStage:
             "PipelineStage.teacher_forcing",
             self.teacher_forcing,
             "a schedule such as LinearDecay(...) or None",
+        )
+        require(
+            self.offpolicy_component is None
+            or isinstance(self.offpolicy_component, OffPolicyPipelineComponent),
+            "PipelineStage.offpolicy_component",
+            self.offpolicy_component,
+            "an OffPolicyPipelineComponent(...) or None",
         )
 
 
@@ -173,12 +232,13 @@ class TrainingPipeline:
                 stage,
                 "a PipelineStage",
             )
-            for loss_name in stage.loss_names:
-                if loss_name not in self.named_losses:
-                    raise ConfigError(
-                        f"pipeline_stages[{index}].loss_names contains {loss_name!r}, which is not "
-                        f"in named_losses (known: {sorted(self.named_losses)})"
-                    )
+            self._check_loss_names(f"pipeline_stages[{index}].loss_names", stage.loss_names, False)
+            if stage.offpolicy_component is not None:
+                self._check_loss_names(
+                    f"pipeline_stages[{index}].offpolicy_component.loss_names",
+                    stage.offpolicy_component.loss_names,
+                    True,
+                )
             if stage.dataset_aggregation is not None and not self.imitation_losses(stage):
                 raise ConfigError(
                     f"pipeline_stages[{index}].dataset_aggregation needs an Imitation loss in "
@@ -218,6 +278,26 @@ class TrainingPipeline:
             f"{index}:{'+'.join(stage.loss_names) or 'none'}"
             for index, stage in enumerate(self.pipeline_stages)
         ]
+
+    def _check_loss_names(self, where: str, names: list[str], offpolicy: bool) -> None:
+        """Every name is in named_losses, and off-policy losses go exactly to components."""
+        for name in names:
+            if name not in self.named_losses:
+                raise ConfigError(
+                    f"{where} contains {name!r}, which is not in named_losses "
+                    f"(known: {sorted(self.named_losses)})"
+                )
+            if isinstance(self.named_losses[name], OffPolicyLoss) != offpolicy:
+                expected = (
+                    "an off-policy loss (trained on dataset batches), such as "
+                    "MiniGridOffPolicyExpertCELoss"
+                    if offpolicy
+                    else "an on-policy loss; off-policy losses belong in offpolicy_component"
+                )
+                raise ConfigError(
+                    f"{where} contains {name!r} ({type(self.named_losses[name]).__name__}), "
+                    f"which is not {expected}"
+                )
 
     def check_task_count(self, num_tasks: int) -> None:
         """Checks that need the number of tasks, done before any worker starts."""

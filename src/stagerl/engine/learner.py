@@ -54,6 +54,23 @@ def _weighted_loss(
     return total
 
 
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    parameters: list[nn.Parameter],
+    total: torch.Tensor,
+    max_grad_norm: float,
+) -> float | None:
+    """Backward, clip the gradient norm, step; return the norm, or None (and no step) when the
+    loss or the gradient is not finite, so one bad batch cannot poison the parameters."""
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    grad_norm = nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    if not (torch.isfinite(total) and torch.isfinite(grad_norm)):
+        return None
+    optimizer.step()
+    return grad_norm.item()
+
+
 def update(
     *,
     model: nn.Module,
@@ -69,8 +86,8 @@ def update(
 ) -> UpdateResult:
     """Minimise the weighted sum of the stage's losses; clip the gradient norm at max_grad_norm.
 
-    A minibatch whose loss or gradient is NaN/inf is skipped, so one bad batch cannot poison the
-    parameters; the caller decides when too many skips in a row mean the run is broken.
+    A minibatch whose loss or gradient is NaN/inf is skipped; the caller decides when too many
+    skips in a row mean the run is broken.
     """
     sums: dict[str, float] = defaultdict(float)
     attempted = skipped = 0
@@ -84,15 +101,12 @@ def update(
                 total = total + _weighted_loss(
                     model, old, aggregated.losses, stage_steps, info, prefix="aggregated/"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            grad_norm = nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+            grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm)
             attempted += 1
-            if not (torch.isfinite(total) and torch.isfinite(grad_norm)):
+            if grad_norm is None:
                 skipped += 1  # its numbers are not logged either, so averages stay finite
                 continue
-            optimizer.step()
-            info.update(total_loss=total.item(), grad_norm=grad_norm.item())
+            info.update(total_loss=total.item(), grad_norm=grad_norm)
             for key, number in info.items():
                 sums[key] += number
     applied = max(attempted - skipped, 1)

@@ -87,6 +87,11 @@ class MetricsLogger:
             self.sums[prefix + key] += value
             self.counts[prefix + key] += 1
 
+    def set(self, values: dict[str, float]) -> None:
+        """Values the next row shows as they are now (counters), not averaged."""
+        for key, value in values.items():
+            self.sums[key], self.counts[key] = value, 1
+
     def maybe_emit(
         self, step: int, stage_index: int, stage: str, force: bool = False
     ) -> dict[str, Any] | None:

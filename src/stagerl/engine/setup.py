@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from stagerl.engine.offpolicy import build_iterator, iterator_seed
 from stagerl.errors import CheckpointError, ConfigError
 from stagerl.experiment import ExperimentConfig, LoadedExperiment, MachineParams
 from stagerl.losses.imitation import Imitation
@@ -79,6 +80,7 @@ class TrainingSetup:
     lr_scheduler: Any
     expert_uuid: str | None
     validation: tuple[MachineParams, list[TaskSampler]] | None  # its machine and samplers
+    offpolicy_iterators: dict[int, Any]  # stage index -> its dataset iterator
 
     @property
     def num_tasks(self) -> int:
@@ -129,6 +131,27 @@ def _validation_samplers(
         ) from None
 
 
+def _offpolicy_iterators(
+    pipeline: TrainingPipeline, samplers: list[TaskSampler], seed: int, first_stage: int
+) -> dict[int, Any]:
+    """Iterators for the remaining stages' off-policy components: built (and their datasets
+    checked) now, so that a bad dataset stops the run before any worker starts."""
+    iterators = {}
+    for index, stage in enumerate(pipeline.pipeline_stages):
+        if stage.offpolicy_component is None or index < first_stage:
+            continue
+        iterators[index] = build_iterator(
+            stage.offpolicy_component,
+            f"pipeline_stages[{index}].offpolicy_component",
+            rank=0,
+            world_size=1,
+            seed=iterator_seed(seed, index, rank=0),
+            observation_space=samplers[0].observation_space,
+            env_ids=getattr(samplers[0], "env_ids", None),
+        )
+    return iterators
+
+
 def _check_resumable(
     resume: dict[str, Any], config: type[ExperimentConfig], machine: MachineParams
 ) -> None:
@@ -157,6 +180,8 @@ def build_training_setup(
     pipeline.check_task_count(len(samplers))
     expert_uuid = _expert_uuid(pipeline, samplers)
     validation = _validation_samplers(experiment, pipeline, seed)
+    first_stage = resume["state"]["stage_index"] if resume else 0
+    offpolicy = _offpolicy_iterators(pipeline, samplers, seed, first_stage)
     model = build_model(config, samplers[0].action_space)
     optimizer = pipeline.optimizer_builder(model.parameters())
     scheduler = pipeline.lr_scheduler_builder(optimizer) if pipeline.lr_scheduler_builder else None
@@ -177,4 +202,5 @@ def build_training_setup(
         lr_scheduler=scheduler,
         expert_uuid=expert_uuid,
         validation=validation,
+        offpolicy_iterators=offpolicy,
     )

@@ -20,6 +20,7 @@ from stagerl.engine.aggregation import ExpertDataBuffer
 from stagerl.engine.checkpoint import save_checkpoint
 from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger
+from stagerl.engine.offpolicy import OffPolicyLearner
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
 from stagerl.engine.setup import TrainingSetup, build_training_setup
 from stagerl.engine.storage import RolloutStorage
@@ -111,12 +112,28 @@ class Trainer:
         self.buffer: ExpertDataBuffer | None = None
         self.buffer_stage = -1
         self.validator: Validator | None = None
+        self.offpolicy = self._offpolicy_learners()
 
     def _losses(self, stage: PipelineStage) -> list[WeightedLoss]:
+        return self._weighted(stage.loss_names, stage.loss_weights)
+
+    def _weighted(self, names: list[str], weights: list[float]) -> list[WeightedLoss]:
         return [
             WeightedLoss(name, self.pipeline.named_losses[name], weight)
-            for name, weight in zip(stage.loss_names, stage.loss_weights, strict=True)
+            for name, weight in zip(names, weights, strict=True)
         ]
+
+    def _offpolicy_learners(self) -> dict[int, OffPolicyLearner]:
+        """A learner per remaining stage with an off-policy component, restored on resume."""
+        learners = {}
+        for index, iterator in self.setup.offpolicy_iterators.items():
+            component = self.pipeline.pipeline_stages[index].offpolicy_component
+            losses = self._weighted(component.loss_names, component.loss_weights)
+            learners[index] = OffPolicyLearner(component, iterator, losses)
+            saved = (self.resume or {}).get("offpolicy", {}).get(index)
+            if saved is not None:
+                learners[index].load_state_dict(saved)
+        return learners
 
     def _teacher(self, stage: PipelineStage) -> TeacherForcing | None:
         if stage.teacher_forcing is None:
@@ -176,6 +193,21 @@ class Trainer:
         logger.add({"skipped_updates": outcome.skipped})
         self._check_finite(outcome.skipped, outcome.attempted)
 
+    def _learn_offpolicy(self, learner: OffPolicyLearner, logger: MetricsLogger) -> None:
+        model = self.setup.model
+        model.train()
+        torch.set_num_threads(self.setup.machine.update_threads)
+        outcome = learner.update(
+            model=model,
+            optimizer=self.setup.optimizer,
+            stage_steps=self.state.stage_steps,
+            max_grad_norm=self.pipeline.max_grad_norm,
+        )
+        torch.set_num_threads(1)
+        logger.add(outcome.info, prefix="offpolicy/")
+        logger.set({"offpolicy/samples": learner.samples, "offpolicy/epoch": learner.epoch})
+        self._check_finite(outcome.skipped, outcome.attempted)
+
     def _rollout_and_update(
         self,
         sampler: VectorSampler,
@@ -209,6 +241,8 @@ class Trainer:
             )
         if stage.loss_names:
             self._learn(storage, logger, stage)
+        if state.stage_index in self.offpolicy:
+            self._learn_offpolicy(self.offpolicy[state.stage_index], logger)
         step_lr_scheduler(self.setup.lr_scheduler, state.total_steps)
         logger.add({"lr": self.setup.optimizer.param_groups[0]["lr"]})
         storage.start_next_rollout()
@@ -260,6 +294,7 @@ class Trainer:
             "logger": logger.state_dict(),
             "dagger_buffer": self.buffer.state_dict() if self.buffer else None,
             "dagger_buffer_stage": self.buffer_stage,
+            "offpolicy": {index: learner.state_dict() for index, learner in self.offpolicy.items()},
         }
         return save_checkpoint(
             self.run_dir, self.state.total_steps, payload, keep=self.keep_checkpoints
@@ -313,6 +348,8 @@ class Trainer:
                 return self._run_stages(sampler, storage, logger, stop_after_steps)
         finally:
             self.validator = None
+            for learner in self.offpolicy.values():
+                learner.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             logger.close()

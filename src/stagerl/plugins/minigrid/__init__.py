@@ -20,6 +20,9 @@ _EXPORTS = {
     "MiniGridActorCritic": "models",
     "BabyAIRecurrentACModel": "babyai_model",
     "MiniGridExperimentConfig": "experiment",
+    "MiniGridOffPolicyExpertCELoss": "offpolicy",
+    "create_minigrid_offpolicy_data_iterator": "offpolicy",
+    "record_dataset": "recording",
 }
 __all__ = sorted(_EXPORTS)
 

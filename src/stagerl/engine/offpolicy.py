@@ -1,0 +1,119 @@
+"""The off-policy step of a stage: `updates` dataset batches through the component's losses.
+
+Each stream of the dataset iterator keeps its recurrent memory from one chunk to the next
+(detached after every backward: truncated BPTT) and starts from zero at a new epoch. Samples
+are counted apart from the stage's environment steps.
+"""
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from stagerl.engine.learner import UpdateResult, WeightedLoss, optimizer_step
+from stagerl.errors import ConfigError
+from stagerl.losses.offpolicy import OffPolicyBatch
+from stagerl.models.base import ActorCriticModel
+from stagerl.offpolicy.iterator import OffPolicyArrays
+from stagerl.pipeline import OffPolicyPipelineComponent
+
+ITERATOR_METHODS = ("__next__", "state_dict", "load_state_dict")
+
+
+def build_iterator(component: OffPolicyPipelineComponent, where: str, **kwargs: Any) -> Any:
+    """The component's data iterator; an error naming the stage if it is not one."""
+    iterator = component.data_iterator_builder(**kwargs)
+    missing = [name for name in ITERATOR_METHODS if not hasattr(iterator, name)]
+    if missing:
+        raise ConfigError(
+            f"{where}.data_iterator_builder returned {type(iterator).__name__}, which lacks "
+            f"{missing}; return e.g. create_minigrid_offpolicy_data_iterator(...)"
+        )
+    return iterator
+
+
+class OffPolicyLearner:
+    """One stage's dataset iterator, its streams' memory and its sample count."""
+
+    def __init__(
+        self, component: OffPolicyPipelineComponent, iterator: Any, losses: list[WeightedLoss]
+    ) -> None:
+        self.updates = component.updates
+        self.iterator = iterator
+        self.losses = losses
+        self.memory: torch.Tensor | None = None  # [layers, nrollouts, hidden] after the last batch
+        self.samples = 0
+        self.epoch = 0
+
+    def _batch(self, arrays: OffPolicyArrays, model: ActorCriticModel) -> OffPolicyBatch:
+        streams = arrays.actions.shape[1]
+        if self.memory is None or arrays.new_epoch:
+            self.memory = model.initial_memory(streams)
+        return OffPolicyBatch(
+            observations={key: torch.from_numpy(v) for key, v in arrays.observations.items()},
+            memory=self.memory,
+            prev_actions=torch.from_numpy(arrays.prev_actions),
+            masks=torch.from_numpy(arrays.masks),
+            actions=torch.from_numpy(arrays.actions),
+            epoch=arrays.epoch,
+            episodes_begun=arrays.episodes_begun,
+        )
+
+    def update(
+        self,
+        *,
+        model: ActorCriticModel,
+        optimizer: torch.optim.Optimizer,
+        stage_steps: int,
+        max_grad_norm: float,
+    ) -> UpdateResult:
+        """Train on `updates` batches; the info is averaged over the applied ones."""
+        sums: dict[str, float] = defaultdict(float)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        skipped = 0
+        for _ in range(self.updates):
+            batch = self._batch(next(self.iterator), model)
+            output, memory = model(
+                batch.observations, batch.memory, batch.prev_actions, batch.masks
+            )
+            total, info = torch.zeros(()), {}
+            for item in self.losses:
+                value, loss_info = item.loss.loss(stage_steps, batch, output)
+                total = total + item.weight * value
+                info.update({f"{item.name}/{key}": number for key, number in loss_info.items()})
+            grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm)
+            self.memory = memory.detach()
+            self.samples += batch.actions.numel()
+            self.epoch = batch.epoch
+            if grad_norm is None:
+                skipped += 1
+                continue
+            for key, number in {**info, "total_loss": total.item(), "grad_norm": grad_norm}.items():
+                sums[key] += number
+        applied = max(self.updates - skipped, 1)
+        averages = {key: value / applied for key, value in sums.items()}
+        return UpdateResult(info=averages, attempted=self.updates, skipped=skipped)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iterator": self.iterator.state_dict(),
+            "memory": None if self.memory is None else self.memory.clone(),
+            "samples": self.samples,
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iterator.load_state_dict(state["iterator"])
+        self.memory = state["memory"]
+        self.samples, self.epoch = state["samples"], state["epoch"]
+
+    def close(self) -> None:
+        close = getattr(self.iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def iterator_seed(seed: int, stage_index: int, *, rank: int) -> int:
+    """A seed for one stage's iterator on one rank, distinct from the run's other streams."""
+    return int(np.random.SeedSequence([seed, stage_index, rank]).generate_state(1)[0])

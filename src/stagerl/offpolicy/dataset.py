@@ -1,0 +1,165 @@
+"""Expert datasets in Minari's format (HDF5): written atomically, read into flat arrays.
+
+A dataset is a directory `DIR` holding `DIR/data/main_data.hdf5` and `DIR/data/metadata.json`,
+the layout `minari.load_dataset` expects under `MINARI_DATASETS_PATH`; `minari.MinariDataset(
+DIR / "data")` opens it anywhere. This module imports neither torch nor the environments.
+"""
+
+import json
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stagerl.errors import StagerlError
+
+DATA_DIR = "data"
+HDF5_FILE = "main_data.hdf5"
+METADATA_FILE = "metadata.json"
+# What minari accepts as a dataset id: (namespace/)name-v<version>.
+_DATASET_ID = re.compile(r"^(?:[-_\w][-_\w/]*[-_\w]+/)?[-_\w]+?-v\d+$")
+
+
+class DatasetError(StagerlError):
+    """A dataset file is missing, unreadable, or does not fit the experiment; names the file."""
+
+
+@dataclass
+class EpisodeArrays:
+    """Episodes laid end to end: step i of episode e is row `starts[e] + i` of every array.
+
+    `observations` holds the observation each action was taken in (a Minari episode's final
+    observation, which no action follows, is dropped).
+    """
+
+    observations: dict[str, np.ndarray]
+    actions: np.ndarray  # [steps] int64
+    starts: np.ndarray  # [episodes] int64
+    lengths: np.ndarray  # [episodes] int64
+    source: Path
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.lengths)
+
+
+def dataset_id_for(out: Path) -> str:
+    """The directory's name when minari accepts it as an id (e.g. `gotoobj-v0`), else the name
+    with `-v0` added; naming the directory `NAME-vN` makes `minari.load_dataset` find it."""
+    name = re.sub(r"[^-_\w]", "_", out.name)
+    return name if _DATASET_ID.match(name) else f"{name}-v0"
+
+
+def write_dataset(
+    out: Path,
+    episode_chunks: Iterable[list[Any]],
+    *,
+    observation_space: Any,
+    action_space: Any,
+    env_spec: Any,
+    metadata: Callable[[], dict[str, Any]],
+) -> Path:
+    """Write Minari episode buffers (chunk by chunk, in order) to the dataset directory `out`.
+
+    Everything goes to `.<name>.incomplete` beside `out` and is renamed to `out` once complete,
+    so an interrupted run leaves nothing that looks like a dataset. An existing `out` is never
+    overwritten. `metadata()` is called once every episode is written, so it can describe them.
+    """
+    import minari
+    from minari.dataset.minari_storage import MinariStorage
+
+    out = Path(out)
+    if out.exists():
+        raise DatasetError(f"{out} already exists; choose another --out or delete it")
+    staging = out.parent / f".{out.name}.incomplete"
+    shutil.rmtree(staging, ignore_errors=True)  # a previous interrupted run's leftovers
+    try:
+        staging.mkdir(parents=True)
+        storage = MinariStorage.new(
+            staging / DATA_DIR,
+            observation_space=observation_space,
+            action_space=action_space,
+            env_spec=env_spec,
+            data_format="hdf5",
+            jpeg_encoding=False,  # JPEG is lossy on uint8 grids
+        )
+        for chunk in episode_chunks:
+            storage.update_episodes(chunk)
+        storage.update_metadata(
+            {"dataset_id": dataset_id_for(out), "minari_version": minari.__version__, **metadata()}
+        )
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The dataset's metadata; a DatasetError naming the file if it is missing or broken."""
+    path = Path(path)
+    data_dir = path / DATA_DIR if (path / DATA_DIR).is_dir() else path
+    metadata_file = data_dir / METADATA_FILE
+    if not path.exists():
+        raise DatasetError(f"{path}: no such dataset (record one with `stagerl record-dataset`)")
+    if not metadata_file.is_file() or not (data_dir / HDF5_FILE).is_file():
+        raise DatasetError(
+            f"{path}: not a Minari dataset (expected {DATA_DIR}/{METADATA_FILE} and "
+            f"{DATA_DIR}/{HDF5_FILE}); an interrupted recording leaves only a .incomplete folder"
+        )
+    try:
+        metadata = json.loads(metadata_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{metadata_file}: unreadable metadata ({error})") from None
+    return {**metadata, "hdf5_path": data_dir / HDF5_FILE}
+
+
+def _episode_groups(file: Any, hdf5_path: Path, episodes: int) -> list[Any]:
+    names = [f"episode_{index}" for index in range(episodes)]
+    missing = [name for name in names if name not in file]
+    if missing:
+        raise DatasetError(
+            f"{hdf5_path}: the metadata promises {episodes} episodes but {len(missing)} are "
+            f"missing (first: {missing[0]}); the file is truncated or was not written by minari"
+        )
+    return [file[name] for name in names]
+
+
+def read_episodes(
+    path: Path, observation_keys: list[str], episode_indices: np.ndarray
+) -> EpisodeArrays:
+    """Read the given episodes' observations (these keys) and actions into flat arrays."""
+    import h5py
+
+    metadata = read_metadata(path)
+    hdf5_path: Path = metadata["hdf5_path"]
+    observations: dict[str, list[np.ndarray]] = {key: [] for key in observation_keys}
+    actions, lengths = [], []
+    try:
+        with h5py.File(hdf5_path, "r") as file:
+            groups = _episode_groups(file, hdf5_path, int(metadata["total_episodes"]))
+            for index in episode_indices:
+                group = groups[index]
+                episode_actions = group["actions"][()]
+                for key in observation_keys:
+                    observations[key].append(group["observations"][key][: len(episode_actions)])
+                actions.append(episode_actions)
+                lengths.append(len(episode_actions))
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError) as error:
+        raise DatasetError(f"{hdf5_path}: corrupt or unreadable ({error})") from None
+    lengths_array = np.asarray(lengths, dtype=np.int64)
+    if len(lengths_array) and lengths_array.min() < 1:
+        raise DatasetError(f"{hdf5_path}: an episode has no steps")
+    return EpisodeArrays(
+        observations={key: np.concatenate(parts) for key, parts in observations.items()},
+        actions=np.concatenate(actions).astype(np.int64),
+        starts=np.concatenate([[0], np.cumsum(lengths_array)[:-1]]).astype(np.int64),
+        lengths=lengths_array,
+        source=hdf5_path,
+    )

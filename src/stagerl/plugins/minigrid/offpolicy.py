@@ -1,0 +1,96 @@
+"""Off-policy learning on MiniGrid/BabyAI: batches from datasets `stagerl record-dataset` wrote,
+observed as the plugin's sensors observe the tasks, and the behaviour-cloning loss."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stagerl.losses.offpolicy import ExpertCELoss
+from stagerl.offpolicy.dataset import DatasetError, read_episodes, read_metadata
+from stagerl.offpolicy.iterator import TruncatedBPTTIterator
+
+# Recorded key -> the uuid of the sensor that observes the same thing during training.
+SENSOR_UUIDS = {"image": "minigrid_ego_image", "mission": "minigrid_mission"}
+
+
+class MiniGridOffPolicyExpertCELoss(ExpertCELoss):
+    """The seed's behaviour-cloning loss: cross-entropy of the policy on the recorded expert's
+    actions; `total_episodes_in_epoch` (the dataset's episodes) makes `epoch_progress`."""
+
+
+def _recorded_by_stagerl(path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    recorded = metadata.get("stagerl")
+    if not isinstance(recorded, dict) or "env_id" not in recorded:
+        raise DatasetError(
+            f"{metadata['hdf5_path']}: not a MiniGrid dataset from `stagerl record-dataset` "
+            "(its metadata has no 'stagerl' entry)"
+        )
+    return recorded
+
+
+def _check_fits(
+    path: Path,
+    recorded: dict[str, Any],
+    instr_len: int | None,
+    observation_space: Any,
+    env_ids: list[str] | None,
+) -> None:
+    """The dataset was recorded for these tasks, with these observations."""
+    if env_ids is not None and recorded["env_id"] not in env_ids:
+        raise DatasetError(
+            f"{path}: recorded on {recorded['env_id']}, but the experiment's tasks are "
+            f"{list(env_ids)}; record a dataset for them with `stagerl record-dataset`"
+        )
+    image = getattr(observation_space, "spaces", {}).get(SENSOR_UUIDS["image"])
+    view = recorded["agent_view_size"]
+    if image is not None and tuple(image.shape) != (view, view, 3):
+        raise DatasetError(
+            f"{path}: recorded views are {view}x{view}x3, the experiment's "
+            f"{SENSOR_UUIDS['image']} sensor gives {tuple(image.shape)}"
+        )
+    if instr_len is not None and instr_len < recorded["longest_mission"]:
+        raise DatasetError(
+            f"{path}: instr_len={instr_len} is too short: the longest recorded mission has "
+            f"{recorded['longest_mission']} words"
+        )
+
+
+def create_minigrid_offpolicy_data_iterator(
+    path: str | Path,
+    nrollouts: int,
+    rollout_len: int,
+    instr_len: int | None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    observation_space: Any = None,
+    env_ids: list[str] | None = None,
+    prefetch: int = 4,
+    **unused: Any,
+) -> TruncatedBPTTIterator:
+    """Truncated-BPTT batches (`[rollout_len, nrollouts]`) of a recorded dataset, with the
+    grid as `minigrid_ego_image` and, unless `instr_len` is None, the mission as
+    `instr_len` tokens in `minigrid_mission`. Rank `rank` of `world_size` reads every
+    `world_size`-th episode from its `rank`-th on, so ranks never share an episode.
+
+    The trainer passes `rank`, `world_size`, `seed`, `observation_space` and `env_ids`; the
+    dataset is checked against them before anything starts.
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    recorded = _recorded_by_stagerl(path, metadata)
+    _check_fits(path, recorded, instr_len, observation_space, env_ids)
+    if not 0 <= rank < world_size:
+        raise DatasetError(f"{path}: rank {rank} is not within world_size {world_size}")
+    keys = ["image"] + (["mission"] if instr_len is not None else [])
+    indices = np.arange(rank, int(metadata["total_episodes"]), world_size)
+    episodes = read_episodes(path, keys, indices)
+    observations = episodes.observations
+    if instr_len is not None:
+        observations["mission"] = observations["mission"][:, :instr_len].astype(np.int64)
+    episodes.observations = {SENSOR_UUIDS[key]: observations[key] for key in keys}
+    return TruncatedBPTTIterator(
+        episodes, nrollouts=nrollouts, rollout_len=rollout_len, seed=seed, prefetch=prefetch
+    )
