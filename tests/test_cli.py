@@ -94,3 +94,11 @@ def test_non_positive_counts_are_rejected_by_the_parser(argv, capsys):
         cli.main(argv)
     assert exit_info.value.code == 2
     assert "is not a positive integer" in capsys.readouterr().err
+
+
+def test_missing_dataset_fails_before_any_worker_starts(tmp_path, monkeypatch, capsys):
+    _forbid_workers(monkeypatch)
+    monkeypatch.setenv("STAGERL_DATASET", str(tmp_path / "no-such-dataset"))
+    code = cli.main(["train", str(FIXTURES / "tiny_offpolicy_bc.py"), "-o", str(tmp_path)])
+    assert code == 2
+    assert f"{tmp_path / 'no-such-dataset'}: no such dataset" in capsys.readouterr().err

@@ -60,3 +60,29 @@ def test_example_reaches_95_percent_mean_test_success_on_every_seed(config, tmp_
         success.append(results["success"])
     assert min(success) >= 0.9, success
     assert sum(success) / len(success) >= 0.95, success
+
+
+def test_behaviour_cloning_from_300_recorded_episodes_reaches_90_percent_on_every_seed(
+    tmp_path, monkeypatch
+):
+    """A reduced gotoobj_offpolicy_bc.py: a third of its dataset, half of its steps."""
+    dataset = tmp_path / "gotoobj-300-v0"
+    command = [sys.executable, "-m", "stagerl", "record-dataset", "--env", "BabyAI-GoToObj-v0"]
+    subprocess.run(
+        [*command, "--episodes", "300", "--out", str(dataset), "--seed", "7"], check=True
+    )
+    monkeypatch.setenv("STAGERL_DATASET", str(dataset))
+    config = tmp_path / "reduced.py"
+    config.write_text(
+        "from pathlib import Path\n"
+        "from stagerl.experiment import load_experiment\n"
+        f"Base = load_experiment(Path({str(ROOT / 'projects/babyai/gotoobj_offpolicy_bc.py')!r}))"
+        ".config\n\n\n"
+        "class Reduced(Base):\n"
+        "    STEPS = 4096\n"
+    )
+    success = [
+        _train_and_evaluate(str(config), tmp_path / f"seed_{seed}", seed)["success"]
+        for seed in SEEDS
+    ]
+    assert min(success) >= 0.9, success

@@ -10,11 +10,13 @@ from stagerl import (
     Builder,
     ConfigError,
     Imitation,
+    OffPolicyPipelineComponent,
     PipelineStage,
     PPOConfig,
     TrainingPipeline,
     Validation,
 )
+from stagerl.plugins.minigrid import MiniGridOffPolicyExpertCELoss
 
 
 def _pipeline(**overrides):
@@ -134,3 +136,43 @@ def test_aggregation_buffer_must_hold_one_rollout():
     pipeline.check_task_count(8)
     with pytest.raises(ConfigError, match=r"dataset_aggregation.max_sequences=8"):
         pipeline.check_task_count(16)
+
+
+def _offpolicy_stage(**component):
+    settings = dict(data_iterator_builder=lambda **kwargs: None, loss_names=["bc"], updates=2)
+    settings.update(component)
+    return PipelineStage(
+        loss_names=[],
+        max_stage_steps=100,
+        offpolicy_component=OffPolicyPipelineComponent(**settings),
+    )
+
+
+def test_seed_offpolicy_stage_without_onpolicy_training_builds():
+    pipeline = _pipeline(
+        named_losses={"bc": MiniGridOffPolicyExpertCELoss()},
+        pipeline_stages=[_offpolicy_stage()],
+        num_mini_batch=0,
+        update_repeats=0,
+    )
+    assert pipeline.pipeline_stages[0].offpolicy_component.updates == 2
+
+
+@pytest.mark.parametrize(
+    ("component", "losses", "stage_losses", "named"),
+    [
+        ({"loss_names": ["nope"]}, {}, [], r"offpolicy_component.loss_names contains 'nope'"),
+        ({"updates": 0}, {}, [], r"OffPolicyPipelineComponent.updates=0"),
+        ({"loss_names": []}, {}, [], r"OffPolicyPipelineComponent.loss_names=\[\]"),
+        ({"data_iterator_builder": "data.hdf5"}, {}, [], r"data_iterator_builder='data.hdf5'"),
+        ({"loss_names": ["ppo_loss"]}, {}, [], r"'ppo_loss' \(PPO\), which is not an off-policy"),
+        ({}, {}, ["bc"], r"loss_names contains 'bc'.*belong in offpolicy_component"),
+    ],
+    ids=["unknown-loss", "no-updates", "no-losses", "not-callable", "onpolicy-loss", "misplaced"],
+)
+def test_bad_offpolicy_component_is_named(component, losses, stage_losses, named):
+    named_losses = {"bc": MiniGridOffPolicyExpertCELoss(), "ppo_loss": PPO(**PPOConfig)}
+    with pytest.raises(ConfigError, match=named):
+        stage = _offpolicy_stage(**component)
+        stage.loss_names = stage_losses
+        _pipeline(named_losses=named_losses, pipeline_stages=[stage])

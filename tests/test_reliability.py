@@ -63,9 +63,14 @@ def _final_params(run_dir: Path) -> tuple[dict, dict]:
     return payload["model"], payload["state"]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_ppo.py", "tiny_dagger_ppo.py"])
-def test_sigkilled_run_resumes_to_the_same_parameters_and_steps(tmp_path, fixture):
-    config = _variant(tmp_path, "cfg", 2048 if fixture == "tiny_ppo.py" else 1024, fixture)
+@pytest.mark.parametrize("fixture", ["tiny_ppo.py", "tiny_dagger_ppo.py", "tiny_offpolicy_bc.py"])
+def test_sigkilled_run_resumes_to_the_same_parameters_and_steps(
+    tmp_path, fixture, empty_dataset, monkeypatch
+):
+    """Also exact for off-policy stages: the iterator's place mid-epoch and each stream's
+    memory are in the checkpoint."""
+    monkeypatch.setenv("STAGERL_DATASET", str(empty_dataset))  # read by tiny_offpolicy_bc.py
+    config = _variant(tmp_path, "cfg", 1024 if fixture == "tiny_dagger_ppo.py" else 2048, fixture)
     straight = _stagerl("train", str(config), "-o", str(tmp_path / "straight"), "-s", "3")
     assert straight.wait() == 0, straight.communicate()
 

@@ -26,13 +26,14 @@ DATASET_PATH = os.environ.get("STAGERL_DATASET", "datasets/gotoobj-1000-v0")
 class BCOffPolicyBabyAIGoToObj(MiniGridExperimentConfig):
     ENV_ID = "BabyAI-GoToObj-v0"
     TASKS_PER_WORKER = 4  # the on-policy tasks only report how the agent does
+    STEPS = 8_192  # steps of those tasks: 128 rollouts of 8 steps on 8 tasks, 256 batches
 
     @classmethod
     def training_pipeline(cls, **kwargs):
         num_steps = 32
         return TrainingPipeline(
             save_interval=10_000,
-            metric_accumulate_interval=2_048,
+            metric_accumulate_interval=1_024,
             optimizer_builder=Builder(optim.Adam, dict(lr=1e-3)),
             num_mini_batch=0,  # no on-policy training
             update_repeats=0,
@@ -42,7 +43,7 @@ class BCOffPolicyBabyAIGoToObj(MiniGridExperimentConfig):
             pipeline_stages=[
                 PipelineStage(
                     loss_names=[],
-                    max_stage_steps=20_000,  # 312 rollouts of 8 steps on 8 tasks
+                    max_stage_steps=cls.STEPS,
                     offpolicy_component=OffPolicyPipelineComponent(
                         data_iterator_builder=lambda **kwargs: (
                             create_minigrid_offpolicy_data_iterator(

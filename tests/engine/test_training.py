@@ -1,5 +1,6 @@
 """End-to-end training: the seed's pipeline runs, and a resumed run continues where it stopped."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
 from stagerl.engine.evaluator import evaluate
 from stagerl.engine.trainer import Trainer
 from stagerl.experiment import load_experiment
+from stagerl.plugins.minigrid.recording import record_dataset
 
 ROOT = Path(__file__).parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -91,3 +93,25 @@ def test_a2c_pipeline_trains_and_improves_the_policy(tmp_path):
     # MiniGrid-Empty-Random-5x5: shorter episodes, more reward (0.47 -> 0.61 measured)
     assert after["reward"] > before["reward"] + 0.1
     assert after["ep_length"] < before["ep_length"] - 8
+
+
+def test_seed_offpolicy_pipeline_trains_from_a_recorded_dataset(tmp_path, monkeypatch):
+    """The seed's third pipeline as projects/babyai has it, with shorter chunks (NUM_STEPS)."""
+    dataset = record_dataset(
+        env_id="BabyAI-GoToLocal-v0", episodes=200, out=tmp_path / "gotolocal-v0", seed=0
+    )
+    monkeypatch.setenv("STAGERL_DATASET", str(dataset))
+    experiment = load_experiment(ROOT / "projects" / "babyai" / "gotolocal_offpolicy_bc.py")
+
+    class Shorter(experiment.config):
+        NUM_STEPS = 8  # 2 steps of 16 tasks per rollout; chunks of [8, 128] from the dataset
+
+    trainer = Trainer(dataclasses.replace(experiment, config=Shorter), run_dir=tmp_path, seed=0)
+    state = load_checkpoint(trainer.train(stop_after_steps=2 * 32))["state"]
+    assert (state["total_steps"], state["rollout_count"]) == (64, 2)
+    first, last = _rows(tmp_path)[0], _rows(tmp_path)[-1]
+    assert last["offpolicy/samples"] == 2 * 16 * 8 * 128  # 16 batches per rollout
+    loss = "offpolicy/offpolicy_expert_ce_loss/expert_ce"
+    assert last[loss] < first[loss] < 2.0  # starts near log(7) = 1.95 and goes down
+    assert 0 < last["offpolicy/offpolicy_expert_ce_loss/epoch_progress"] < 1
+    assert not [key for key in last if key.startswith("loss/")]  # no on-policy update

@@ -68,7 +68,6 @@ def create_minigrid_offpolicy_data_iterator(
     observation_space: Any = None,
     env_ids: list[str] | None = None,
     prefetch: int = 4,
-    **unused: Any,
 ) -> TruncatedBPTTIterator:
     """Truncated-BPTT batches (`[rollout_len, nrollouts]`) of a recorded dataset, with the
     grid as `minigrid_ego_image` and, unless `instr_len` is None, the mission as

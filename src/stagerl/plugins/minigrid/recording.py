@@ -23,7 +23,7 @@ import numpy as np
 from gymnasium import spaces
 
 from stagerl.errors import ConfigError
-from stagerl.offpolicy.dataset import write_dataset
+from stagerl.offpolicy.dataset import DatasetError, write_dataset
 from stagerl.plugins.minigrid.experts import make_expert
 from stagerl.plugins.minigrid.sensors import TOKEN_IDS, VOCABULARY, tokenize_mission
 from stagerl.plugins.minigrid.tasks import SEED_RANGES, make_minigrid_env
@@ -162,6 +162,8 @@ def record_dataset(
     """Record `episodes` expert episodes of `env_id` as a Minari dataset in `out`."""
     from rich.progress import Progress
 
+    if Path(out).exists():
+        raise DatasetError(f"{out} already exists; choose another --out or delete it")
     env = make_minigrid_env(env_id)  # fails here, naming the id, if it is not registered
     view = env.unwrapped.agent_view_size
     expert_name = type(make_expert(env)).__name__

@@ -1,0 +1,59 @@
+"""The off-policy step: stream memory carries from chunk to chunk and restarts at an epoch."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.distributions import Categorical
+
+from stagerl.engine.learner import WeightedLoss
+from stagerl.engine.offpolicy import OffPolicyLearner
+from stagerl.losses.offpolicy import ExpertCELoss
+from stagerl.models.base import ActorCriticModel, ActorCriticOutput
+from stagerl.offpolicy.dataset import EpisodeArrays
+from stagerl.offpolicy.iterator import TruncatedBPTTIterator
+from stagerl.pipeline import OffPolicyPipelineComponent
+
+
+class CountingModel(ActorCriticModel):
+    """Memory counts the chunks a stream has been through; records the memory it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(spaces.Discrete(3), spaces.Dict({}))
+        self.logits = nn.Parameter(torch.zeros(3))
+        self.memory_seen: list[torch.Tensor] = []
+
+    @property
+    def memory_shape(self) -> tuple[int, int]:
+        return (1, 1)
+
+    def forward(self, observations, memory, prev_actions, masks):
+        self.memory_seen.append(memory.clone())
+        logits = self.logits.expand(*masks.shape, 3)
+        values = torch.zeros(masks.shape)
+        return ActorCriticOutput(Categorical(logits=logits), values), memory + 1 + self.logits[0]
+
+
+def test_stream_memory_carries_between_chunks_and_resets_at_a_new_epoch():
+    lengths = np.array([4, 4, 4, 4])  # two streams, chunks of 2: an epoch is 4 batches
+    episodes = EpisodeArrays(
+        observations={},
+        actions=np.zeros(16, np.int64),
+        starts=np.array([0, 4, 8, 12]),
+        lengths=lengths,
+        source=Path("hand-made"),
+    )
+    iterator = TruncatedBPTTIterator(episodes, nrollouts=2, rollout_len=2, seed=0)
+    component = OffPolicyPipelineComponent(lambda **kwargs: iterator, ["ce"], updates=5)
+    learner = OffPolicyLearner(component, iterator, [WeightedLoss("ce", ExpertCELoss(), 1.0)])
+    model = CountingModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # memory stays an exact count
+    result = learner.update(model=model, optimizer=optimizer, stage_steps=0, max_grad_norm=1.0)
+
+    seen = [memory.flatten().tolist() for memory in model.memory_seen]
+    assert seen == [[0, 0], [1, 1], [2, 2], [3, 3], [0, 0]]  # batch 5 starts epoch 1
+    assert not model.memory_seen[1].requires_grad  # detached: truncated BPTT
+    assert (learner.samples, learner.epoch, result.attempted) == (20, 1, 5)
+    iterator.close()

@@ -1,0 +1,118 @@
+"""The MiniGrid dataset iterator: ranks split episodes; each bad dataset is an error naming
+its file, raised when the iterator is built (before any worker starts)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from minari.data_collector.episode_buffer import EpisodeBuffer
+
+from stagerl.offpolicy.dataset import DatasetError, write_dataset
+from stagerl.plugins.minigrid.offpolicy import create_minigrid_offpolicy_data_iterator
+from stagerl.plugins.minigrid.recording import mission_tokens, observation_space
+from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor
+from stagerl.tasks.sensors import SensorSuite
+
+ENV_ID = "BabyAI-GoToObj-v0"
+
+
+def _hand_made(path: Path, episodes: int) -> Path:
+    """Episodes of 1-3 steps whose every grid cell holds the episode's number."""
+    tokens = mission_tokens("go to the red ball", ENV_ID).astype(np.uint8)
+
+    def episode(index: int) -> EpisodeBuffer:
+        steps = 1 + index % 3
+        return EpisodeBuffer(
+            seed=index,
+            observations={
+                "image": np.full((steps + 1, 7, 7, 3), index, np.uint8),
+                "direction": np.zeros(steps + 1, np.int64),
+                "mission": np.tile(tokens, (steps + 1, 1)),
+            },
+            actions=np.full(steps, 2, np.int64),
+            rewards=np.ones(steps),
+            terminations=np.arange(steps) == steps - 1,
+            truncations=np.zeros(steps, bool),
+        )
+
+    recorded = {"env_id": ENV_ID, "agent_view_size": 7, "longest_mission": 5}
+    return write_dataset(
+        path,
+        [[episode(index) for index in range(episodes)]],
+        observation_space=observation_space(7),
+        action_space=spaces.Discrete(7),
+        env_spec=None,
+        metadata=lambda: {"stagerl": recorded},
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return _hand_made(tmp_path_factory.mktemp("hand-made") / "hand-made-v0", episodes=10)
+
+
+def _episodes_seen(path: Path, rank: int) -> set[int]:
+    iterator = create_minigrid_offpolicy_data_iterator(
+        path, nrollouts=2, rollout_len=3, instr_len=5, rank=rank, world_size=2
+    )
+    seen = set()
+    while True:
+        batch = next(iterator)
+        if batch.epoch > 0:
+            break
+        seen |= set(batch.observations["minigrid_ego_image"][..., 0, 0, 0].flatten().tolist())
+    iterator.close()
+    return seen
+
+
+def test_two_ranks_read_disjoint_episodes_that_cover_the_dataset(dataset):
+    first, second = _episodes_seen(dataset, rank=0), _episodes_seen(dataset, rank=1)
+    assert first.isdisjoint(second)
+    assert first | second <= set(range(10)) and len(first | second) >= 8  # epoch tails drop
+
+
+def test_missions_become_instr_len_tokens(dataset):
+    iterator = create_minigrid_offpolicy_data_iterator(dataset, 2, 3, instr_len=6)
+    mission = next(iterator).observations["minigrid_mission"]
+    assert mission.shape == (3, 2, 6) and (mission[..., 5] == 0).all()
+    iterator.close()
+
+
+def _truncated(dataset: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "truncated-v0"
+    _hand_made(copy, episodes=10)
+    hdf5 = copy / "data" / "main_data.hdf5"
+    hdf5.write_bytes(hdf5.read_bytes()[: hdf5.stat().st_size // 2])
+    return copy
+
+
+def _garbage(dataset: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "garbage-v0"
+    _hand_made(copy, episodes=10)
+    (copy / "data" / "main_data.hdf5").write_bytes(b"not hdf5 at all" * 100)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "message"),
+    [
+        (lambda d, t: t / "missing", {}, "no such dataset"),
+        (_truncated, {}, "corrupt or unreadable|truncated"),
+        (_garbage, {}, "corrupt or unreadable"),
+        (lambda d, t: d, {"env_ids": ["BabyAI-GoToLocal-v0"]}, "recorded on BabyAI-GoToObj-v0"),
+        (
+            lambda d, t: d,
+            {"observation_space": SensorSuite([EgocentricMiniGridSensor(5)]).observation_space},
+            r"views are 7x7x3.*\(5, 5, 3\)",
+        ),
+        (lambda d, t: d, {"instr_len": 3}, "instr_len=3 is too short"),
+    ],
+    ids=["missing", "truncated", "not-hdf5", "other-env", "other-view", "short-instr_len"],
+)
+def test_bad_dataset_is_an_error_naming_the_file(dataset, tmp_path, make, kwargs, message):
+    path = make(dataset, tmp_path)
+    arguments = {"nrollouts": 2, "rollout_len": 3, "instr_len": 5, **kwargs}
+    with pytest.raises(DatasetError, match=message) as raised:
+        create_minigrid_offpolicy_data_iterator(path, **arguments)
+    assert str(path) in str(raised.value)

@@ -1,0 +1,71 @@
+"""`stagerl record-dataset`: a Minari dataset of expert episodes, written atomically."""
+
+import contextlib
+import io
+
+import minari
+import numpy as np
+import pytest
+
+from stagerl import cli
+from stagerl.offpolicy.dataset import DatasetError, write_dataset
+from stagerl.plugins.minigrid.recording import observation_space
+from stagerl.plugins.minigrid.tasks import make_minigrid_env
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_recorded_dataset_loads_in_minari_and_replays_in_the_env(tmp_path, monkeypatch):
+    out = tmp_path / "gotoobj-v0"
+    argv = ["record-dataset", "--env", "BabyAI-GoToObj-v0", "--episodes", "100"]
+    assert cli.main([*argv, "--out", str(out), "--seed", "3"]) == 0
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    dataset = minari.load_dataset("gotoobj-v0")
+    assert dataset.total_episodes == 100
+    recorded = dataset.storage.metadata["stagerl"]
+    assert (recorded["env_id"], recorded["seed"]) == ("BabyAI-GoToObj-v0", 3)
+    assert recorded["vocabulary"][:3] == ["<pad>", "<unk>", "go"]
+    # Each observation is the one its action was taken in: replaying the actions from the
+    # episode's seed meets the same grids, and the expert's episode ends in success.
+    episode = next(dataset.iterate_episodes([0]))
+    seed = dataset.storage.get_episode_metadata([0]).__next__()["seed"]
+    env = make_minigrid_env("BabyAI-GoToObj-v0")
+    with contextlib.redirect_stdout(io.StringIO()):
+        obs, _ = env.reset(seed=seed)
+    for step, action in enumerate(episode.actions):
+        np.testing.assert_array_equal(episode.observations["image"][step], obs["image"])
+        obs, reward, terminated, _, _ = env.step(action)
+    assert terminated and reward > 0 and episode.terminations[-1]
+    np.testing.assert_array_equal(episode.observations["image"][-1], obs["image"])
+
+
+def test_interrupted_recording_leaves_nothing_that_looks_like_a_dataset(tmp_path):
+    def chunks():
+        yield []
+        raise KeyboardInterrupt
+
+    out = tmp_path / "broken-v0"
+    env = make_minigrid_env("BabyAI-GoToObj-v0")
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(
+            out,
+            chunks(),
+            observation_space=observation_space(7),
+            action_space=env.action_space,
+            env_spec=env.spec,
+            metadata=dict,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_dataset_is_never_overwritten(empty_dataset):
+    with pytest.raises(DatasetError, match="already exists"):
+        write_dataset(
+            empty_dataset,
+            [],
+            observation_space=None,
+            action_space=None,
+            env_spec=None,
+            metadata=dict,
+        )
