@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="where to write the results (default: next to the checkpoint)",
     )
+    _add_record_parser(commands)
+    return parser
+
+
+def _add_record_parser(commands: argparse._SubParsersAction) -> None:
     record = commands.add_parser(
         "record-dataset", help="record expert episodes as a Minari dataset"
     )
@@ -78,7 +83,6 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument(
         "--workers", type=_positive_int, default=2, metavar="W", help="processes (default: 2)"
     )
-    return parser
 
 
 def _make_run_dir(output: Path, tag: str) -> Path:
@@ -111,6 +115,7 @@ def _resolve_resume(args: argparse.Namespace, tag: str) -> tuple[Path, dict]:
 
 
 def train(args: argparse.Namespace) -> int:
+    """`stagerl train`: a new run, or a resumed one."""
     from stagerl.engine.trainer import Trainer
     from stagerl.experiment import load_experiment
 
@@ -140,6 +145,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    """`stagerl eval`: a checkpoint on the test tasks."""
     from stagerl.engine.evaluator import evaluate as run_evaluation
     from stagerl.experiment import load_experiment
 
@@ -156,6 +162,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def record_dataset(args: argparse.Namespace) -> int:
+    """`stagerl record-dataset`: the expert's episodes as a Minari dataset."""
     from stagerl.plugins.minigrid.recording import record_dataset as record
 
     start = time.monotonic()

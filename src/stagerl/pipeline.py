@@ -226,24 +226,7 @@ class TrainingPipeline:
                 "a Loss instance such as PPO(...) or Imitation()",
             )
         for index, stage in enumerate(self.pipeline_stages):
-            require(
-                isinstance(stage, PipelineStage),
-                f"TrainingPipeline.pipeline_stages[{index}]",
-                stage,
-                "a PipelineStage",
-            )
-            self._check_loss_names(f"pipeline_stages[{index}].loss_names", stage.loss_names, False)
-            if stage.offpolicy_component is not None:
-                self._check_loss_names(
-                    f"pipeline_stages[{index}].offpolicy_component.loss_names",
-                    stage.offpolicy_component.loss_names,
-                    True,
-                )
-            if stage.dataset_aggregation is not None and not self.imitation_losses(stage):
-                raise ConfigError(
-                    f"pipeline_stages[{index}].dataset_aggregation needs an Imitation loss in "
-                    f"its loss_names, got {stage.loss_names}"
-                )
+            self._check_stage(index, stage)
         _positive("num_steps", self.num_steps)
         _positive("metric_accumulate_interval", self.metric_accumulate_interval)
         _positive("save_interval", self.save_interval, allow_none=True)
@@ -275,9 +258,29 @@ class TrainingPipeline:
             "a Builder(optim.X, dict(...))",
         )
         self.stage_names = [
-            f"{index}:{'+'.join(stage.loss_names) or 'none'}"
+            f"{index}:{'+'.join(self.stage_loss_names(stage)) or 'none'}"
             for index, stage in enumerate(self.pipeline_stages)
         ]
+
+    def _check_stage(self, index: int, stage: PipelineStage) -> None:
+        require(
+            isinstance(stage, PipelineStage),
+            f"TrainingPipeline.pipeline_stages[{index}]",
+            stage,
+            "a PipelineStage",
+        )
+        self._check_loss_names(f"pipeline_stages[{index}].loss_names", stage.loss_names, False)
+        if stage.offpolicy_component is not None:
+            self._check_loss_names(
+                f"pipeline_stages[{index}].offpolicy_component.loss_names",
+                stage.offpolicy_component.loss_names,
+                True,
+            )
+        if stage.dataset_aggregation is not None and not self.imitation_losses(stage):
+            raise ConfigError(
+                f"pipeline_stages[{index}].dataset_aggregation needs an Imitation loss in "
+                f"its loss_names, got {stage.loss_names}"
+            )
 
     def _check_loss_names(self, where: str, names: list[str], offpolicy: bool) -> None:
         """Every name is in named_losses, and off-policy losses go exactly to components."""
@@ -319,9 +322,17 @@ class TrainingPipeline:
                     f"at least the number of tasks ({num_tasks})",
                 )
 
+    @staticmethod
+    def stage_loss_names(stage: PipelineStage) -> list[str]:
+        """Every loss the stage trains, its off-policy component's included."""
+        component = stage.offpolicy_component
+        return stage.loss_names + (component.loss_names if component else [])
+
     def imitation_losses(self, stage: PipelineStage) -> list[str]:
+        """The stage's Imitation losses (what DatasetAggregation trains)."""
         return [n for n in stage.loss_names if isinstance(self.named_losses[n], Imitation)]
 
     @property
     def total_steps(self) -> int:
+        """Environment steps over all stages."""
         return sum(stage.max_stage_steps for stage in self.pipeline_stages)

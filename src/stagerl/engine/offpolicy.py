@@ -96,6 +96,7 @@ class OffPolicyLearner:
         return UpdateResult(info=averages, attempted=self.updates, skipped=skipped)
 
     def state_dict(self) -> dict[str, Any]:
+        """The iterator's place, the streams' memory and the counts, for checkpoints."""
         return {
             "iterator": self.iterator.state_dict(),
             "memory": None if self.memory is None else self.memory.clone(),
@@ -104,11 +105,13 @@ class OffPolicyLearner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict()`."""
         self.iterator.load_state_dict(state["iterator"])
         self.memory = state["memory"]
         self.samples, self.epoch = state["samples"], state["epoch"]
 
     def close(self) -> None:
+        """Stop the iterator's background work, if it has any."""
         close = getattr(self.iterator, "close", None)
         if close is not None:
             close()

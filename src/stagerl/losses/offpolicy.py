@@ -43,6 +43,7 @@ class ExpertCELoss(OffPolicyLoss):
     def loss(  # type: ignore[override]
         self, step_count: int, batch: OffPolicyBatch, actor_critic_output: ActorCriticOutput
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean negative log-likelihood of the dataset's actions over the `[T, n]` chunk."""
         log_probs = actor_critic_output.distributions.log_prob(batch.actions)
         loss = -log_probs.mean()
         info = {"expert_ce": loss.item()}

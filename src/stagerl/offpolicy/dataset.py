@@ -44,6 +44,7 @@ class EpisodeArrays:
 
     @property
     def num_episodes(self) -> int:
+        """How many episodes the arrays hold."""
         return len(self.lengths)
 
 

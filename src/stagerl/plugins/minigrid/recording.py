@@ -137,6 +137,7 @@ class _Recording:
         self.dropped = self.longest_mission = 0
 
     def chunks(self, episodes: int, progress: Any) -> Iterator[list[Any]]:
+        """Exactly `episodes` kept episodes, chunk by chunk; `progress(n)` after each chunk."""
         pending: list[Future] = []
         next_chunk = kept = 0
         while kept < episodes:
@@ -196,6 +197,7 @@ def record_dataset(
 
 
 def stagerl_version() -> str:
+    """The installed stagerl's version, for the dataset's metadata."""
     try:
         return version("stagerl")
     except Exception:  # running from a source tree that is not installed
