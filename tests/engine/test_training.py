@@ -98,7 +98,7 @@ def test_a2c_pipeline_trains_and_improves_the_policy(tmp_path):
 def test_seed_offpolicy_pipeline_trains_from_a_recorded_dataset(tmp_path, monkeypatch):
     """The seed's third pipeline as projects/babyai has it, with shorter chunks (NUM_STEPS)."""
     dataset = record_dataset(
-        env_id="BabyAI-GoToLocal-v0", episodes=200, out=tmp_path / "gotolocal-v0", seed=0
+        env_id="BabyAI-GoToLocal-v0", episodes=400, out=tmp_path / "gotolocal-v0", seed=0
     )
     monkeypatch.setenv("STAGERL_DATASET", str(dataset))
     experiment = load_experiment(ROOT / "projects" / "babyai" / "gotolocal_offpolicy_bc.py")

@@ -74,3 +74,9 @@ def test_resuming_mid_epoch_gives_the_same_batches_as_running_on():
 def test_more_streams_than_episodes_is_an_error():
     with pytest.raises(ConfigError, match="nrollouts=7.*only 6 episodes"):
         TruncatedBPTTIterator(_episodes(), nrollouts=7, rollout_len=4, seed=0)
+
+
+def test_episodes_too_few_to_fill_one_batch_are_an_error():
+    # 16 steps, but the third stream would need a seventh episode to fill its 6 steps
+    with pytest.raises(ConfigError, match="6 episodes .16 steps. cannot fill one batch"):
+        TruncatedBPTTIterator(_episodes(), nrollouts=3, rollout_len=6, seed=0)

@@ -73,6 +73,13 @@ class TruncatedBPTTIterator:
         self.nrollouts, self.rollout_len = nrollouts, rollout_len
         self.prefetch = prefetch
         self.position = self._new_epoch(-1, np.random.default_rng(seed).bit_generator.state)
+        if self._fill(self.position) is None:
+            raise ConfigError(
+                f"{episodes.source}: {episodes.num_episodes} episodes "
+                f"({len(episodes.actions)} steps) cannot fill one batch of nrollouts={nrollouts} "
+                f"streams x rollout_len={rollout_len} steps; record more episodes or use "
+                "smaller batches"
+            )
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -117,8 +124,9 @@ class TruncatedBPTTIterator:
             filled, offset = filled + take, offset + take
         return episode, offset, next_in_order, begun
 
-    def _produce(self, position: Position) -> tuple[OffPolicyArrays, Position]:
-        """The batch at `position` and the position after it."""
+    def _fill(self, position: Position) -> tuple[np.ndarray, np.ndarray, Position] | None:
+        """Step rows and episode-start flags `[nrollouts, rollout_len]` of the batch at
+        `position`, and the position after it; None if the epoch runs out first."""
         rows = np.zeros((self.nrollouts, self.rollout_len), dtype=np.int64)
         firsts = np.zeros((self.nrollouts, self.rollout_len), dtype=bool)
         episode, offset = position.stream_episode.copy(), position.stream_offset.copy()
@@ -127,10 +135,28 @@ class TruncatedBPTTIterator:
             advanced = self._stream_rows(
                 position, next_in_order, stream, rows[stream], firsts[stream]
             )
-            if advanced is None:  # the epoch is over: drop this partial batch, reshuffle
-                return self._produce(self._new_epoch(position.epoch, position.rng))
+            if advanced is None:
+                return None
             episode[stream], offset[stream], next_in_order, more = advanced
             begun += more
+        after = replace(
+            position,
+            next_in_order=next_in_order,
+            stream_episode=episode,
+            stream_offset=offset,
+            episodes_begun=begun,
+        )
+        return rows, firsts, after
+
+    def _produce(self, position: Position) -> tuple[OffPolicyArrays, Position]:
+        """The batch at `position` and the position after it. When the epoch runs out, the
+        partial batch is dropped and the next epoch's first batch comes instead (the
+        constructor checked that a fresh epoch fills one)."""
+        filled = self._fill(position)
+        if filled is None:
+            position = self._new_epoch(position.epoch, position.rng)
+            filled = self._fill(position)
+        rows, firsts, after = filled
         rows, firsts = rows.T, firsts.T  # [rollout_len, nrollouts]
         actions = self.episodes.actions
         arrays = OffPolicyArrays(
@@ -140,14 +166,7 @@ class TruncatedBPTTIterator:
             masks=(~firsts).astype(np.float32),
             epoch=position.epoch,
             new_epoch=position.next_in_order == 0,
-            episodes_begun=begun,
-        )
-        after = replace(
-            position,
-            next_in_order=next_in_order,
-            stream_episode=episode,
-            stream_offset=offset,
-            episodes_begun=begun,
+            episodes_begun=after.episodes_begun,
         )
         return arrays, after
 
