@@ -11,6 +11,7 @@ from torch import nn
 from stagerl.engine.aggregation import ExpertDataBuffer
 from stagerl.engine.storage import RolloutStorage
 from stagerl.losses.base import Loss, RolloutBatch
+from stagerl.losses.offpolicy import OffPolicyBatch
 
 
 @dataclass(frozen=True)
@@ -36,22 +37,24 @@ class UpdateResult:
     skipped: int  # updates skipped because the loss or gradient was not finite
 
 
-def _weighted_loss(
+def weighted_loss(
     model: nn.Module,
-    batch: RolloutBatch,
+    batch: RolloutBatch | OffPolicyBatch,
     losses: list[WeightedLoss],
     stage_steps: int,
     info: dict[str, float],
     prefix: str = "",
-) -> torch.Tensor:
-    output, _ = model(batch.observations, batch.memory, batch.prev_actions, batch.masks)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the model over the batch; return Σ weight·loss and the memory after the batch,
+    and put each loss's numbers in `info` as `<prefix><loss name>/<key>`."""
+    output, memory = model(batch.observations, batch.memory, batch.prev_actions, batch.masks)
     total = torch.zeros(())
     for item in losses:
         value, loss_info = item.loss.loss(stage_steps, batch, output)
         total = total + item.weight * value
         for key, number in loss_info.items():
             info[f"{prefix}{item.name}/{key}"] = number
-    return total
+    return total, memory
 
 
 def optimizer_step(
@@ -95,12 +98,13 @@ def update(
     for _ in range(update_repeats):
         for batch in storage.minibatches(num_mini_batch, generator):
             info: dict[str, float] = {}
-            total = _weighted_loss(model, batch, losses, stage_steps, info)
+            total, _ = weighted_loss(model, batch, losses, stage_steps, info)
             if aggregated is not None and aggregated.buffer.size > 0:
                 old = aggregated.buffer.sample(aggregated.sequences_per_minibatch, generator)
-                total = total + _weighted_loss(
+                extra, _ = weighted_loss(
                     model, old, aggregated.losses, stage_steps, info, prefix="aggregated/"
                 )
+                total = total + extra
             grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm)
             attempted += 1
             if grad_norm is None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stagerl.engine.learner import UpdateResult, WeightedLoss, optimizer_step
+from stagerl.engine.learner import UpdateResult, WeightedLoss, optimizer_step, weighted_loss
 from stagerl.errors import ConfigError
 from stagerl.losses.offpolicy import OffPolicyBatch
 from stagerl.models.base import ActorCriticModel
@@ -74,14 +74,8 @@ class OffPolicyLearner:
         skipped = 0
         for _ in range(self.updates):
             batch = self._batch(next(self.iterator), model)
-            output, memory = model(
-                batch.observations, batch.memory, batch.prev_actions, batch.masks
-            )
-            total, info = torch.zeros(()), {}
-            for item in self.losses:
-                value, loss_info = item.loss.loss(stage_steps, batch, output)
-                total = total + item.weight * value
-                info.update({f"{item.name}/{key}": number for key, number in loss_info.items()})
+            info: dict[str, float] = {}
+            total, memory = weighted_loss(model, batch, self.losses, stage_steps, info)
             grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm)
             self.memory = memory.detach()
             self.samples += batch.actions.numel()
