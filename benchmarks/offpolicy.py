@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from stagerl.engine.learner import WeightedLoss  # noqa: E402
-from stagerl.engine.offpolicy import OffPolicyLearner, build_iterator  # noqa: E402
-from stagerl.engine.setup import build_model, build_samplers  # noqa: E402
+from stagerl.engine.offpolicy import OffPolicyLearner  # noqa: E402
+from stagerl.engine.setup import (  # noqa: E402
+    build_model,
+    build_pipeline,
+    build_samplers,
+    offpolicy_iterators,
+)
 from stagerl.experiment import load_experiment  # noqa: E402
 
 
@@ -34,22 +39,14 @@ def main() -> None:
     args = parser.parse_args()
 
     experiment = load_experiment(args.config)
-    pipeline = experiment.config.training_pipeline()
+    pipeline = build_pipeline(experiment)
     index, stage = next(
         (i, s) for i, s in enumerate(pipeline.pipeline_stages) if s.offpolicy_component
     )
     component = stage.offpolicy_component
     machine, samplers = build_samplers(experiment, "train", seed=0)
     start = time.perf_counter()
-    iterator = build_iterator(
-        component,
-        f"pipeline_stages[{index}].offpolicy_component",
-        rank=0,
-        world_size=1,
-        seed=0,
-        observation_space=samplers[0].observation_space,
-        env_ids=getattr(samplers[0], "env_ids", None),
-    )
+    iterator = offpolicy_iterators(pipeline, samplers, seed=0, first_stage=index)[index]
     print(f"dataset loaded in {time.perf_counter() - start:.1f} s")
 
     next(iterator)  # starts the thread; warm-up
@@ -59,7 +56,7 @@ def main() -> None:
     iterator_rate = args.batches / (time.perf_counter() - start)
     steps, streams = batch.actions.shape
 
-    model = build_model(experiment.config, samplers[0].action_space)
+    model = build_model(experiment, samplers[0].action_space)
     optimizer = pipeline.optimizer_builder(model.parameters())
     losses = [
         WeightedLoss(name, pipeline.named_losses[name], weight)

@@ -102,3 +102,87 @@ def test_missing_dataset_fails_before_any_worker_starts(tmp_path, monkeypatch, c
     code = cli.main(["train", str(FIXTURES / "tiny_offpolicy_bc.py"), "-o", str(tmp_path)])
     assert code == 2
     assert f"{tmp_path / 'no-such-dataset'}: no such dataset" in capsys.readouterr().err
+
+
+def _tiny_ppo_with(tmp_path: Path, old: str, new: str) -> Path:
+    config = tmp_path / "edited.py"
+    source = (FIXTURES / "tiny_ppo.py").read_text()
+    assert old in source
+    config.write_text(source.replace(old, new))
+    return config
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("dict(lr=1e-3)", "dict(lr=-1.0)", "TrainingPipeline.optimizer_builder raised ValueError"),
+        (
+            '{"lr_lambda": LinearDecay(steps=cls.STEPS)}',
+            '{"lr_lambda": 5}',
+            "TrainingPipeline.lr_scheduler_builder raised TypeError",
+        ),
+        ("memory_dim=32", "memory_dim=-32", "TinyPPO.create_model() raised ValueError"),
+        (
+            "SENSORS = [EgocentricMiniGridSensor(view_channels=3)]",
+            "SENSORS = [EgocentricMiniGridSensor(view_channels=3), 'not a sensor']",
+            "TinyPPO.make_sampler_fn() raised AttributeError",
+        ),
+        (
+            '{"ppo_loss": PPO(clip_decay=LinearDecay(cls.STEPS), **PPOConfig)}',
+            '{"ppo_loss": Builder(PPO, {"clip_parm": 0.2}, default=PPOConfig)}',
+            "TrainingPipeline.named_losses['ppo_loss'] (Builder(PPO,",
+        ),
+    ],
+    ids=["optimizer", "lr-scheduler", "model", "task-sampler", "loss-builder"],
+)
+def test_a_builder_that_raises_exits_2_naming_it_before_any_worker_starts(
+    old, new, named, tmp_path, monkeypatch, capsys
+):
+    _forbid_workers(monkeypatch)
+    config = _tiny_ppo_with(tmp_path, old, new)
+    assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert named in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
+
+
+def test_a_gpu_asked_for_on_a_machine_without_one_exits_2_naming_the_field(
+    tmp_path, monkeypatch, capsys
+):
+    _forbid_workers(monkeypatch)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    config = _tiny_ppo_with(tmp_path, "STEPS = 1024", "STEPS = 1024\n    DEVICES = ['cuda']")
+    assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "MachineParams.devices asks for 'cuda'" in err and "no CUDA device" in err
+
+
+@pytest.mark.parametrize(
+    ("sensors", "loss", "message"),
+    [
+        ("ExpertActionSensor(7, uuid='mine')", "Imitation()", None),
+        (
+            "ExpertActionSensor(7, uuid='mine')",
+            "Imitation(expert_sensor=ExpertActionSensor(7, uuid='theirs'))",
+            "reads uuid 'theirs', but the tasks' ExpertActionSensors are ['mine']",
+        ),
+    ],
+    ids=["bound-to-the-only-expert-sensor", "named-sensor-missing"],
+)
+def test_imitation_reads_the_experiments_expert_sensor_or_fails_before_workers(
+    sensors, loss, message, tmp_path, monkeypatch, capsys
+):
+    from stagerl.engine.setup import build_training_setup
+    from stagerl.experiment import load_experiment
+
+    config = tmp_path / "custom_uuid.py"
+    source = (FIXTURES / "tiny_dagger_ppo.py").read_text()
+    source = source.replace("ExpertActionSensor(nactions=7)", sensors)
+    config.write_text(source.replace('"imitation_loss": Imitation()', f'"imitation_loss": {loss}'))
+    if message is None:
+        built = build_training_setup(load_experiment(config), seed=0)
+        assert built.pipeline.named_losses["imitation_loss"].expert_uuid == "mine"
+        return
+    _forbid_workers(monkeypatch)
+    assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
+    assert message in capsys.readouterr().err

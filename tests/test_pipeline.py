@@ -14,6 +14,7 @@ from stagerl import (
     PipelineStage,
     PPOConfig,
     TrainingPipeline,
+    TrainingSettings,
     Validation,
 )
 from stagerl.plugins.minigrid import MiniGridOffPolicyExpertCELoss
@@ -42,7 +43,7 @@ def test_unknown_loss_name_is_named():
     [
         ("num_steps", 0),
         ("metric_accumulate_interval", -5),
-        ("save_interval", 0),
+        ("save_interval", "often"),
         ("max_grad_norm", 0.0),
         ("gamma", 1.5),
         ("gae_lambda", -0.1),
@@ -176,3 +177,49 @@ def test_bad_offpolicy_component_is_named(component, losses, stage_losses, named
         stage = _offpolicy_stage(**component)
         stage.loss_names = stage_losses
         _pipeline(named_losses=named_losses, pipeline_stages=[stage])
+
+
+@pytest.mark.parametrize(
+    ("normalize", "num_steps", "tasks", "num_mini_batch", "named"),
+    [
+        ("rollout", 1, 1, 1, "TrainingPipeline.num_steps=1"),
+        ("minibatch", 1, 2, 2, "TrainingPipeline.num_mini_batch=2"),
+    ],
+)
+def test_advantages_standardised_over_one_sample_are_rejected_when_built(
+    normalize, num_steps, tasks, num_mini_batch, named
+):
+    pipeline = _pipeline(
+        named_losses={"ppo_loss": PPO(**PPOConfig, normalize_advantage=normalize)},
+        num_steps=num_steps,
+        num_mini_batch=num_mini_batch,
+    )
+    with pytest.raises(ConfigError, match=named + r".*at least 2 samples"):
+        pipeline.check_task_count(tasks)
+    _pipeline(
+        named_losses={"ppo_loss": PPO(**PPOConfig, normalize_advantage=False)},
+        num_steps=num_steps,
+        num_mini_batch=num_mini_batch,
+    ).check_task_count(tasks)  # without standardising, one sample is fine
+
+
+def test_stage_training_settings_override_the_pipelines_and_are_checked():
+    stage = PipelineStage(
+        loss_names=["ppo_loss"], max_stage_steps=100, training_settings=TrainingSettings(gamma=0.9)
+    )
+    pipeline = _pipeline(
+        pipeline_stages=[
+            stage,
+            PipelineStage(loss_names=["ppo_loss"], max_stage_steps=1, update_repeats=7),
+        ]
+    )
+    assert (
+        pipeline.setting(stage, "gamma") == 0.9 and pipeline.setting(stage, "update_repeats") == 2
+    )
+    assert pipeline.setting(pipeline.pipeline_stages[1], "update_repeats") == 7
+    with pytest.raises(ConfigError, match=r"PipelineStage.num_mini_batch=0"):
+        PipelineStage(loss_names=[], max_stage_steps=1, num_mini_batch=0)
+    with pytest.raises(ConfigError, match=r"\['num_steps'\] cannot change from stage to stage"):
+        PipelineStage(loss_names=[], max_stage_steps=1, num_steps=8)
+    with pytest.raises(ConfigError, match=r"unexpected keyword arguments \['nmu_steps'\]"):
+        PipelineStage(loss_names=[], max_stage_steps=1, nmu_steps=8)

@@ -1,5 +1,6 @@
 """Killed runs resume exactly; worker faults, bad checkpoints and signals end runs cleanly."""
 
+import json
 import os
 import re
 import signal
@@ -124,10 +125,11 @@ def test_resume_with_other_machine_params_is_refused(tmp_path, capsys):
     config.write_text(
         (FIXTURES / "tiny_ppo.py")
         .read_text()
-        .replace("TASKS_PER_WORKER = 4", "TASKS_PER_WORKER = 6")
+        .replace("NUM_TRAIN_SAMPLERS = 4", "NUM_TRAIN_SAMPLERS = 6")
     )
-    assert cli.main(["train", str(config), "--resume", str(final)]) == 2
-    assert "checkpoint has 4 tasks in 1 workers" in capsys.readouterr().err
+    resume = ["--resume", str(final), "--allow-config-change"]
+    assert cli.main(["train", str(config), *resume]) == 2
+    assert "checkpoint has 4 task samplers" in capsys.readouterr().err
 
 
 def test_model_with_wrong_action_space_is_a_config_error(tmp_path, capsys):
@@ -253,3 +255,44 @@ def test_second_ctrl_c_exits_at_once_even_while_a_worker_hangs(tmp_path):
     assert "stagerl: interrupted" in err
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
+
+
+def _fingerprints(run_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in (run_dir / "checkpoints").iterdir()}
+
+
+def test_resuming_an_older_checkpoint_branches_and_never_touches_the_original(tmp_path, capsys):
+    config, output = FIXTURES / "tiny_ppo.py", tmp_path / "runs"
+    assert cli.main(["train", str(config), "-o", str(output)]) == 0
+    (original,) = (output / "TinyPPO").iterdir()
+    before = _fingerprints(original)
+    oldest = list_checkpoints(original)[-1]  # 256 steps; the run went on to 1,024
+    time.sleep(1.1)  # run directories are named by the second
+    assert cli.main(["train", str(config), "-o", str(output), "--resume", str(oldest)]) == 0
+    assert _fingerprints(original) == before  # every file of the original as it was
+    (branch,) = [d for d in (output / "TinyPPO").iterdir() if d != original]
+    record = json.loads((branch / "branch.json").read_text())
+    assert record["resumed_from_checkpoint"] == str(oldest) and record["total_steps"] == 256
+    assert [p.name for p in list_checkpoints(branch)][0] == "ckpt_000000001024.pt"
+    steps = [json.loads(row)["step"] for row in (branch / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 1024  # no step twice
+    capsys.readouterr()
+    assert cli.main(["train", str(config), "-o", str(output), "--resume", "latest"]) == 0
+    assert f"resuming {branch} from ckpt_000000001024.pt" in capsys.readouterr().err
+
+
+def test_resume_refuses_an_edited_config_unless_allowed_and_records_the_change(tmp_path, capsys):
+    config = tmp_path / "tiny.py"
+    config.write_text((FIXTURES / "tiny_ppo.py").read_text())
+    final = Trainer(load_experiment(config), run_dir=tmp_path / "r", seed=0).train(
+        stop_after_steps=256
+    )
+    config.write_text(config.read_text().replace("lr=1e-3", "lr=5e-4"))
+    assert cli.main(["train", str(config), "--resume", str(final)]) == 2
+    err = capsys.readouterr().err
+    assert "-            optimizer_builder=Builder(optim.Adam, dict(lr=1e-3))," in err
+    assert "+            optimizer_builder=Builder(optim.Adam, dict(lr=5e-4))," in err
+    assert "--allow-config-change" in err
+    assert cli.main(["train", str(config), "--resume", str(final), "--allow-config-change"]) == 0
+    diff = (tmp_path / "r" / "config_change_at_256.diff").read_text()
+    assert "+            optimizer_builder=Builder(optim.Adam, dict(lr=5e-4))," in diff

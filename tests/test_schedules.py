@@ -16,16 +16,18 @@ def test_linear_decay_at_chosen_steps():
 
 
 def test_multi_linear_decay_chains_segments():
-    decay = MultiLinearDecay([LinearDecay(10, 1.0, 0.5), LinearDecay(10, 0.5, 0.0)])
+    decay = MultiLinearDecay(stages=[LinearDecay(10, 1.0, 0.5), LinearDecay(10, 0.5, 0.0)])
     assert [decay(s) for s in (0, 5, 10, 15, 20, 99)] == pytest.approx(
         [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     )
     assert ConstantSchedule(0.3)(12345) == 0.3
 
 
-def test_linear_decay_rejects_non_positive_steps():
+def test_linear_decay_over_no_steps_is_at_its_end_and_non_numbers_are_rejected():
+    assert LinearDecay(steps=0)(0) == 0.0
+    assert LinearDecay(-1, startp=1.0, endp=0.3)(5) == 0.3
     with pytest.raises(ConfigError, match="LinearDecay.steps"):
-        LinearDecay(steps=0)
+        LinearDecay(steps="50k")
 
 
 def test_lambda_lr_factor_follows_total_steps():
@@ -39,9 +41,12 @@ def test_lambda_lr_factor_follows_total_steps():
         assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
 
 
-def test_builder_defers_construction_and_merges_kwargs():
-    builder = Builder(dict, {"a": 1})
-    assert builder(b=2) == {"a": 1, "b": 2}
+def test_builder_merges_default_kwargs_and_call_arguments_in_that_order():
+    builder = Builder(dict, {"a": 1, "nested": {"y": 2}}, default={"a": 0, "nested": {"x": 1}})
+    assert builder(b=2) == {"a": 1, "nested": {"x": 1, "y": 2}, "b": 2}
+    first, second = builder(), builder()
+    first["nested"]["x"] = 99
+    assert second["nested"]["x"] == 1 and builder.default["nested"]["x"] == 1  # copies
 
 
 def test_closed_form_schedulers_are_evaluated_at_total_steps():

@@ -20,15 +20,15 @@ from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
     MiniGridActorCritic,
     MiniGridExperimentConfig,
-    MissionTokenSensor,
+    MiniGridMissionSensor,
 )
 
 
 class BabyAIGoToLocalDaggerThenPPO(MiniGridExperimentConfig):
     ENV_ID = "BabyAI-GoToLocal-v0"
     SENSORS = [
-        EgocentricMiniGridSensor(),
-        MissionTokenSensor(max_len=8),
+        EgocentricMiniGridSensor(view_channels=3),
+        MiniGridMissionSensor(instr_len=8),
         ExpertActionSensor(nactions=7),
     ]
 

@@ -22,8 +22,8 @@ from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
     MiniGridActorCritic,
     MiniGridExperimentConfig,
+    MiniGridMissionSensor,
     MiniGridOffPolicyExpertCELoss,
-    MissionTokenSensor,
     create_minigrid_offpolicy_data_iterator,
 )
 
@@ -32,7 +32,7 @@ DATASET_PATH = os.environ.get("STAGERL_DATASET", "datasets/gotolocal-30k-v0")
 
 class BCOffPolicyBabyAIGoToLocalExperimentConfig(MiniGridExperimentConfig):
     ENV_ID = "BabyAI-GoToLocal-v0"
-    SENSORS = [EgocentricMiniGridSensor(), MissionTokenSensor(max_len=5)]
+    SENSORS = [EgocentricMiniGridSensor(view_channels=3), MiniGridMissionSensor(instr_len=5)]
     MODEL = MiniGridActorCritic
     TOTAL_TRAIN_STEPS = 10_240
     NUM_STEPS = 128

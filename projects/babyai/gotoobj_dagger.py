@@ -14,15 +14,15 @@ from stagerl import (
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
     MiniGridExperimentConfig,
-    MissionTokenSensor,
+    MiniGridMissionSensor,
 )
 
 
 class BabyAIGoToObjDAgger(MiniGridExperimentConfig):
     ENV_ID = "BabyAI-GoToObj-v0"
     SENSORS = [
-        EgocentricMiniGridSensor(),
-        MissionTokenSensor(max_len=8),
+        EgocentricMiniGridSensor(view_channels=3),
+        MiniGridMissionSensor(instr_len=8),
         ExpertActionSensor(nactions=7),
     ]
 

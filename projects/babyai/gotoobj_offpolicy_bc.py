@@ -25,7 +25,7 @@ DATASET_PATH = os.environ.get("STAGERL_DATASET", "datasets/gotoobj-1000-v0")
 
 class BCOffPolicyBabyAIGoToObj(MiniGridExperimentConfig):
     ENV_ID = "BabyAI-GoToObj-v0"
-    TASKS_PER_WORKER = 4  # the on-policy tasks only report how the agent does
+    NUM_TRAIN_SAMPLERS = 8  # the on-policy tasks only report how the agent does
     STEPS = 8_192  # steps of those tasks: 128 rollouts of 8 steps on 8 tasks, 256 batches
 
     @classmethod

@@ -9,15 +9,14 @@ from stagerl import PPO, Builder, LinearDecay, PipelineStage, PPOConfig, Trainin
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
     MiniGridExperimentConfig,
-    MissionTokenSensor,
+    MiniGridMissionSensor,
 )
 
 
 class BabyAIGoToObjPPO(MiniGridExperimentConfig):
     ENV_ID = "BabyAI-GoToObj-v0"
-    SENSORS = [EgocentricMiniGridSensor(), MissionTokenSensor(max_len=8)]
-    NUM_WORKERS = 2
-    TASKS_PER_WORKER = 8
+    SENSORS = [EgocentricMiniGridSensor(view_channels=3), MiniGridMissionSensor(instr_len=8)]
+    NUM_TRAIN_SAMPLERS = 16
 
     @classmethod
     def tag(cls) -> str:

@@ -13,7 +13,7 @@ GoToObjPPO = load_experiment(Path(__file__).with_name("gotoobj_ppo.py")).config
 
 
 class BabyAIGoToObjPPOImageOnly(GoToObjPPO):
-    SENSORS = [EgocentricMiniGridSensor()]
+    SENSORS = [EgocentricMiniGridSensor(view_channels=3)]
 
     @classmethod
     def tag(cls) -> str:

@@ -18,7 +18,7 @@ from stagerl import (
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
     MiniGridExperimentConfig,
-    MissionTokenSensor,
+    MiniGridMissionSensor,
 )
 
 
@@ -27,8 +27,8 @@ class ObjectNavThorDaggerThenPPOExperimentConfig(MiniGridExperimentConfig):
     MAX_STEPS = 64
     ADVANCE_SCENE_ROLLOUT_PERIOD = None
     SENSORS = [
-        EgocentricMiniGridSensor(),
-        MissionTokenSensor(max_len=8),
+        EgocentricMiniGridSensor(view_channels=3),
+        MiniGridMissionSensor(instr_len=8),
         ExpertActionSensor(nactions=7), # Notice that we have added
                                         # an expert action sensor.
     ]

@@ -9,13 +9,13 @@ from stagerl import PPO, Builder, LinearDecay, PipelineStage, PPOConfig, Trainin
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
     MiniGridExperimentConfig,
-    MissionTokenSensor,
+    MiniGridMissionSensor,
 )
 
 
 class ObjectNavThorPPOExperimentConfig(MiniGridExperimentConfig):
     ENV_ID = "BabyAI-GoToObj-v0"
-    SENSORS = [EgocentricMiniGridSensor(), MissionTokenSensor(max_len=8)]
+    SENSORS = [EgocentricMiniGridSensor(view_channels=3), MiniGridMissionSensor(instr_len=8)]
     MAX_STEPS = 64
     ADVANCE_SCENE_ROLLOUT_PERIOD = None
 

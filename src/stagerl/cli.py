@@ -31,10 +31,17 @@ def _parser() -> argparse.ArgumentParser:
         help="runs go to OUTPUT/<tag>/<timestamp>/ (default: runs)",
     )
     train.add_argument("-s", "--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_processes_argument(train)
     train.add_argument(
         "--resume",
         metavar="latest|PATH",
-        help="continue the newest run of this tag, or a run dir / checkpoint",
+        help="continue the newest run of this tag, or a run dir / checkpoint (an older "
+        "checkpoint than its run's newest continues in a new run dir)",
+    )
+    train.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume even though the experiment file changed (the diff is kept in the run dir)",
     )
     train.add_argument(
         "--keep-checkpoints",
@@ -54,8 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("config", type=Path, help="experiment file")
     evaluate.add_argument("-c", "--checkpoint", type=Path, required=True)
     evaluate.add_argument(
-        "--episodes", type=_positive_int, default=100, help="test episodes (default: 100)"
+        "--episodes",
+        type=_positive_int,
+        help="test episodes (default: every task of test samplers that end, else 100)",
     )
+    evaluate.add_argument(
+        "-s", "--seed", type=int, default=0, help="seeds test samplers and actions (default: 0)"
+    )
+    _add_processes_argument(evaluate)
     evaluate.add_argument(
         "--deterministic",
         action="store_true",
@@ -68,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_record_parser(commands)
     return parser
+
+
+def _add_processes_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-m",
+        "--max-sampler-processes",
+        type=_positive_int,
+        metavar="K",
+        help="at most K sampler processes share the task samplers, as AllenAct's -m "
+        "(default: MachineParams.max_sampler_processes, else one per CPU core)",
+    )
 
 
 def _add_record_parser(commands: argparse._SubParsersAction) -> None:
@@ -102,30 +126,31 @@ def _make_run_dir(output: Path, tag: str) -> Path:
     return run_dir
 
 
-def _resolve_resume(args: argparse.Namespace, tag: str) -> tuple[Path, dict]:
-    from stagerl.engine.checkpoint import find_latest_run, load_checkpoint, load_latest
-
-    warn = lambda message: print(f"stagerl: {message}", file=sys.stderr)  # noqa: E731
-    if args.resume == "latest":
-        return load_latest(find_latest_run(args.output, tag), warn)
-    target = Path(args.resume)
-    if target.is_dir():
-        return load_latest(target, warn)
-    return target, load_checkpoint(target)
-
-
 def train(args: argparse.Namespace) -> int:
     """`stagerl train`: a new run, or a resumed one."""
+    from stagerl.engine.resume import plan_resume
     from stagerl.engine.trainer import Trainer
     from stagerl.experiment import load_experiment
 
     experiment = load_experiment(args.config)
-    tag = experiment.config.tag()
+    tag = experiment.call("tag")
     resume = None
     if args.resume:
-        checkpoint, resume = _resolve_resume(args, tag)
-        run_dir = checkpoint.parent.parent
-        print(f"stagerl: resuming {run_dir} from {checkpoint.name}", file=sys.stderr)
+        plan = plan_resume(
+            args.resume,
+            output=args.output,
+            experiment=experiment,
+            allow_config_change=args.allow_config_change,
+            warn=lambda message: print(f"stagerl: {message}", file=sys.stderr),
+        )
+        resume, run_dir = plan.payload, plan.run_dir
+        message = f"resuming {run_dir} from {plan.checkpoint.name}"
+        if plan.branched_from:
+            message = (
+                f"{plan.checkpoint} is older than its run's newest checkpoint: continuing in "
+                f"a new run directory {run_dir} (its branch.json says from where)"
+            )
+        print(f"stagerl: {message}", file=sys.stderr)
     else:
         run_dir = _make_run_dir(args.output, tag)
     trainer = Trainer(
@@ -135,13 +160,25 @@ def train(args: argparse.Namespace) -> int:
         resume=resume,
         keep_checkpoints=args.keep_checkpoints,
         max_nonfinite_updates=args.max_nonfinite_updates,
+        max_sampler_processes=args.max_sampler_processes,
     )
-    if not resume:
+    if not (run_dir / "config.py").exists():
         shutil.copy(experiment.path, run_dir / "config.py")
     print(f"stagerl: training {tag} in {run_dir}", file=sys.stderr)
     final = trainer.train()
     print(f"stagerl: done; final checkpoint {final}", file=sys.stderr)
     return 0
+
+
+def _print_results(results: dict) -> None:
+    for key, value in results.items():
+        if key.startswith("success_ci95"):
+            continue
+        shown = f"{value:.4f}" if isinstance(value, float) else f"{value}"
+        if key == "success" and "success_ci95_low" in results:
+            low, high = results["success_ci95_low"], results["success_ci95_high"]
+            shown += f"  (95% CI {low:.4f}-{high:.4f})"
+        print(f"{key:>12}: {shown}")
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -151,10 +188,14 @@ def evaluate(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.config)
     results = run_evaluation(
-        experiment, args.checkpoint, episodes=args.episodes, deterministic=args.deterministic
+        experiment,
+        args.checkpoint,
+        episodes=args.episodes,
+        deterministic=args.deterministic,
+        seed=args.seed,
+        max_sampler_processes=args.max_sampler_processes,
     )
-    for key, value in results.items():
-        print(f"{key:>12}: {value:.4f}" if isinstance(value, float) else f"{key:>12}: {value}")
+    _print_results(results)
     output = args.output_json or args.checkpoint.with_suffix(".eval.json")
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"stagerl: results written to {output}", file=sys.stderr)

@@ -3,39 +3,122 @@
 import hashlib
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stagerl.errors import ConfigError, require
+from stagerl.errors import ConfigError, StagerlError, require
+
+if TYPE_CHECKING:
+    from stagerl.tasks.worker import WorkerExperiment
+
+_UNSUPPORTED_MACHINE_FIELDS = ("sensor_preprocessor_graph", "visualizer", "local_worker_ids")
+
+
+def _device_name(device: Any, field_name: str) -> str:
+    """AllenAct's device forms: a CUDA index (-1 is the CPU), a string, a torch.device."""
+    if isinstance(device, bool):
+        raise ConfigError(f"{field_name}={device!r} is invalid: expected a device")
+    if isinstance(device, int):
+        return "cpu" if device == -1 else f"cuda:{device}"
+    if isinstance(device, str) or type(device).__name__ == "device":
+        return str(device)
+    raise ConfigError(
+        f"{field_name}={device!r} is invalid: expected a CUDA index, 'cpu', 'cuda[:i]' or a "
+        "torch.device"
+    )
+
+
+def _devices(value: Any, field_name: str) -> tuple[str, ...]:
+    """One device per trainer process; stagerl runs one trainer per process, so one device."""
+    if value is None or (isinstance(value, Sequence) and not isinstance(value, str) and not value):
+        return ("cpu",)
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if len(values) != 1:
+        raise ConfigError(
+            f"{field_name}={value!r} is invalid: stagerl trains on one device per process; give "
+            "one device (several trainer processes, one per device, are started by torchrun)"
+        )
+    return (_device_name(values[0], field_name),)
 
 
 @dataclass(frozen=True)
 class MachineParams:
-    """How many worker processes step how many tasks each, and how long a step may take.
+    """`nprocesses` task samplers (one task each) and the `devices` the model trains on, with
+    AllenAct's meaning; stagerl packs the samplers into sampler worker processes itself.
 
-    The trainer acts with one torch thread, since the workers need the other cores then
-    (oversubscribed torch threads spin and run many times slower); it updates the model with
-    `update_threads`, since the workers are idle then.
+    - `devices`: `None`/`[]` (the CPU), a CUDA index, `'cuda[:i]'` or a `torch.device`;
+      `gpu_ids` is AllenAct's older name for it. `sampler_devices` (default: `devices`) is what
+      the `*_task_sampler_args` methods receive as `devices`.
+    - `max_sampler_processes`: at most this many sampler processes (default: one per CPU core;
+      `stagerl train -m K` overrides it). AllenAct starts one process per sampler unless `-m`.
+    - `worker_timeout`: seconds a sampler process may take to answer before the run stops.
+    - `update_threads`: torch threads for updates. The trainer acts with one thread while the
+      workers step (oversubscribed threads spin and run many times slower) and updates with
+      `update_threads` while the workers idle.
     """
 
-    num_workers: int = 2
-    tasks_per_worker: int = 8
-    device: str = "cpu"
+    nprocesses: int | Sequence[int]
+    devices: Any = None
+    sampler_devices: Any = None
+    gpu_ids: Any = None
+    max_sampler_processes: int | None = None
     worker_timeout: float = 60.0
     update_threads: int = 2
+    sensor_preprocessor_graph: Any = None
+    visualizer: Any = None
+    local_worker_ids: Any = None
+    trainer_devices: tuple[str, ...] = field(init=False, repr=False)
+    task_sampler_devices: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        require(self.num_workers >= 1, "MachineParams.num_workers", self.num_workers, ">= 1")
+        for name in _UNSUPPORTED_MACHINE_FIELDS:
+            require(
+                getattr(self, name) is None,
+                f"MachineParams.{name}",
+                getattr(self, name),
+                "None (stagerl has no sensor preprocessors, visualizers or worker ids)",
+            )
+        if self.gpu_ids is not None and self.devices is not None:
+            raise ConfigError("MachineParams: give devices or gpu_ids (its older name), not both")
+        counts = self.nprocesses
+        if isinstance(counts, Sequence):
+            require(
+                len(counts) == 1,
+                "MachineParams.nprocesses",
+                counts,
+                "one sampler count (one trainer process; several come from torchrun)",
+            )
+            counts = counts[0]
         require(
-            self.tasks_per_worker >= 1,
-            "MachineParams.tasks_per_worker",
-            self.tasks_per_worker,
-            ">= 1",
+            isinstance(counts, int) and not isinstance(counts, bool) and counts >= 0,
+            "MachineParams.nprocesses",
+            self.nprocesses,
+            "a number of task samplers >= 0",
+        )
+        object.__setattr__(self, "nprocesses", counts)
+        field_name = (
+            "MachineParams.gpu_ids" if self.gpu_ids is not None else "MachineParams.devices"
+        )
+        trainer = _devices(self.gpu_ids if self.gpu_ids is not None else self.devices, field_name)
+        object.__setattr__(self, "trainer_devices", trainer)
+        samplers = self.sampler_devices
+        sampler = (
+            trainer if samplers is None else _devices(samplers, "MachineParams.sampler_devices")
+        )
+        object.__setattr__(self, "task_sampler_devices", sampler)
+        require(
+            self.max_sampler_processes is None or self.max_sampler_processes >= 1,
+            "MachineParams.max_sampler_processes",
+            self.max_sampler_processes,
+            "None or >= 1",
         )
         require(self.worker_timeout > 0, "MachineParams.worker_timeout", self.worker_timeout, "> 0")
         require(
@@ -43,77 +126,147 @@ class MachineParams:
         )
 
     @property
-    def num_tasks(self) -> int:
-        return self.num_workers * self.tasks_per_worker
+    def device(self) -> str:
+        """Where the model, the rollout storage and the updates live, e.g. 'cpu' or 'cuda:0'."""
+        return self.trainer_devices[0]
+
+    def sampler_processes(self, cap: int | None = None) -> int:
+        """How many worker processes step the samplers: one per core (or `cap`, or
+        `max_sampler_processes`), never more than there are samplers."""
+        limit = cap or self.max_sampler_processes or len(os.sched_getaffinity(0))
+        return max(1, min(self.nprocesses, limit))
+
+    @classmethod
+    def instance_from(cls, value: "MachineParams | dict[str, Any]", where: str) -> "MachineParams":
+        """A MachineParams as it is, or built from AllenAct's dict form."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            try:
+                return cls(**value)
+            except TypeError as error:
+                raise ConfigError(
+                    f"{where} returned a dict MachineParams rejects: {error}"
+                ) from None
+        raise ConfigError(f"{where} must return MachineParams(...) or a dict, got {value!r}")
 
 
 class ExperimentConfig(ABC):
-    """An experiment: subclass it once per file and fill in the classmethods (see the seed)."""
+    """An experiment: subclass it once per file. Methods may be classmethods (the seed's style)
+    or instance methods (AllenAct's): stagerl creates one instance and calls them on it."""
 
-    @classmethod
     @abstractmethod
-    def tag(cls) -> str:
+    def tag(self) -> str:
         """A name for the run directory."""
 
-    @classmethod
     @abstractmethod
-    def training_pipeline(cls, **kwargs: Any) -> Any: ...
+    def training_pipeline(self, **kwargs: Any) -> Any:
+        """The TrainingPipeline: losses, stages, optimizer and the settings shared by stages."""
 
-    @classmethod
     @abstractmethod
-    def create_model(cls, **kwargs: Any) -> Any: ...
+    def create_model(self, **kwargs: Any) -> Any:
+        """The ActorCriticModel, built for the tasks' action and observation spaces."""
 
-    @classmethod
     @abstractmethod
-    def make_sampler_fn(cls, **kwargs: Any) -> Any:
+    def make_sampler_fn(self, **kwargs: Any) -> Any:
         """Build one TaskSampler from the `*_task_sampler_args` of its slot."""
 
-    @classmethod
     @abstractmethod
-    def machine_params(cls, mode: str = "train", **kwargs: Any) -> MachineParams: ...
+    def machine_params(self, mode: str = "train", **kwargs: Any) -> "MachineParams | dict":
+        """MachineParams (or AllenAct's dict form) for mode 'train', 'valid' or 'test'."""
 
-    @classmethod
     @abstractmethod
     def train_task_sampler_args(
-        cls,
+        self,
         process_ind: int,
         total_processes: int,
         devices: list[str] | None = None,
         seeds: list[int] | None = None,
         **kwargs: Any,
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """Keyword arguments of `make_sampler_fn` for training sampler `process_ind`."""
 
-    @classmethod
     def valid_task_sampler_args(
-        cls,
+        self,
         process_ind: int,
         total_processes: int,
         devices: list[str] | None = None,
         seeds: list[int] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        raise NotImplementedError(f"{cls.__name__} defines no validation tasks")
+        """Like `train_task_sampler_args`, for validation samplers."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no validation tasks: define valid_task_sampler_args "
+            "or set TrainingPipeline.validation=None"
+        )
 
-    @classmethod
     def test_task_sampler_args(
-        cls,
+        self,
         process_ind: int,
         total_processes: int,
         devices: list[str] | None = None,
         seeds: list[int] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        raise NotImplementedError(f"{cls.__name__} defines no test tasks")
+        """Like `train_task_sampler_args`, for test samplers."""
+        raise NotImplementedError(f"{type(self).__name__} defines no test tasks")
 
 
 @dataclass(frozen=True)
 class LoadedExperiment:
-    """An experiment class with where it came from (module name and path for the workers)."""
+    """An experiment class with where it came from (module name and path for the workers) and
+    the gymnasium environments its file registered (workers register them too)."""
 
     config: type[ExperimentConfig]
     module_name: str
     path: Path
     source: str
+    registered_envs: tuple[Any, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.config.__name__
+
+    @cached_property
+    def instance(self) -> ExperimentConfig:
+        return user_call(f"{self.name}()", self.config)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`config.method(...)` on the instance; an exception names the method and the error."""
+        return user_call(f"{self.name}.{method}()", getattr(self.instance, method), *args, **kwargs)
+
+    def machine_params(self, mode: str) -> MachineParams:
+        value = self.call("machine_params", mode)
+        return MachineParams.instance_from(value, f"{self.name}.machine_params({mode!r})")
+
+
+def user_call(what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the experiment's code; an exception other than stagerl's own becomes a ConfigError
+    saying what was called, the error and the line of user code it came from."""
+    try:
+        return function(*args, **kwargs)
+    except StagerlError:
+        raise
+    except Exception as error:
+        raise ConfigError(
+            f"{what} raised {type(error).__name__}: {error}\n    at {_origin(error)}"
+        ) from None
+
+
+def _origin(error: BaseException) -> str:
+    """The innermost frame outside stagerl and installed libraries (else the innermost)."""
+    frames = traceback.extract_tb(error.__traceback__)[1:] or traceback.extract_tb(
+        error.__traceback__
+    )
+    package = str(Path(__file__).parent)
+    outside = [
+        frame
+        for frame in frames
+        if not frame.filename.startswith((package, sys.base_prefix, sys.prefix))
+        and "site-packages" not in frame.filename
+    ]
+    frame = (outside or frames)[-1]
+    return f"{frame.filename}:{frame.lineno}"
 
 
 def _import_file(path: Path, module_name: str) -> ModuleType:
@@ -138,14 +291,24 @@ def _import_file(path: Path, module_name: str) -> ModuleType:
 
 
 def load_experiment(path: str | Path) -> LoadedExperiment:
-    """Import an experiment file and return its single ExperimentConfig subclass."""
+    """Import an experiment file and return its single ExperimentConfig subclass.
+
+    The working directory is put on `sys.path` first (as `python -m` does), so that an
+    experiment can import the project's other modules, as AllenAct's `projects.*` files do.
+    """
+    import gymnasium  # the registry, to see which environments the file registers
+
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"{path}: experiment file not found")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     source = path.read_text()
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
     module_name = f"stagerl_experiment_{path.stem}_{digest}"
+    known = set(gymnasium.registry)
     module = _import_file(path, module_name)
+    registered = tuple(spec for env_id, spec in gymnasium.registry.items() if env_id not in known)
     found = [
         value
         for value in vars(module).values()
@@ -159,4 +322,21 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
         raise ConfigError(
             f"{path}: expected exactly one concrete ExperimentConfig subclass, found {names or 'none'}"
         )
-    return LoadedExperiment(config=found[0], module_name=module_name, path=path, source=source)
+    return LoadedExperiment(
+        config=found[0],
+        module_name=module_name,
+        path=path,
+        source=source,
+        registered_envs=registered,
+    )
+
+
+def worker_experiment(experiment: LoadedExperiment) -> "WorkerExperiment":
+    """What sampler workers need of the experiment (see `WorkerExperiment`)."""
+    import pickle
+
+    from stagerl.tasks.worker import WorkerExperiment
+
+    return WorkerExperiment(
+        experiment.module_name, str(experiment.path), pickle.dumps(experiment.registered_envs)
+    )

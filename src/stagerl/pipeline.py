@@ -4,6 +4,7 @@ These are plain settings. Progress through them (stage index, step counts) lives
 and in checkpoints, never here.
 """
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,66 +120,184 @@ class OffPolicyPipelineComponent:
         )
 
 
-@dataclass
+# Settings a stage may override (AllenAct's per-stage TrainingSettings); the rest are fixed for
+# the whole pipeline because they shape the storage, the sampler or the logs.
+STAGE_SETTINGS = (
+    "num_mini_batch",
+    "update_repeats",
+    "max_grad_norm",
+    "gamma",
+    "use_gae",
+    "gae_lambda",
+)
+PIPELINE_ONLY_SETTINGS = (
+    "num_steps",
+    "advance_scene_rollout_period",
+    "save_interval",
+    "metric_accumulate_interval",
+)
+
+
+class TrainingSettings:
+    """AllenAct's bundle of training settings; on a `PipelineStage` it overrides the pipeline's
+    `num_mini_batch`, `update_repeats`, `max_grad_norm`, `gamma`, `use_gae` and `gae_lambda`
+    for that stage (None keeps the pipeline's)."""
+
+    def __init__(self, **settings: Any) -> None:
+        known = STAGE_SETTINGS + PIPELINE_ONLY_SETTINGS
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"TrainingSettings: unknown settings {unknown} (known: {list(known)})"
+            )
+        self.settings = {key: value for key, value in settings.items() if value is not None}
+
+    def __repr__(self) -> str:
+        return f"TrainingSettings({self.settings})"
+
+
+class EarlyStoppingCriterion(ABC):
+    """`criterion(stage_steps, total_steps, training_metrics) -> bool`, asked each time training
+    metrics are accumulated (every `metric_accumulate_interval` steps); True ends the stage."""
+
+    @abstractmethod
+    def __call__(self, stage_steps: int, total_steps: int, training_metrics: Any) -> bool: ...
+
+
+class NeverEarlyStoppingCriterion(EarlyStoppingCriterion):
+    """Never stops a stage early."""
+
+    def __call__(self, stage_steps: int, total_steps: int, training_metrics: Any) -> bool:
+        return False
+
+
 class PipelineStage:
     """A stage trains `loss_names` (weighted by `loss_weights`) for `max_stage_steps` frames.
 
     `teacher_forcing(stage_steps)` is the probability that the expert's action is executed instead
     of the agent's (needs an ExpertActionSensor). `dataset_aggregation` turns on true DAgger.
     `offpolicy_component` also trains on recorded data after every rollout; `max_stage_steps`
-    counts the rollouts' environment steps only.
+    counts the rollouts' environment steps only. `early_stopping_criterion` may end the stage
+    sooner. `training_settings=TrainingSettings(...)`, or the same settings as keyword arguments
+    (`num_mini_batch=...`), override the pipeline's update settings for this stage.
     """
 
-    loss_names: list[str]
-    max_stage_steps: int
-    loss_weights: list[float] | None = None
-    teacher_forcing: Callable[[int], float] | None = None
-    dataset_aggregation: DatasetAggregation | None = None
-    offpolicy_component: OffPolicyPipelineComponent | None = None
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        loss_names: Sequence[str],
+        max_stage_steps: int | float,
+        loss_weights: Sequence[float] | None = None,
+        teacher_forcing: Callable[[int], float] | None = None,
+        dataset_aggregation: DatasetAggregation | None = None,
+        offpolicy_component: OffPolicyPipelineComponent | None = None,
+        early_stopping_criterion: Callable[[int, int, Any], bool] | None = None,
+        training_settings: TrainingSettings | None = None,
+        **settings: Any,
+    ) -> None:
         require(
-            isinstance(self.loss_names, list | tuple),
+            isinstance(loss_names, list | tuple),
             "PipelineStage.loss_names",
-            self.loss_names,
+            loss_names,
             "a list of loss names",
         )
-        self.loss_names = list(self.loss_names)
+        self.loss_names = list(loss_names)
         require(
-            isinstance(self.max_stage_steps, int | float) and self.max_stage_steps > 0,
+            isinstance(max_stage_steps, int | float) and max_stage_steps > 0,
             "PipelineStage.max_stage_steps",
-            self.max_stage_steps,
+            max_stage_steps,
             "a positive step count",
         )
-        self.max_stage_steps = int(self.max_stage_steps)
-        if self.loss_weights is None:
-            self.loss_weights = [1.0] * len(self.loss_names)
+        self.max_stage_steps = int(max_stage_steps)
+        self.loss_weights = [1.0] * len(self.loss_names) if loss_weights is None else loss_weights
         require(
             len(self.loss_weights) == len(self.loss_names),
             "PipelineStage.loss_weights",
             self.loss_weights,
             f"one weight per loss name ({len(self.loss_names)})",
         )
+        for name, value in (
+            ("teacher_forcing", teacher_forcing),
+            ("early_stopping_criterion", early_stopping_criterion),
+        ):
+            require(
+                value is None or callable(value),
+                f"PipelineStage.{name}",
+                value,
+                "a callable or None",
+            )
+        self.teacher_forcing = teacher_forcing
+        self.early_stopping_criterion = early_stopping_criterion
+        self.dataset_aggregation = dataset_aggregation
         require(
-            self.teacher_forcing is None or callable(self.teacher_forcing),
-            "PipelineStage.teacher_forcing",
-            self.teacher_forcing,
-            "a schedule such as LinearDecay(...) or None",
-        )
-        require(
-            self.offpolicy_component is None
-            or isinstance(self.offpolicy_component, OffPolicyPipelineComponent),
+            offpolicy_component is None
+            or isinstance(offpolicy_component, OffPolicyPipelineComponent),
             "PipelineStage.offpolicy_component",
-            self.offpolicy_component,
+            offpolicy_component,
             "an OffPolicyPipelineComponent(...) or None",
         )
+        self.offpolicy_component = offpolicy_component
+        self.settings = _stage_settings(training_settings, settings)
+
+    def __repr__(self) -> str:
+        return (
+            f"PipelineStage(loss_names={self.loss_names}, max_stage_steps={self.max_stage_steps})"
+        )
 
 
-def _positive(name: str, value: Any, allow_none: bool = False) -> None:
+def _stage_settings(training_settings: TrainingSettings | None, settings: dict[str, Any]) -> dict:
+    """A stage's overrides, from `training_settings` or keyword arguments (not both)."""
+    if training_settings is not None and settings:
+        raise ConfigError(
+            f"PipelineStage: give training_settings or settings as keyword arguments "
+            f"({sorted(settings)}), not both"
+        )
+    if training_settings is not None:
+        require(
+            isinstance(training_settings, TrainingSettings),
+            "PipelineStage.training_settings",
+            training_settings,
+            "TrainingSettings(...) or None",
+        )
+        settings = training_settings.settings
+    unknown = sorted(set(settings) - set(STAGE_SETTINGS) - set(PIPELINE_ONLY_SETTINGS))
+    if unknown:
+        raise ConfigError(f"PipelineStage got unexpected keyword arguments {unknown}")
+    fixed = sorted(
+        key for key in settings if key in PIPELINE_ONLY_SETTINGS and settings[key] is not None
+    )
+    if fixed:
+        raise ConfigError(
+            f"PipelineStage: {fixed} cannot change from stage to stage in stagerl; set them on "
+            "TrainingPipeline"
+        )
+    overrides = {key: value for key, value in settings.items() if value is not None}
+    _check_update_settings("PipelineStage", overrides)
+    return overrides
+
+
+def _check_update_settings(owner: str, settings: dict[str, Any]) -> None:
+    """Ranges of the settings that shape an update, for whichever of them are given."""
+    for name in ("num_mini_batch", "update_repeats", "max_grad_norm"):
+        if name in settings:
+            _positive(name, settings[name], owner=owner)
+    if "gamma" in settings:
+        require(0 < settings["gamma"] <= 1, f"{owner}.gamma", settings["gamma"], "in (0, 1]")
+    if "gae_lambda" in settings:
+        value = settings["gae_lambda"]
+        require(0 <= value <= 1, f"{owner}.gae_lambda", value, "in [0, 1]")
+    if "use_gae" in settings:
+        value = settings["use_gae"]
+        require(isinstance(value, bool), f"{owner}.use_gae", value, "True or False")
+
+
+def _positive(
+    name: str, value: Any, allow_none: bool = False, owner: str = "TrainingPipeline"
+) -> None:
     ok = (value is None and allow_none) or (
         isinstance(value, int | float) and not isinstance(value, bool) and value > 0
     )
-    require(ok, f"TrainingPipeline.{name}", value, "a positive number" + (" or None" * allow_none))
+    require(ok, f"{owner}.{name}", value, "a positive number" + (" or None" * allow_none))
 
 
 @dataclass(kw_only=True)
@@ -188,11 +307,17 @@ class TrainingPipeline:
     `bootstrap_time_limit`: an episode cut off by its step limit (gymnasium's `truncated`) is
     worth V(its last observation) after its last step (True, gymnasium's convention), or
     nothing, like a real end (False, as AllenAct 0.5.4 treats it).
+    `save_interval`: a checkpoint every that many steps, and always at the end of each stage;
+    None or <= 0 saves at stage ends only (AllenAct's None saves nothing: stagerl always keeps
+    the final model).
+    `should_log`: False leaves out TensorBoard and the console's metric lines (metrics.jsonl is
+    still written).
     `validation`: `Validation(episodes=K)` evaluates every saved checkpoint on K validation
     episodes (None: no validation during training).
+    `named_losses` values may be losses or Builders of them (built here).
     """
 
-    named_losses: dict[str, Loss]
+    named_losses: dict[str, Loss | Builder]
     pipeline_stages: Sequence[PipelineStage]
     optimizer_builder: Builder
     num_steps: int
@@ -207,6 +332,7 @@ class TrainingPipeline:
     metric_accumulate_interval: int = 10_000
     advance_scene_rollout_period: int | None = None
     lr_scheduler_builder: Builder | None = None
+    should_log: bool = True
     validation: Validation | None = None
     stage_names: list[str] = field(init=False)
 
@@ -218,23 +344,29 @@ class TrainingPipeline:
             self.pipeline_stages,
             "at least one PipelineStage",
         )
-        for name, loss in self.named_losses.items():
-            require(
-                isinstance(loss, Loss),
-                f"TrainingPipeline.named_losses[{name!r}]",
-                loss,
-                "a Loss instance such as PPO(...) or Imitation()",
-            )
+        self.named_losses = {
+            name: self._build_loss(name, loss) for name, loss in self.named_losses.items()
+        }
         for index, stage in enumerate(self.pipeline_stages):
             self._check_stage(index, stage)
         _positive("num_steps", self.num_steps)
         _positive("metric_accumulate_interval", self.metric_accumulate_interval)
-        _positive("save_interval", self.save_interval, allow_none=True)
-        _positive("advance_scene_rollout_period", self.advance_scene_rollout_period, True)
-        _positive("max_grad_norm", self.max_grad_norm)
-        require(0 < self.gamma <= 1, "TrainingPipeline.gamma", self.gamma, "in (0, 1]")
         require(
-            0 <= self.gae_lambda <= 1, "TrainingPipeline.gae_lambda", self.gae_lambda, "in [0, 1]"
+            self.save_interval is None
+            or (isinstance(self.save_interval, int) and not isinstance(self.save_interval, bool)),
+            "TrainingPipeline.save_interval",
+            self.save_interval,
+            "a step count (None or <= 0: at stage ends only)",
+        )
+        if self.save_interval is not None and self.save_interval <= 0:
+            self.save_interval = None
+        _positive("advance_scene_rollout_period", self.advance_scene_rollout_period, True)
+        _check_update_settings(
+            "TrainingPipeline",
+            {
+                name: getattr(self, name)
+                for name in ("max_grad_norm", "gamma", "gae_lambda", "use_gae")
+            },
         )
         require(
             isinstance(self.bootstrap_time_limit, bool),
@@ -242,9 +374,17 @@ class TrainingPipeline:
             self.bootstrap_time_limit,
             "True or False",
         )
+        require(
+            isinstance(self.should_log, bool),
+            "TrainingPipeline.should_log",
+            self.should_log,
+            "True or False",
+        )
         if any(stage.loss_names for stage in self.pipeline_stages):
-            _positive("num_mini_batch", self.num_mini_batch)
-            _positive("update_repeats", self.update_repeats)
+            _check_update_settings(
+                "TrainingPipeline",
+                {"num_mini_batch": self.num_mini_batch, "update_repeats": self.update_repeats},
+            )
         require(
             self.validation is None or isinstance(self.validation, Validation),
             "TrainingPipeline.validation",
@@ -261,6 +401,20 @@ class TrainingPipeline:
             f"{index}:{'+'.join(self.stage_loss_names(stage)) or 'none'}"
             for index, stage in enumerate(self.pipeline_stages)
         ]
+
+    @staticmethod
+    def _build_loss(name: str, loss: Any) -> Loss:
+        where = f"TrainingPipeline.named_losses[{name!r}]"
+        if isinstance(loss, Builder):
+            from stagerl.experiment import user_call
+
+            loss = user_call(f"{where} ({loss!r})", loss)
+        require(isinstance(loss, Loss), where, loss, "a Loss such as PPO(...), or a Builder of one")
+        return loss
+
+    def setting(self, stage: PipelineStage, name: str) -> Any:
+        """The stage's value of an update setting: its own override, else the pipeline's."""
+        return stage.settings.get(name, getattr(self, name))
 
     def _check_stage(self, index: int, stage: PipelineStage) -> None:
         require(
@@ -304,15 +458,9 @@ class TrainingPipeline:
 
     def check_task_count(self, num_tasks: int) -> None:
         """Checks that need the number of tasks, done before any worker starts."""
-        if any(stage.loss_names for stage in self.pipeline_stages):
-            require(
-                self.num_mini_batch <= num_tasks,
-                "TrainingPipeline.num_mini_batch",
-                self.num_mini_batch,
-                f"at most the number of tasks ({num_tasks}), since "
-                "minibatches are made of whole task sequences",
-            )
         for index, stage in enumerate(self.pipeline_stages):
+            if stage.loss_names:
+                self._check_minibatches(index, stage, num_tasks)
             aggregation = stage.dataset_aggregation
             if aggregation is not None:
                 require(
@@ -321,6 +469,37 @@ class TrainingPipeline:
                     aggregation.max_sequences,
                     f"at least the number of tasks ({num_tasks})",
                 )
+
+    def _check_minibatches(self, index: int, stage: PipelineStage, num_tasks: int) -> None:
+        """Minibatches are whole task sequences; a loss that standardises advantages needs at
+        least two samples in what it standardises over (one gives a NaN standard deviation)."""
+        own = "num_mini_batch" in stage.settings
+        where = f"pipeline_stages[{index}]" if own else "TrainingPipeline"
+        num_mini_batch = self.setting(stage, "num_mini_batch")
+        require(
+            num_mini_batch <= num_tasks,
+            f"{where}.num_mini_batch",
+            num_mini_batch,
+            f"at most the number of tasks ({num_tasks}), since minibatches are made of whole "
+            "task sequences",
+        )
+        for name in stage.loss_names:
+            over = getattr(self.named_losses[name], "normalize_advantage", "none")
+            if over == "none":
+                continue
+            tasks = num_tasks // num_mini_batch if over == "minibatch" else num_tasks
+            field_name, value = (
+                (f"{where}.num_mini_batch", num_mini_batch)
+                if over == "minibatch"
+                else ("TrainingPipeline.num_steps", self.num_steps)
+            )
+            require(
+                self.num_steps * tasks >= 2,
+                field_name,
+                value,
+                f"at least 2 samples per {over}: {name!r} standardises advantages over each "
+                f"{over}, and num_steps={self.num_steps} x {tasks} task(s) is one sample",
+            )
 
     @staticmethod
     def stage_loss_names(stage: PipelineStage) -> list[str]:
@@ -331,6 +510,9 @@ class TrainingPipeline:
     def imitation_losses(self, stage: PipelineStage) -> list[str]:
         """The stage's Imitation losses (what DatasetAggregation trains)."""
         return [n for n in stage.loss_names if isinstance(self.named_losses[n], Imitation)]
+
+    def named_imitation_losses(self) -> dict[str, Imitation]:
+        return {n: loss for n, loss in self.named_losses.items() if isinstance(loss, Imitation)}
 
     @property
     def total_steps(self) -> int:

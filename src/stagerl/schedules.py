@@ -6,15 +6,26 @@ from stagerl.errors import require
 
 
 class LinearDecay:
-    """Linear interpolation from `startp` to `endp` over `steps`, then constant at `endp`."""
+    """Linear interpolation from `startp` to `endp` over `steps`, then constant at `endp`.
+
+    A decay over `steps <= 0` is over before it starts: `endp` throughout (AllenAct's BabyAI
+    baselines build `LinearDecay(-1)` for losses that a pipeline then never uses).
+    """
 
     def __init__(self, steps: int, startp: float = 1.0, endp: float = 0.0) -> None:
-        require(steps > 0, "LinearDecay.steps", steps, "a positive number of steps")
+        require(
+            isinstance(steps, int | float) and not isinstance(steps, bool),
+            "LinearDecay.steps",
+            steps,
+            "a number of steps",
+        )
         self.steps = steps
         self.startp = startp
         self.endp = endp
 
     def __call__(self, epoch: int) -> float:
+        if self.steps <= 0:
+            return self.endp
         fraction = min(max(epoch, 0) / self.steps, 1.0)
         return self.startp + (self.endp - self.startp) * fraction
 
@@ -23,18 +34,18 @@ class LinearDecay:
 
 
 class MultiLinearDecay:
-    """Consecutive linear segments: `MultiLinearDecay([LinearDecay(...), LinearDecay(...)])`."""
+    """Consecutive linear segments: `MultiLinearDecay(stages=[LinearDecay(...), ...])`."""
 
-    def __init__(self, segments: Sequence[LinearDecay]) -> None:
-        require(len(segments) > 0, "MultiLinearDecay.segments", segments, "at least one segment")
-        self.segments = list(segments)
+    def __init__(self, stages: Sequence[LinearDecay]) -> None:
+        require(len(stages) > 0, "MultiLinearDecay.stages", stages, "at least one LinearDecay")
+        self.stages = list(stages)
 
     def __call__(self, epoch: int) -> float:
-        for segment in self.segments:
-            if epoch < segment.steps:
-                return segment(epoch)
-            epoch -= segment.steps
-        return self.segments[-1].endp
+        for stage in self.stages:
+            if epoch < stage.steps:
+                return stage(epoch)
+            epoch -= stage.steps
+        return self.stages[-1].endp
 
 
 class ConstantSchedule:

@@ -60,3 +60,20 @@ def test_seed_dagger_then_ppo_pipeline_trains_through_both_stages(tmp_path):
     assert (state["stage_index"], state["stage_steps"]) == (1, 2048)  # 5 DAgger rollouts, 1 PPO
     stages = [r["stage"] for r in _rows(tmp_path)]
     assert stages[0] == "0:imitation_loss" and stages[-1] == "1:ppo_loss"
+
+
+def test_early_stopping_criterion_ends_the_stage_at_the_first_metrics_it_accepts(tmp_path):
+    config = tmp_path / "stops_early.py"
+    config.write_text(
+        TINY.read_text().replace(
+            "teacher_forcing=",
+            "early_stopping_criterion=lambda stage_steps, total, metrics: "
+            "stage_steps >= 256 and 'ep_length' in metrics.means(),\n"
+            "                    teacher_forcing=",
+        )
+    )
+    final = Trainer(load_experiment(config), run_dir=tmp_path, seed=0).train()
+    rows = _rows(tmp_path)
+    assert max(r["step"] for r in rows if r["stage"] == "0:imitation_loss") == 256
+    state = load_checkpoint(final)["state"]
+    assert (state["stage_index"], state["total_steps"]) == (2, 256 + 512)

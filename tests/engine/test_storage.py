@@ -62,7 +62,8 @@ def test_insert_sets_masks_from_terminated_and_truncated():
         next_observations={"x": np.zeros((3, 2), np.int64)},
     )
     assert storage.masks[1].tolist() == [0.0, 0.0, 1.0]
-    assert storage.prev_actions[1].tolist() == [0, 0, 3]
+    # The executed actions, also where an episode starts: the mask, not a 0 action, says so.
+    assert storage.prev_actions[1].tolist() == [1, 2, 3]
     assert storage.rewards[0].dtype == torch.float32
 
 

@@ -29,7 +29,7 @@ def test_validation_episodes_use_validation_seeds_disjoint_from_training_and_tes
     experiment = load_experiment(FIXTURES / "seed_reporting.py")
     _, train_samplers = build_samplers(experiment, "train", seed=0)
     train = [sampler.next_task().seed for sampler in train_samplers for _ in range(25)]
-    model = build_model(experiment.config, train_samplers[0].action_space)
+    model = build_model(experiment, train_samplers[0].action_space)
     machine, valid_samplers = build_samplers(experiment, "valid", seed=0)
     validation = Validation(episodes=10)
     with Validator(
@@ -90,4 +90,5 @@ def test_validation_without_validation_tasks_fails_before_training_naming_the_fi
     )
     assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
     error = capsys.readouterr().err
-    assert "TrainingPipeline.validation is set, but SeedReporting defines no validation" in error
+    assert "TrainingPipeline.validation is set, but SeedReporting.valid_task_sampler_args" in error
+    assert "SeedReporting defines no validation tasks" in error

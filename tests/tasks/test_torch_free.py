@@ -11,7 +11,7 @@ def test_worker_import_path_does_not_import_torch():
         "from stagerl.plugins.minigrid import MiniGridTaskSampler, EgocentricMiniGridSensor\n"
         "from stagerl import ExpertActionSensor\n"
         "sampler = MiniGridTaskSampler(env_ids='BabyAI-GoToObj-v0',\n"
-        "    sensors=[EgocentricMiniGridSensor(), ExpertActionSensor(7)])\n"
+        "    sensors=[EgocentricMiniGridSensor(view_channels=3), ExpertActionSensor(7)])\n"
         "pickle.loads(pickle.dumps(sampler)).next_task().get_observations()\n"
         "print('torch' in sys.modules)\n"
     )

@@ -20,15 +20,19 @@ class ExpertDataBuffer:
         num_steps: int,
         observation_space: spaces.Dict,
         memory_shape: tuple[int, int],
+        device: torch.device | str = "cpu",
     ) -> None:
         self.capacity, self.num_steps = capacity, num_steps
+        self.device = torch.device(device)
         self.observations = {
-            uuid: torch.zeros((capacity, num_steps, *box.shape), dtype=torch_dtype(box.dtype))
+            uuid: torch.zeros(
+                (capacity, num_steps, *box.shape), dtype=torch_dtype(box.dtype), device=device
+            )
             for uuid, box in observation_space.spaces.items()
         }
-        self.masks = torch.zeros(capacity, num_steps)
-        self.prev_actions = torch.zeros(capacity, num_steps, dtype=torch.long)
-        self.memory = torch.zeros(capacity, *memory_shape)
+        self.masks = torch.zeros(capacity, num_steps, device=device)
+        self.prev_actions = torch.zeros(capacity, num_steps, dtype=torch.long, device=device)
+        self.memory = torch.zeros(capacity, *memory_shape, device=device)
         self.size = 0
         self.next = 0
 
@@ -40,7 +44,7 @@ class ExpertDataBuffer:
     def add(self, storage: RolloutStorage) -> None:
         """Append every task sequence of the rollout, overwriting the oldest when full."""
         steps = self.num_steps
-        rows = (torch.arange(storage.num_tasks) + self.next) % self.capacity
+        rows = (torch.arange(storage.num_tasks, device=self.device) + self.next) % self.capacity
         for uuid, target in self.observations.items():
             target[rows] = storage.observations[uuid][:steps].transpose(0, 1)
         self.masks[rows] = storage.masks[:steps].transpose(0, 1)
@@ -50,8 +54,8 @@ class ExpertDataBuffer:
         self.size = min(self.size + storage.num_tasks, self.capacity)
 
     def sample(self, count: int, generator: torch.Generator) -> RolloutBatch:
-        rows = torch.randint(0, self.size, (count,), generator=generator)
-        zeros = torch.zeros(self.num_steps, count)
+        rows = torch.randint(0, self.size, (count,), generator=generator).to(self.device)
+        zeros = torch.zeros(self.num_steps, count, device=self.device)
         return RolloutBatch(
             observations={u: obs[rows].transpose(0, 1) for u, obs in self.observations.items()},
             memory=self.memory[rows].transpose(0, 1),
@@ -75,6 +79,9 @@ class ExpertDataBuffer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("observations", "masks", "prev_actions", "memory"):
-            setattr(self, key, state[key])
+        for key in ("masks", "prev_actions", "memory"):
+            setattr(self, key, state[key].to(self.device))
+        self.observations = {
+            uuid: obs.to(self.device) for uuid, obs in state["observations"].items()
+        }
         self.size, self.next = state["size"], state["next"]

@@ -1,5 +1,6 @@
-"""Evaluation: run exactly N test episodes with a trained model and average their metrics."""
+"""Evaluation: run the test episodes with a trained model and average their metrics."""
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -7,12 +8,20 @@ import numpy as np
 import torch
 
 from stagerl.engine.checkpoint import load_checkpoint
-from stagerl.engine.setup import build_model, build_samplers, configure_trainer_process
+from stagerl.engine.setup import (
+    build_model,
+    build_samplers,
+    configure_trainer_process,
+    start_sampler,
+    trainer_device,
+)
 from stagerl.errors import CheckpointError
 from stagerl.experiment import LoadedExperiment, MachineParams
 from stagerl.models.base import ActorCriticModel
 from stagerl.tasks.base import TaskSampler
 from stagerl.tasks.vector import VectorSampler
+
+DEFAULT_EPISODES = 100  # when the samplers are endless and no count is asked for
 
 
 def _episodes_per_slot(episodes: int, slots: int) -> list[int]:
@@ -29,17 +38,19 @@ def run_episodes(
     generator: torch.Generator,
 ) -> list[dict[str, float]]:
     """Step until every slot has run its episodes; inactive slots are ignored. Actions are
-    sampled from `generator`, so evaluating never moves the training run's random streams."""
+    sampled from `generator` (on the CPU), so evaluating never moves the training run's random
+    streams and gives the same episodes on any device."""
+    device = next(model.parameters()).device
     observations = sampler.reset()
     n = sampler.num_tasks
     memory = model.initial_memory(n)
-    masks = torch.zeros(1, n)
-    prev_actions = torch.zeros(1, n, dtype=torch.long)
+    masks = torch.zeros(1, n, device=device)
+    prev_actions = torch.zeros(1, n, dtype=torch.long, device=device)
     finished: list[dict[str, float]] = []
     while sampler.active.any():
-        obs = {k: torch.from_numpy(v.copy())[None] for k, v in observations.items()}
+        obs = {k: torch.from_numpy(v.copy())[None].to(device) for k, v in observations.items()}
         output, memory = model(obs, memory, prev_actions, masks)
-        probs = output.distributions.probs[0]
+        probs = output.distributions.probs[0].cpu()
         if deterministic:
             actions = probs.argmax(-1)
         else:
@@ -47,19 +58,36 @@ def run_episodes(
         step = sampler.step(actions.numpy())
         finished.extend(metrics for _, metrics in step.finished)
         done = torch.from_numpy(step.terminated | step.truncated)
-        masks = (~done).float()[None]
-        prev_actions = (actions * masks[0].long())[None]
+        masks = (~done).float()[None].to(device)
+        prev_actions = actions[None].to(device)
         observations = step.observations
     return finished
 
 
+def success_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% for z = 1.96): unlike mean ± 1.96 SE,
+    it stays inside [0, 1] and is not empty at 0 or N successes."""
+    if episodes == 0:
+        return 0.0, 1.0
+    rate = successes / episodes
+    centre = (rate + z * z / (2 * episodes)) / (1 + z * z / episodes)
+    half = z * math.sqrt(rate * (1 - rate) / episodes + z * z / (4 * episodes**2))
+    half /= 1 + z * z / episodes
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def mean_metrics(finished: list[dict[str, float]]) -> dict[str, float]:
-    """`episodes` and the mean of every metric over the finished episodes."""
+    """`episodes`, the mean of every metric over the finished episodes and, where episodes
+    report `success`, its 95% confidence interval (`success_ci95_low`, `success_ci95_high`)."""
     totals: dict[str, list[float]] = defaultdict(list)
     for metrics in finished:
         for key, value in metrics.items():
             totals[key].append(value)
-    return {"episodes": len(finished), **{k: float(np.mean(v)) for k, v in totals.items()}}
+    results = {"episodes": len(finished), **{k: float(np.mean(v)) for k, v in totals.items()}}
+    if "success" in totals:
+        low, high = success_interval(int(sum(totals["success"])), len(totals["success"]))
+        results |= {"success_ci95_low": low, "success_ci95_high": high}
+    return results
 
 
 def episode_sampler(
@@ -67,17 +95,18 @@ def episode_sampler(
     machine: MachineParams,
     samplers: list[TaskSampler],
     *,
-    episodes: int,
+    episodes: int | None,
 ) -> VectorSampler:
-    """Workers that run exactly `episodes` episodes of the given (valid/test) samplers per
-    `reset()`, spread over the slots; every reset starts the same episodes again."""
+    """Workers that run the given (valid/test) samplers' episodes per `reset()`: `episodes`
+    of them spread over the slots, or, for `None`, every task of samplers that end (their
+    `max_tasks` / seed lists), else DEFAULT_EPISODES. Every reset starts the same episodes."""
+    finite = all(math.isfinite(sampler.length) for sampler in samplers)
+    if episodes is None and finite:
+        return start_sampler(experiment, machine, samplers, max_tasks=[None] * len(samplers))
+    episodes = episodes or DEFAULT_EPISODES
     samplers = samplers[:episodes]
-    return VectorSampler(
-        samplers,
-        num_workers=min(machine.num_workers, len(samplers)),
-        timeout=machine.worker_timeout,
-        max_tasks=_episodes_per_slot(episodes, len(samplers)),
-        experiment=(experiment.module_name, str(experiment.path)),
+    return start_sampler(
+        experiment, machine, samplers, max_tasks=_episodes_per_slot(episodes, len(samplers))
     )
 
 
@@ -85,20 +114,21 @@ def evaluate(
     experiment: LoadedExperiment,
     checkpoint: Path,
     *,
-    episodes: int,
+    episodes: int | None = None,
     deterministic: bool = False,
     seed: int = 0,
+    max_sampler_processes: int | None = None,
 ) -> dict[str, float]:
-    """Mean of every episode metric over `episodes` test episodes (reproducible for a seed)."""
+    """Mean of every episode metric over the test episodes (reproducible for a seed, which
+    seeds the test samplers and the sampling of actions)."""
     payload = load_checkpoint(checkpoint)
-    config = experiment.config
-    if payload.get("experiment") != config.__name__:
+    if payload.get("experiment") != experiment.name:
         raise CheckpointError(
-            f"{checkpoint}: saved by experiment {payload.get('experiment')}, not {config.__name__}"
+            f"{checkpoint}: saved by experiment {payload.get('experiment')}, not {experiment.name}"
         )
     configure_trainer_process()
-    machine, samplers = build_samplers(experiment, "test", seed)
-    model = build_model(config, samplers[0].action_space)
+    machine, samplers = build_samplers(experiment, "test", seed, max_sampler_processes)
+    model = build_model(experiment, samplers[0].action_space, trainer_device(machine))
     model.load_state_dict(payload["model"])
     model.eval()
     generator = torch.Generator().manual_seed(seed)

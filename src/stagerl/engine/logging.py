@@ -5,6 +5,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,33 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+@dataclass
+class TrainingMetrics:
+    """What an early-stopping criterion sees: the episode metrics of the last interval
+    (`success`, `ep_length`, `reward`, ...) as AllenAct's `ScalarMeanTracker` gives them."""
+
+    mean_values: dict[str, float]
+    count_values: dict[str, int]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], counts: dict[str, int]) -> "TrainingMetrics":
+        keys = [key for key in row if key.startswith("train/")]
+        return cls(
+            {key.removeprefix("train/"): row[key] for key in keys},
+            {key.removeprefix("train/"): counts.get(key, 0) for key in keys},
+        )
+
+    def means(self) -> dict[str, float]:
+        return dict(self.mean_values)
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.count_values)
+
+
 class MetricsLogger:
+    """Without `tensorboard_and_console` (`TrainingPipeline.should_log=False`) only
+    `metrics.jsonl` is written."""
+
     def __init__(
         self,
         run_dir: Path,
@@ -42,6 +69,7 @@ class MetricsLogger:
         total_steps: int,
         start_step: int = 0,
         state: dict[str, Any] | None = None,
+        tensorboard_and_console: bool = True,
     ) -> None:
         self.interval = interval
         self.total_steps = total_steps
@@ -49,10 +77,12 @@ class MetricsLogger:
         jsonl = run_dir / "metrics.jsonl"
         _truncate_jsonl(jsonl, start_step)
         self.jsonl = jsonl.open("a")
-        self.writer = SummaryWriter(
-            str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None
-        )
-        self.console = Console(file=sys.stderr)
+        self.writer = None
+        if tensorboard_and_console:
+            self.writer = SummaryWriter(
+                str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None
+            )
+        self.console = Console(file=sys.stderr, quiet=not tensorboard_and_console)
         # On a terminal, a live bar between the rows; elsewhere (CI, files) just the rows.
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -61,12 +91,13 @@ class MetricsLogger:
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
-            disable=not self.console.is_terminal,
+            disable=not (self.console.is_terminal and tensorboard_and_console),
         )
         self.bar = self.progress.add_task("training", total=total_steps, completed=start_step)
         self.progress.start()
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
+        self.last_counts: dict[str, int] = {}  # of the last row written
         self.last_emit_step = start_step
         if state:
             self.sums.update(state["sums"])
@@ -106,6 +137,7 @@ class MetricsLogger:
         row["fps"] = (step - self.last_emit_step) / max(now - self.last_emit_time, 1e-9)
         row = self.write_row(step, stage_index, stage, row)
         self._print_progress(row, now)
+        self.last_counts = dict(self.counts)
         self.sums.clear()
         self.counts.clear()
         self.last_emit_step, self.last_emit_time = step, now
@@ -117,7 +149,8 @@ class MetricsLogger:
         """One row as it stands, at `step`, to TensorBoard and `metrics.jsonl`."""
         row: dict[str, Any] = {**values, "stage_index": stage_index}
         for key, value in row.items():
-            self.writer.add_scalar(key, value, step)
+            if self.writer is not None:
+                self.writer.add_scalar(key, value, step)
         row = {"step": step, "stage": stage, **row}
         self.jsonl.write(json.dumps(row) + "\n")
         self.jsonl.flush()
@@ -157,5 +190,6 @@ class MetricsLogger:
 
     def close(self) -> None:
         self.progress.stop()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         self.jsonl.close()

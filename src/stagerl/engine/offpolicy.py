@@ -37,8 +37,13 @@ class OffPolicyLearner:
     """One stage's dataset iterator, its streams' memory and its sample count."""
 
     def __init__(
-        self, component: OffPolicyPipelineComponent, iterator: Any, losses: list[WeightedLoss]
+        self,
+        component: OffPolicyPipelineComponent,
+        iterator: Any,
+        losses: list[WeightedLoss],
+        device: torch.device | str = "cpu",
     ) -> None:
+        self.device = torch.device(device)
         self.updates = component.updates
         self.iterator = iterator
         self.losses = losses
@@ -50,12 +55,13 @@ class OffPolicyLearner:
         streams = arrays.actions.shape[1]
         if self.memory is None or arrays.new_epoch:
             self.memory = model.initial_memory(streams)
+        tensor = lambda array: torch.from_numpy(array).to(self.device)  # noqa: E731
         return OffPolicyBatch(
-            observations={key: torch.from_numpy(v) for key, v in arrays.observations.items()},
+            observations={key: tensor(v) for key, v in arrays.observations.items()},
             memory=self.memory,
-            prev_actions=torch.from_numpy(arrays.prev_actions),
-            masks=torch.from_numpy(arrays.masks),
-            actions=torch.from_numpy(arrays.actions),
+            prev_actions=tensor(arrays.prev_actions),
+            masks=tensor(arrays.masks),
+            actions=tensor(arrays.actions),
             epoch=arrays.epoch,
             episodes_begun=arrays.episodes_begun,
         )
@@ -101,7 +107,8 @@ class OffPolicyLearner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a `state_dict()`."""
         self.iterator.load_state_dict(state["iterator"])
-        self.memory = state["memory"]
+        memory = state["memory"]
+        self.memory = None if memory is None else memory.to(self.device)
         self.samples, self.epoch = state["samples"], state["epoch"]
 
     def close(self) -> None:

@@ -37,7 +37,7 @@ def _act(
         return actions, 0
     expert = observations[teacher.expert_uuid][0]
     coin = torch.rand(actions.shape, generator=teacher.generator) < teacher.probability
-    use_expert = coin & expert[:, 1].bool()
+    use_expert = coin.to(actions.device) & expert[:, 1].bool()
     return torch.where(use_expert, expert[:, 0], actions), int(use_expert.sum())
 
 
@@ -46,15 +46,18 @@ def _bootstrap_values(
     model: ActorCriticModel, sampler_step: StepBatch, memory: torch.Tensor, actions: torch.Tensor
 ) -> torch.Tensor:
     """V(true last observation) of tasks cut off by a step limit; zero elsewhere."""
-    values = torch.zeros(actions.shape[0])
-    cut = torch.from_numpy(sampler_step.truncated.copy()).nonzero().flatten()
+    device = actions.device
+    values = torch.zeros(actions.shape[0], device=device)
+    cut = sampler_step.truncated.nonzero()[0]
     if len(cut) == 0:
         return values
     final = {
-        k: torch.from_numpy(v[cut.numpy()])[None]
+        k: torch.from_numpy(v[cut])[None].to(device)
         for k, v in sampler_step.final_observations.items()
     }
-    output, _ = model(final, memory[:, cut], actions[cut][None], torch.ones(1, len(cut)))
+    cut = torch.from_numpy(cut).to(device)
+    ones = torch.ones(1, len(cut), device=device)
+    output, _ = model(final, memory[:, cut], actions[cut][None], ones)
     values[cut] = output.values[0]
     return values
 
@@ -77,7 +80,7 @@ def collect_rollout(
         )
         actions, expert_steps = _act(output.distributions, observations, teacher)
         result.expert_steps += expert_steps
-        step = sampler.step(actions.numpy())
+        step = sampler.step(actions.cpu().numpy())
         storage.insert(
             t,
             actions=actions,

@@ -2,7 +2,7 @@
 
 import contextlib
 import ctypes
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -10,9 +10,9 @@ import torch
 from gymnasium import spaces
 
 from stagerl.engine.offpolicy import build_iterator, iterator_seed
+from stagerl.engine.resume import check_experiment
 from stagerl.errors import CheckpointError, ConfigError
-from stagerl.experiment import ExperimentConfig, LoadedExperiment, MachineParams
-from stagerl.losses.imitation import Imitation
+from stagerl.experiment import LoadedExperiment, MachineParams, user_call, worker_experiment
 from stagerl.models.base import ActorCriticModel
 from stagerl.pipeline import TrainingPipeline
 from stagerl.tasks.base import TaskSampler
@@ -34,46 +34,109 @@ def sampler_seeds(seed: int, count: int) -> list[int]:
     return np.random.SeedSequence(seed).generate_state(count).tolist()
 
 
+def trainer_device(machine: MachineParams) -> torch.device:
+    """The device MachineParams asks for; an error naming the field if torch cannot use it."""
+    name = machine.device
+    field = "MachineParams.gpu_ids" if machine.gpu_ids is not None else "MachineParams.devices"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"{field}: {name!r} is not a device torch knows ({error})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"{field} asks for {name!r}, but torch {torch.__version__} sees no CUDA device "
+                "on this machine; leave devices empty to train on the CPU"
+            )
+        if (device.index or 0) >= count:
+            raise ConfigError(f"{field} asks for {name!r}; this machine has {count} CUDA devices")
+    elif device.type != "cpu":
+        raise ConfigError(f"{field}: {name!r} is not supported; use 'cpu' or 'cuda[:i]'")
+    return device
+
+
 def build_samplers(
-    experiment: LoadedExperiment, mode: str, seed: int
+    experiment: LoadedExperiment,
+    mode: str,
+    seed: int,
+    max_sampler_processes: int | None = None,
 ) -> tuple[MachineParams, list[TaskSampler]]:
-    config = experiment.config
-    machine = config.machine_params(mode)
-    if not isinstance(machine, MachineParams):
-        raise ConfigError(f"{config.__name__}.machine_params({mode!r}) must return MachineParams")
-    args_fn = getattr(config, f"{mode}_task_sampler_args")
-    total = machine.num_tasks
+    """`machine_params(mode)` and its `nprocesses` samplers, each from its
+    `<mode>_task_sampler_args`; `max_sampler_processes` (the CLI's `-m`) overrides the config's."""
+    machine = experiment.machine_params(mode)
+    if max_sampler_processes is not None:
+        machine = replace(machine, max_sampler_processes=max_sampler_processes)
+    total = machine.nprocesses
+    if total == 0:
+        raise ConfigError(f"{experiment.name}.machine_params({mode!r}) gives nprocesses=0")
     seeds = sampler_seeds(seed, total)
-    samplers = [
-        config.make_sampler_fn(
-            **args_fn(process_ind=i, total_processes=total, devices=[machine.device], seeds=seeds)
+    samplers = []
+    for index in range(total):
+        args = experiment.call(
+            f"{mode}_task_sampler_args",
+            process_ind=index,
+            total_processes=total,
+            devices=list(machine.task_sampler_devices),
+            seeds=seeds,
         )
-        for i in range(total)
-    ]
+        if not isinstance(args, dict):
+            raise ConfigError(
+                f"{experiment.name}.{mode}_task_sampler_args() returned {type(args).__name__}, "
+                "expected a dict of make_sampler_fn's keyword arguments"
+            )
+        sampler = experiment.call("make_sampler_fn", **args)
+        if not isinstance(sampler, TaskSampler):
+            raise ConfigError(
+                f"{experiment.name}.make_sampler_fn() returned {type(sampler).__name__}, "
+                "expected a TaskSampler"
+            )
+        samplers.append(sampler)
     return machine, samplers
 
 
-def build_model(config: type[ExperimentConfig], action_space: spaces.Discrete) -> ActorCriticModel:
-    model = config.create_model()
+def start_sampler(
+    experiment: LoadedExperiment,
+    machine: MachineParams,
+    samplers: list[TaskSampler],
+    max_tasks: list[int | None] | None = None,
+) -> VectorSampler:
+    """The worker processes stepping `samplers`, packed as `machine.sampler_processes()` says."""
+    return VectorSampler(
+        samplers,
+        num_workers=min(machine.sampler_processes(), len(samplers)),
+        timeout=machine.worker_timeout,
+        max_tasks=max_tasks,
+        experiment=worker_experiment(experiment),
+    )
+
+
+def build_model(
+    experiment: LoadedExperiment,
+    action_space: spaces.Discrete,
+    device: torch.device | str = "cpu",
+) -> ActorCriticModel:
+    """`create_model()`, checked against the tasks' actions and moved to `device`."""
+    model = experiment.call("create_model")
     if not isinstance(model, ActorCriticModel):
         raise ConfigError(
-            f"{config.__name__}.create_model() returned {type(model).__name__}, "
+            f"{experiment.name}.create_model() returned {type(model).__name__}, "
             "expected an ActorCriticModel"
         )
     if model.action_space.n != action_space.n:
         raise ConfigError(
-            f"{config.__name__}.create_model(): the model has {model.action_space.n} actions but "
+            f"{experiment.name}.create_model(): the model has {model.action_space.n} actions but "
             f"the tasks have {action_space.n}; build the model with the tasks' action space"
         )
-    return model
+    return model.to(device)
 
 
 @dataclass
 class TrainingSetup:
-    config: type[ExperimentConfig]
     experiment: LoadedExperiment
     pipeline: TrainingPipeline
     machine: MachineParams
+    device: torch.device
     samplers: list[TaskSampler]
     model: ActorCriticModel
     optimizer: torch.optim.Optimizer
@@ -91,47 +154,43 @@ class TrainingSetup:
         return self.samplers[0].observation_space
 
     def start_sampler(self) -> VectorSampler:
-        return VectorSampler(
-            self.samplers,
-            num_workers=self.machine.num_workers,
-            timeout=self.machine.worker_timeout,
-            experiment=(self.experiment.module_name, str(self.experiment.path)),
-        )
+        return start_sampler(self.experiment, self.machine, self.samplers)
 
 
 def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str | None:
-    """The ExpertActionSensor's uuid; an error if a stage needs an expert and there is none."""
+    """The ExpertActionSensor's uuid, with every Imitation loss bound to an expert sensor the
+    tasks have; an error naming the stage if one needs an expert and there is none."""
     suite = getattr(samplers[0], "sensor_suite", None)
     uuids = [
         u for u, s in (suite.sensors.items() if suite else []) if isinstance(s, ExpertActionSensor)
     ]
     for index, stage in enumerate(pipeline.pipeline_stages):
-        needs = stage.teacher_forcing is not None or any(
-            isinstance(pipeline.named_losses[name], Imitation) for name in stage.loss_names
-        )
+        needs = stage.teacher_forcing is not None or pipeline.imitation_losses(stage)
         if needs and not uuids:
             raise ConfigError(
                 f"pipeline_stages[{index}] uses teacher_forcing or an Imitation loss, but SENSORS "
                 "has no ExpertActionSensor; add ExpertActionSensor(nactions=...) to SENSORS"
             )
+    for name, loss in pipeline.named_imitation_losses().items():
+        loss.bind(uuids, f"TrainingPipeline.named_losses[{name!r}]")
     return uuids[0] if uuids else None
 
 
 def _validation_samplers(
-    experiment: LoadedExperiment, pipeline: TrainingPipeline, seed: int
+    experiment: LoadedExperiment,
+    pipeline: TrainingPipeline,
+    seed: int,
+    max_sampler_processes: int | None,
 ) -> tuple[MachineParams, list[TaskSampler]] | None:
     if pipeline.validation is None:
         return None
     try:
-        return build_samplers(experiment, "valid", seed)
-    except NotImplementedError as error:
-        raise ConfigError(
-            f"TrainingPipeline.validation is set, but {error}: define valid_task_sampler_args "
-            "or leave validation=None"
-        ) from None
+        return build_samplers(experiment, "valid", seed, max_sampler_processes)
+    except ConfigError as error:
+        raise ConfigError(f"TrainingPipeline.validation is set, but {error}") from None
 
 
-def _offpolicy_iterators(
+def offpolicy_iterators(
     pipeline: TrainingPipeline, samplers: list[TaskSampler], seed: int, first_stage: int
 ) -> dict[int, Any]:
     """Iterators for the remaining stages' off-policy components: built (and their datasets
@@ -152,50 +211,58 @@ def _offpolicy_iterators(
     return iterators
 
 
-def _check_resumable(
-    resume: dict[str, Any], config: type[ExperimentConfig], machine: MachineParams
-) -> None:
-    if resume["experiment"] != config.__name__ or resume["tag"] != config.tag():
+def _check_resumable(resume: dict[str, Any], experiment: LoadedExperiment, num_tasks: int) -> None:
+    check_experiment(resume, experiment)
+    if resume["num_tasks"] != num_tasks:
         raise CheckpointError(
-            f"checkpoint is from experiment {resume['experiment']} ({resume['tag']}), "
-            f"not {config.__name__} ({config.tag()})"
+            f"checkpoint has {resume['num_tasks']} task samplers, machine_params('train') now "
+            f"gives nprocesses={num_tasks}; resume with the nprocesses the run started with"
         )
-    if resume["num_tasks"] != machine.num_tasks or len(resume["samplers"]) != machine.num_workers:
-        raise CheckpointError(
-            f"checkpoint has {resume['num_tasks']} tasks in {len(resume['samplers'])} workers, "
-            f"machine_params('train') now gives {machine.num_tasks} in {machine.num_workers}; "
-            "resume with the machine_params the run started with"
-        )
+
+
+def build_pipeline(experiment: LoadedExperiment) -> TrainingPipeline:
+    pipeline = experiment.call("training_pipeline")
+    if not isinstance(pipeline, TrainingPipeline):
+        raise ConfigError(f"{experiment.name}.training_pipeline() must return a TrainingPipeline")
+    return pipeline
 
 
 def build_training_setup(
-    experiment: LoadedExperiment, *, seed: int, resume: dict[str, Any] | None = None
+    experiment: LoadedExperiment,
+    *,
+    seed: int,
+    resume: dict[str, Any] | None = None,
+    max_sampler_processes: int | None = None,
 ) -> TrainingSetup:
-    config = experiment.config
-    pipeline = config.training_pipeline()
-    if not isinstance(pipeline, TrainingPipeline):
-        raise ConfigError(f"{config.__name__}.training_pipeline() must return a TrainingPipeline")
+    pipeline = build_pipeline(experiment)
     configure_trainer_process()
-    machine, samplers = build_samplers(experiment, "train", seed)
+    machine, samplers = build_samplers(experiment, "train", seed, max_sampler_processes)
+    device = trainer_device(machine)
     pipeline.check_task_count(len(samplers))
     expert_uuid = _expert_uuid(pipeline, samplers)
-    validation = _validation_samplers(experiment, pipeline, seed)
+    validation = _validation_samplers(experiment, pipeline, seed, max_sampler_processes)
     first_stage = resume["state"]["stage_index"] if resume else 0
-    offpolicy = _offpolicy_iterators(pipeline, samplers, seed, first_stage)
-    model = build_model(config, samplers[0].action_space)
-    optimizer = pipeline.optimizer_builder(model.parameters())
-    scheduler = pipeline.lr_scheduler_builder(optimizer) if pipeline.lr_scheduler_builder else None
+    offpolicy = offpolicy_iterators(pipeline, samplers, seed, first_stage)
+    model = build_model(experiment, samplers[0].action_space, device)
+    optimizer = user_call(
+        "TrainingPipeline.optimizer_builder", pipeline.optimizer_builder, model.parameters()
+    )
+    scheduler = None
+    if pipeline.lr_scheduler_builder is not None:
+        scheduler = user_call(
+            "TrainingPipeline.lr_scheduler_builder", pipeline.lr_scheduler_builder, optimizer
+        )
     if resume:
-        _check_resumable(resume, config, machine)
+        _check_resumable(resume, experiment, len(samplers))
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         if scheduler is not None and resume["lr_scheduler"] is not None:
             scheduler.load_state_dict(resume["lr_scheduler"])
     return TrainingSetup(
-        config=config,
         experiment=experiment,
         pipeline=pipeline,
         machine=machine,
+        device=device,
         samplers=samplers,
         model=model,
         optimizer=optimizer,

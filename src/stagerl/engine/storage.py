@@ -2,7 +2,8 @@
 
 Layout: observations, masks and previous actions have `T + 1` rows (row T is the first row of
 the next rollout); everything about actions has T rows. `masks[t] == 0` where step t starts an
-episode. Recurrent memory is kept only at row 0: minibatches hold whole task sequences, so the
+episode; `prev_actions[t]` is the action executed before step t even then (the model decides
+what a previous action from another episode means, usually nothing, through the mask). Recurrent memory is kept only at row 0: minibatches hold whole task sequences, so the
 model replays each sequence from there.
 """
 
@@ -28,28 +29,33 @@ class RolloutStorage:
         num_tasks: int,
         observation_space: spaces.Dict,
         memory_shape: tuple[int, int],
+        device: torch.device | str = "cpu",
     ) -> None:
         self.num_steps, self.num_tasks = num_steps, num_tasks
+        self.device = torch.device(device)
         steps, tasks = num_steps, num_tasks
+        zeros = lambda *shape, dtype=torch.float32: torch.zeros(  # noqa: E731
+            shape, dtype=dtype, device=self.device
+        )
         self.observations = {
-            uuid: torch.zeros((steps + 1, tasks, *box.shape), dtype=torch_dtype(box.dtype))
+            uuid: zeros(steps + 1, tasks, *box.shape, dtype=torch_dtype(box.dtype))
             for uuid, box in observation_space.spaces.items()
         }
         layers, hidden = memory_shape
-        self.memory = torch.zeros(layers, tasks, hidden)  # at row 0
+        self.memory = zeros(layers, tasks, hidden)  # at row 0
         self.final_memory = self.memory  # after the last step, set by collect_rollout
-        self.masks = torch.zeros(steps + 1, tasks)  # the very first observations start episodes
-        self.prev_actions = torch.zeros(steps + 1, tasks, dtype=torch.long)
-        self.actions = torch.zeros(steps, tasks, dtype=torch.long)
-        self.log_probs = torch.zeros(steps, tasks)
-        self.values = torch.zeros(steps, tasks)
-        self.rewards = torch.zeros(steps, tasks)
-        self.terminated = torch.zeros(steps, tasks, dtype=torch.bool)
-        self.truncated = torch.zeros(steps, tasks, dtype=torch.bool)
-        self.bootstrap_values = torch.zeros(steps, tasks)
-        self.returns = torch.zeros(steps, tasks)
-        self.advantages = torch.zeros(steps, tasks)
-        self.normalized_advantages = torch.zeros(steps, tasks)
+        self.masks = zeros(steps + 1, tasks)  # the very first observations start episodes
+        self.prev_actions = zeros(steps + 1, tasks, dtype=torch.long)
+        self.actions = zeros(steps, tasks, dtype=torch.long)
+        self.log_probs = zeros(steps, tasks)
+        self.values = zeros(steps, tasks)
+        self.rewards = zeros(steps, tasks)
+        self.terminated = zeros(steps, tasks, dtype=torch.bool)
+        self.truncated = zeros(steps, tasks, dtype=torch.bool)
+        self.bootstrap_values = zeros(steps, tasks)
+        self.returns = zeros(steps, tasks)
+        self.advantages = zeros(steps, tasks)
+        self.normalized_advantages = zeros(steps, tasks)
 
     def set_observations(self, row: int, observations: dict[str, np.ndarray]) -> None:
         for uuid, target in self.observations.items():
@@ -75,13 +81,13 @@ class RolloutStorage:
         self.actions[t] = actions
         self.log_probs[t] = log_probs
         self.values[t] = values
-        self.rewards[t] = torch.from_numpy(rewards)
-        self.terminated[t] = torch.from_numpy(terminated)
-        self.truncated[t] = torch.from_numpy(truncated)
+        self.rewards[t].copy_(torch.from_numpy(rewards))
+        self.terminated[t].copy_(torch.from_numpy(terminated))
+        self.truncated[t].copy_(torch.from_numpy(truncated))
         self.bootstrap_values[t] = bootstrap_values
         self.set_observations(t + 1, next_observations)
         self.masks[t + 1] = 1.0 - (self.terminated[t] | self.truncated[t]).float()
-        self.prev_actions[t + 1] = actions * self.masks[t + 1].long()
+        self.prev_actions[t + 1] = actions
 
     def compute_returns(
         self,
@@ -119,7 +125,7 @@ class RolloutStorage:
             yield self.batch(tasks)
 
     def batch(self, tasks: torch.Tensor) -> RolloutBatch:
-        steps = self.num_steps
+        steps, tasks = self.num_steps, tasks.to(self.device)
         return RolloutBatch(
             observations={uuid: obs[:steps, tasks] for uuid, obs in self.observations.items()},
             memory=self.memory[:, tasks],
@@ -155,4 +161,4 @@ class RolloutStorage:
             obs[0].copy_(state["observations"][uuid])
         self.masks[0] = state["masks"]
         self.prev_actions[0] = state["prev_actions"]
-        self.memory = state["memory"].clone()
+        self.memory = state["memory"].to(self.device, copy=True)

@@ -19,7 +19,7 @@ import torch
 from stagerl.engine.aggregation import ExpertDataBuffer
 from stagerl.engine.checkpoint import save_checkpoint
 from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
-from stagerl.engine.logging import MetricsLogger
+from stagerl.engine.logging import MetricsLogger, TrainingMetrics
 from stagerl.engine.offpolicy import OffPolicyLearner
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
 from stagerl.engine.setup import TrainingSetup, build_training_setup
@@ -54,13 +54,16 @@ class TrainingState:
     last_save_steps: int = 0
     last_valid_steps: int = 0
     nonfinite_in_a_row: int = 0
+    stopped_early: bool = False  # the stage's early_stopping_criterion said so
 
 
 def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Every random stream of the trainer; CUDA's too, where actions are sampled on a GPU."""
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         **{name: g.get_state() for name, g in generators.items()},
     }
 
@@ -69,6 +72,8 @@ def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     for name, generator in generators.items():
         generator.set_state(state[name])
 
@@ -95,6 +100,7 @@ class Trainer:
         keep_checkpoints: int = 5,
         max_nonfinite_updates: int = 10,
         resume: dict[str, Any] | None = None,
+        max_sampler_processes: int | None = None,
     ) -> None:
         self.experiment = experiment
         self.run_dir = run_dir
@@ -102,7 +108,9 @@ class Trainer:
         self.max_nonfinite_updates = max_nonfinite_updates
         self.seed = resume["seed"] if resume else seed
         self.generators = seed_everything(self.seed)
-        self.setup: TrainingSetup = build_training_setup(experiment, seed=self.seed, resume=resume)
+        self.setup: TrainingSetup = build_training_setup(
+            experiment, seed=self.seed, resume=resume, max_sampler_processes=max_sampler_processes
+        )
         self.pipeline = self.setup.pipeline
         self.state = TrainingState(**resume["state"]) if resume else TrainingState()
         if resume:
@@ -129,7 +137,7 @@ class Trainer:
         for index, iterator in self.setup.offpolicy_iterators.items():
             component = self.pipeline.pipeline_stages[index].offpolicy_component
             losses = self._weighted(component.loss_names, component.loss_weights)
-            learners[index] = OffPolicyLearner(component, iterator, losses)
+            learners[index] = OffPolicyLearner(component, iterator, losses, self.setup.device)
             saved = (self.resume or {}).get("offpolicy", {}).get(index)
             if saved is not None:
                 learners[index].load_state_dict(saved)
@@ -156,6 +164,7 @@ class Trainer:
                 num_steps=storage.num_steps,
                 observation_space=self.setup.observation_space,
                 memory_shape=self.setup.model.memory_shape,
+                device=self.setup.device,
             )
             self.buffer_stage = stage_index
         losses = [w for w in self._losses(stage) if w.name in self.pipeline.imitation_losses(stage)]
@@ -166,9 +175,9 @@ class Trainer:
         model.train()
         storage.compute_returns(
             last_values(model, storage),
-            gamma=pipeline.gamma,
-            gae_lambda=pipeline.gae_lambda,
-            use_gae=pipeline.use_gae,
+            gamma=pipeline.setting(stage, "gamma"),
+            gae_lambda=pipeline.setting(stage, "gae_lambda"),
+            use_gae=pipeline.setting(stage, "use_gae"),
             bootstrap_time_limit=pipeline.bootstrap_time_limit,
         )
         aggregated = self._aggregated(self.state.stage_index, storage)
@@ -179,9 +188,9 @@ class Trainer:
             storage=storage,
             losses=self._losses(stage),
             stage_steps=self.state.stage_steps,
-            num_mini_batch=pipeline.num_mini_batch,
-            update_repeats=pipeline.update_repeats,
-            max_grad_norm=pipeline.max_grad_norm,
+            num_mini_batch=pipeline.setting(stage, "num_mini_batch"),
+            update_repeats=pipeline.setting(stage, "update_repeats"),
+            max_grad_norm=pipeline.setting(stage, "max_grad_norm"),
             generator=self.generators["minibatch_rng"],
             aggregated=aggregated,
         )
@@ -193,7 +202,9 @@ class Trainer:
         logger.add({"skipped_updates": outcome.skipped})
         self._check_finite(outcome.skipped, outcome.attempted)
 
-    def _learn_offpolicy(self, learner: OffPolicyLearner, logger: MetricsLogger) -> None:
+    def _learn_offpolicy(
+        self, learner: OffPolicyLearner, logger: MetricsLogger, stage: PipelineStage
+    ) -> None:
         model = self.setup.model
         model.train()
         torch.set_num_threads(self.setup.machine.update_threads)
@@ -201,7 +212,7 @@ class Trainer:
             model=model,
             optimizer=self.setup.optimizer,
             stage_steps=self.state.stage_steps,
-            max_grad_norm=self.pipeline.max_grad_norm,
+            max_grad_norm=self.pipeline.setting(stage, "max_grad_norm"),
         )
         torch.set_num_threads(1)
         logger.add(outcome.info, prefix="offpolicy/")
@@ -242,7 +253,7 @@ class Trainer:
         if stage.loss_names:
             self._learn(storage, logger, stage)
         if state.stage_index in self.offpolicy:
-            self._learn_offpolicy(self.offpolicy[state.stage_index], logger)
+            self._learn_offpolicy(self.offpolicy[state.stage_index], logger, stage)
         step_lr_scheduler(self.setup.lr_scheduler, state.total_steps)
         logger.add({"lr": self.setup.optimizer.param_groups[0]["lr"]})
         storage.start_next_rollout()
@@ -279,8 +290,8 @@ class Trainer:
         self.state.last_save_steps = self.state.total_steps
         payload = {
             "format": 1,
-            "experiment": setup.config.__name__,
-            "tag": setup.config.tag(),
+            "experiment": self.experiment.name,
+            "tag": self.experiment.call("tag"),
             "config_source": self.experiment.source,
             "seed": self.seed,
             "num_tasks": storage.num_tasks,
@@ -321,11 +332,13 @@ class Trainer:
             num_tasks=setup.num_tasks,
             observation_space=setup.observation_space,
             memory_shape=setup.model.memory_shape,
+            device=setup.device,
         )
         logger = MetricsLogger(
             self.run_dir,
             interval=pipeline.metric_accumulate_interval,
             total_steps=pipeline.total_steps,
+            tensorboard_and_console=pipeline.should_log,
             start_step=state.total_steps,
             state=self.resume["logger"] if self.resume else None,
         )
@@ -379,15 +392,20 @@ class Trainer:
         stop_at = stop_after_steps or float("inf")
         while state.stage_index < len(stages) and state.total_steps < stop_at:
             stage = stages[state.stage_index]
-            if state.stage_steps >= stage.max_stage_steps:
+            if state.stage_steps >= stage.max_stage_steps or state.stopped_early:
                 more_stages = state.stage_index + 1 < len(stages)  # else the final save follows
                 if more_stages and state.last_save_steps != state.total_steps:
                     self._checkpoint(sampler, storage, logger)  # every stage's final model
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
+                state.stopped_early = False
                 continue
             self._rollout_and_update(sampler, storage, logger, stage)
             index = state.stage_index
-            logger.maybe_emit(state.total_steps, index, self.pipeline.stage_names[index])
+            row = logger.maybe_emit(state.total_steps, index, self.pipeline.stage_names[index])
+            if row is not None and stage.early_stopping_criterion is not None:
+                metrics = TrainingMetrics.from_row(row, logger.last_counts)
+                stop = stage.early_stopping_criterion(state.stage_steps, state.total_steps, metrics)
+                state.stopped_early = bool(stop)
             if self.stop_signal is not None:
                 raise Interrupted(self.stop_signal, self._save_now(sampler, storage, logger))
             if save_interval and state.total_steps - state.last_save_steps >= save_interval:

@@ -2,21 +2,46 @@
 
 import torch
 
+from stagerl.errors import ConfigError
 from stagerl.losses.base import Loss, RolloutBatch
 from stagerl.models.base import ActorCriticOutput
 from stagerl.tasks.sensors import ExpertActionSensor
 
 
 class Imitation(Loss):
-    """Needs an `ExpertActionSensor` among the experiment's sensors (checked when training starts)."""
+    """Reads the expert's actions from `expert_sensor` (an `ExpertActionSensor`) or, by default,
+    from the experiment's only ExpertActionSensor; which one is settled, and checked against the
+    experiment's sensors, before training starts."""
 
-    def __init__(self, expert_sensor_uuid: str = ExpertActionSensor.UUID) -> None:
-        self.expert_sensor_uuid = expert_sensor_uuid
+    def __init__(self, expert_sensor: ExpertActionSensor | None = None) -> None:
+        if expert_sensor is not None and not isinstance(expert_sensor, ExpertActionSensor):
+            raise ConfigError(
+                f"Imitation.expert_sensor={expert_sensor!r} is invalid: expected an "
+                "ExpertActionSensor or None"
+            )
+        self.expert_sensor = expert_sensor
+        self.expert_uuid = expert_sensor.uuid if expert_sensor else ExpertActionSensor.UUID
+
+    def bind(self, expert_uuids: list[str], where: str) -> None:
+        """Settle the sensor uuid to read among the experiment's ExpertActionSensors."""
+        if self.expert_sensor is not None:
+            if self.expert_uuid not in expert_uuids:
+                raise ConfigError(
+                    f"{where}: Imitation(expert_sensor=...) reads uuid {self.expert_uuid!r}, "
+                    f"but the tasks' ExpertActionSensors are {expert_uuids}"
+                )
+        elif len(expert_uuids) > 1:
+            raise ConfigError(
+                f"{where}: the tasks have several ExpertActionSensors {expert_uuids}; say which "
+                "one with Imitation(expert_sensor=...)"
+            )
+        elif expert_uuids:
+            self.expert_uuid = expert_uuids[0]
 
     def loss(
         self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        expert = batch.observations[self.expert_sensor_uuid]
+        expert = batch.observations[self.expert_uuid]
         actions, valid = expert[..., 0].long(), expert[..., 1].float()
         log_probs = actor_critic_output.distributions.log_prob(actions)
         num_valid = valid.sum()

@@ -39,8 +39,10 @@ class ActorCriticModel(nn.Module, ABC):
         return (0, 0)
 
     def initial_memory(self, num_tasks: int) -> torch.Tensor:
+        """Zero memory for `num_tasks` tasks, on the model's device."""
         layers, hidden = self.memory_shape
-        return torch.zeros(layers, num_tasks, hidden)
+        device = next(self.parameters(), torch.empty(0)).device
+        return torch.zeros(layers, num_tasks, hidden, device=device)
 
     @abstractmethod
     def forward(

@@ -33,6 +33,11 @@ class SensorSuite:
             {uuid: s.observation_space for uuid, s in self.sensors.items()}
         )
 
+    @property
+    def observation_spaces(self) -> spaces.Dict:
+        """AllenAct's name for `observation_space`."""
+        return self.observation_space
+
     def get_observations(self, env: Any, task: Any) -> dict[str, np.ndarray]:
         return {uuid: s.get_observation(env, task) for uuid, s in self.sensors.items()}
 
@@ -40,16 +45,47 @@ class SensorSuite:
         return any(isinstance(s, sensor_type) for s in self.sensors.values())
 
 
+def _action_count(action_space: Any, nactions: int | None) -> int:
+    """AllenAct's two ways to give the actions: `action_space` (Discrete or a count) or the
+    older `nactions`."""
+    if action_space is not None and nactions is not None:
+        raise ConfigError("ExpertActionSensor: give action_space or nactions, not both")
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.n)
+    count = action_space if action_space is not None else nactions
+    field = "action_space" if action_space is not None else "nactions"
+    require(
+        isinstance(count, int) and not isinstance(count, bool) and count > 0,
+        f"ExpertActionSensor.{field}",
+        count,
+        "a positive number of actions (or a gymnasium Discrete space)",
+    )
+    return count
+
+
 class ExpertActionSensor(Sensor):
-    """The expert's action and its validity, as `[action, valid]` (int64).
+    """The expert's action and its validity, as `[action, valid]` (int64), for
+    `ExpertActionSensor(nactions)` or `ExpertActionSensor(action_space=Discrete(n))`.
 
     Adding it to `SENSORS` is what turns expert queries on; without it tasks never ask.
     """
 
     UUID = "expert_action"
 
-    def __init__(self, nactions: int, uuid: str = UUID) -> None:
-        require(nactions > 0, "ExpertActionSensor.nactions", nactions, "a positive int")
+    def __init__(
+        self,
+        action_space: spaces.Discrete | int | None = None,
+        uuid: str = UUID,
+        expert_args: dict[str, Any] | None = None,
+        nactions: int | None = None,
+    ) -> None:
+        require(
+            not expert_args,
+            "ExpertActionSensor.expert_args",
+            expert_args,
+            "None: stagerl's tasks take no arguments in query_expert()",
+        )
+        nactions = _action_count(action_space, nactions)
         self.nactions = nactions
         self.uuid = uuid
         self.observation_space = spaces.Box(

@@ -20,7 +20,7 @@ from gymnasium import spaces
 from stagerl.errors import ConfigError, WorkerError
 from stagerl.tasks.base import TaskSampler
 from stagerl.tasks.shared import ArraySpec, SharedArrays
-from stagerl.tasks.worker import worker_main
+from stagerl.tasks.worker import WorkerExperiment, worker_main
 
 
 @dataclass
@@ -51,7 +51,12 @@ def _layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
 
 
 class VectorSampler:
-    """Steps `len(samplers)` task slots in `num_workers` spawned processes."""
+    """Steps `len(samplers)` task slots in `num_workers` spawned processes.
+
+    Without `max_tasks` (training) every slot runs forever, starting its sampler over when it
+    has no task left. With `max_tasks` (evaluation) slot i runs at most `max_tasks[i]` tasks
+    (`None`: until its sampler has none left) and then stays inactive until `reset()`.
+    """
 
     def __init__(
         self,
@@ -60,7 +65,7 @@ class VectorSampler:
         num_workers: int,
         timeout: float = 60.0,
         max_tasks: list[int | None] | None = None,
-        experiment: tuple[str, str] | None = None,
+        experiment: WorkerExperiment | None = None,
     ) -> None:
         if not 1 <= num_workers <= len(samplers):
             raise ConfigError(
@@ -76,7 +81,6 @@ class VectorSampler:
         bounds = np.linspace(0, self.num_tasks, num_workers + 1).astype(int)
         self.slots = [range(bounds[w], bounds[w + 1]) for w in range(num_workers)]
         self.descriptions = [", ".join(repr(samplers[i]) for i in slots) for slots in self.slots]
-        max_tasks = max_tasks or [None] * self.num_tasks
         self.conns, self.processes = [], []
         for w, slots in enumerate(self.slots):
             parent, child = context.Pipe()
@@ -88,7 +92,7 @@ class VectorSampler:
                 self.arrays.layout,
                 slots.start,
                 blob,
-                [max_tasks[i] for i in slots],
+                None if max_tasks is None else [max_tasks[i] for i in slots],
                 experiment,
             )
             process = context.Process(
@@ -152,15 +156,16 @@ class VectorSampler:
         self._call_all("next_scene")
 
     def snapshot(self) -> list[bytes]:
-        return self._call_all("snapshot")
+        """One state per task slot, in slot order (independent of how slots are packed)."""
+        return [state for part in self._call_all("snapshot") for state in part]
 
     def restore(self, snapshots: list[bytes]) -> dict[str, np.ndarray]:
-        if len(snapshots) != len(self.conns):
+        if len(snapshots) != self.num_tasks:
             raise ConfigError(
-                f"checkpoint holds {len(snapshots)} worker states but the experiment now has "
-                f"{len(self.conns)} workers; resume with the same machine_params"
+                f"checkpoint holds {len(snapshots)} task samplers' states but the experiment now "
+                f"has {self.num_tasks}; resume with the same MachineParams.nprocesses"
             )
-        self._call_all("restore", snapshots)
+        self._call_all("restore", [snapshots[slots.start : slots.stop] for slots in self.slots])
         return self._views("obs")
 
     @property

@@ -12,26 +12,54 @@ import pickle
 import signal
 import sys
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 from stagerl.tasks.base import Task, TaskSampler
 from stagerl.tasks.shared import ArraySpec, SharedArrays
 
 
+@dataclass(frozen=True)
+class WorkerExperiment:
+    """What a worker needs of the experiment file: where it is (to unpickle classes defined in
+    it) and the gymnasium environments it registered (pickled `EnvSpec`s).
+
+    The file itself is imported only when something pickled refers to it: it usually imports
+    torch, which the workers otherwise never load.
+    """
+
+    module_name: str
+    path: str
+    env_specs: bytes = pickle.dumps(())
+
+
 class _ExperimentUnpickler(pickle.Unpickler):
     """Finds classes defined inside the experiment file, which is not an importable module."""
 
-    def __init__(self, data: bytes, experiment: tuple[str, str] | None) -> None:
+    def __init__(self, data: bytes, experiment: WorkerExperiment | None) -> None:
         super().__init__(io.BytesIO(data))
         self.experiment = experiment
 
     def find_class(self, module: str, name: str) -> Any:
-        if self.experiment and module == self.experiment[0] and module not in sys.modules:
-            spec = importlib.util.spec_from_file_location(module, self.experiment[1])
+        experiment = self.experiment
+        if experiment and module == experiment.module_name and module not in sys.modules:
+            spec = importlib.util.spec_from_file_location(module, experiment.path)
             loaded = importlib.util.module_from_spec(spec)
             sys.modules[module] = loaded
             spec.loader.exec_module(loaded)
         return super().find_class(module, name)
+
+
+def _register_envs(experiment: WorkerExperiment | None) -> None:
+    """Register what the experiment file registered in the trainer, unless already there."""
+    if experiment is None:
+        return
+    specs = _ExperimentUnpickler(experiment.env_specs, experiment).load()
+    if specs:
+        from gymnasium.envs.registration import registry
+
+        for spec in specs:
+            registry.setdefault(spec.id, spec)
 
 
 class WorkerLoop:
@@ -42,12 +70,13 @@ class WorkerLoop:
         samplers: list[TaskSampler],
         arrays: SharedArrays,
         first_slot: int,
-        max_tasks: list[int | None],
+        max_tasks: list[int | None] | None,
     ) -> None:
         self.samplers = samplers
         self.arrays = arrays
         self.first_slot = first_slot
-        self.max_tasks = max_tasks
+        self.max_tasks_given = max_tasks is not None
+        self.max_tasks = max_tasks or [None] * len(samplers)
         self.tasks_started = [0] * len(samplers)
         self.tasks: list[Task | None] = [None] * len(samplers)
         self.current = -1  # slot being worked on, for error messages
@@ -64,10 +93,20 @@ class WorkerLoop:
             self.arrays[f"{prefix}/{uuid}"][self.first_slot + slot] = obs[uuid]
 
     def _start_next(self, slot: int) -> None:
-        limit = self.max_tasks[slot]
+        """The slot's next task. Training (no limits) starts an exhausted sampler over, so a
+        finite list of training tasks repeats; evaluation ends the slot at its limit or when its
+        sampler has no task left."""
+        limit, sampler = self.max_tasks[slot], self.samplers[slot]
         task = None
-        if limit is None or self.tasks_started[slot] < limit:
-            task = self.samplers[slot].next_task()
+        if not self.max_tasks_given:
+            task = sampler.next_task()
+            if task is None:
+                sampler.reset()
+                task = sampler.next_task()
+            if task is None:
+                raise RuntimeError(f"{sampler!r} has no task to give, even after reset()")
+        elif limit is None or self.tasks_started[slot] < limit:
+            task = sampler.next_task()
         self.tasks[slot] = task
         self.arrays["active"][self.first_slot + slot] = task is not None
         if task is not None:
@@ -110,12 +149,17 @@ class WorkerLoop:
         for sampler in self.samplers:
             sampler.next_scene()
 
-    def snapshot(self, _: Any = None) -> bytes:
-        """Everything needed to continue exactly: samplers, running tasks, their RNGs."""
-        return pickle.dumps((self.samplers, self.tasks, self.tasks_started))
+    def snapshot(self, _: Any = None) -> list[bytes]:
+        """Per slot, everything needed to continue exactly: its sampler, running task and their
+        RNGs. Per slot, so that a run can resume with its samplers packed differently."""
+        return [
+            pickle.dumps((self.samplers[slot], self.tasks[slot], self.tasks_started[slot]))
+            for slot in range(len(self.samplers))
+        ]
 
-    def restore(self, data: bytes) -> None:
-        self.samplers, self.tasks, self.tasks_started = pickle.loads(data)
+    def restore(self, slots: list[bytes]) -> None:
+        for slot, data in enumerate(slots):
+            self.samplers[slot], self.tasks[slot], self.tasks_started[slot] = pickle.loads(data)
         for slot, task in enumerate(self.tasks):
             self.current = slot
             self.arrays["active"][self.first_slot + slot] = task is not None
@@ -134,8 +178,8 @@ def worker_main(
     layout: dict[str, ArraySpec],
     first_slot: int,
     samplers_blob: bytes,
-    max_tasks: list[int | None],
-    experiment: tuple[str, str] | None,
+    max_tasks: list[int | None] | None,
+    experiment: WorkerExperiment | None,
 ) -> None:
     """Serve commands from the trainer until `close` or until the trainer goes away."""
     # Ctrl-C and group-wide SIGTERM reach workers too; the trainer decides how to shut down.
@@ -144,6 +188,7 @@ def worker_main(
     loop = None
     try:
         samplers = _ExperimentUnpickler(samplers_blob, experiment).load()
+        _register_envs(experiment)
         loop = WorkerLoop(samplers, SharedArrays(block, layout), first_slot, max_tasks)
         while True:
             try:

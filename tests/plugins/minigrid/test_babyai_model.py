@@ -8,7 +8,7 @@ from stagerl import ConfigError
 from stagerl.plugins.minigrid import (
     BabyAIRecurrentACModel,
     EgocentricMiniGridSensor,
-    MissionTokenSensor,
+    MiniGridMissionSensor,
 )
 from stagerl.tasks.sensors import SensorSuite
 
@@ -16,7 +16,10 @@ ACTIONS = spaces.Discrete(7)
 
 
 def _space(mission: bool = False) -> spaces.Dict:
-    sensors = [EgocentricMiniGridSensor(), MissionTokenSensor(max_len=8, uuid="minigrid_mission")]
+    sensors = [
+        EgocentricMiniGridSensor(view_channels=3),
+        MiniGridMissionSensor(instr_len=8, uuid="minigrid_mission"),
+    ]
     return SensorSuite(sensors[: 1 + mission]).observation_space
 
 

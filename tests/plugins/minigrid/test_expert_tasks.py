@@ -8,7 +8,7 @@ from stagerl.plugins.minigrid import EgocentricMiniGridSensor, MiniGridTaskSampl
 
 
 def _success_rate(env_id: str, episodes: int, random_fraction: float = 0.0) -> float:
-    sensors = [EgocentricMiniGridSensor(), ExpertActionSensor(nactions=7)]
+    sensors = [EgocentricMiniGridSensor(view_channels=3), ExpertActionSensor(nactions=7)]
     sampler = MiniGridTaskSampler(env_ids=env_id, sensors=sensors, split="test")
     rng = np.random.default_rng(0)
     successes = 0
@@ -36,7 +36,9 @@ def test_expert_actions_from_the_sensor_solve_test_episodes(env_id, random_fract
 
 
 def test_tasks_without_expert_sensor_never_build_an_expert():
-    sampler = MiniGridTaskSampler(env_ids="BabyAI-GoToObj-v0", sensors=[EgocentricMiniGridSensor()])
+    sampler = MiniGridTaskSampler(
+        env_ids="BabyAI-GoToObj-v0", sensors=[EgocentricMiniGridSensor(view_channels=3)]
+    )
     task = sampler.next_task()
     assert task.expert is None and task.query_expert() == (0, False)
 
@@ -51,7 +53,7 @@ def test_train_valid_and_test_seeds_do_not_overlap():
                 seed=slot,
                 slot=slot,
                 num_slots=slots,
-                sensors=[EgocentricMiniGridSensor()],
+                sensors=[EgocentricMiniGridSensor(view_channels=3)],
             )
             found |= {sampler.next_task().seed for _ in range(per_slot)}
         return found

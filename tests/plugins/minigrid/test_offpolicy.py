@@ -104,7 +104,7 @@ def _garbage(dataset: Path, tmp_path: Path) -> Path:
         (
             lambda d, t: d,
             {"observation_space": SensorSuite([EgocentricMiniGridSensor(5)]).observation_space},
-            r"views are 7x7x3.*\(5, 5, 3\)",
+            r"views are 7x7x3.*\(5, 5, 1\)",
         ),
         (lambda d, t: d, {"instr_len": 3}, "instr_len=3 is too short"),
     ],

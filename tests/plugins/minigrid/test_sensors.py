@@ -4,8 +4,8 @@ import numpy as np
 
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
+    MiniGridMissionSensor,
     MiniGridTaskSampler,
-    MissionTokenSensor,
     tokenize_mission,
 )
 from stagerl.plugins.minigrid.sensors import TOKEN_IDS
@@ -20,7 +20,7 @@ def test_missions_become_fixed_length_tokens_with_padding_and_unknowns():
 
 
 def test_sensor_observations_match_their_spaces():
-    sensors = [EgocentricMiniGridSensor(), MissionTokenSensor(max_len=8)]
+    sensors = [EgocentricMiniGridSensor(view_channels=3), MiniGridMissionSensor(instr_len=8)]
     sampler = MiniGridTaskSampler(env_ids="BabyAI-GoToLocal-v0", sensors=sensors)
     task = sampler.next_task()
     for _ in range(5):

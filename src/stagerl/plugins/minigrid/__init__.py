@@ -10,9 +10,11 @@ from typing import Any
 _EXPORTS = {
     "MiniGridTask": "tasks",
     "MiniGridTaskSampler": "tasks",
+    "BabyAITask": "tasks",
+    "BabyAITaskSampler": "tasks",
     "make_minigrid_env": "tasks",
     "EgocentricMiniGridSensor": "sensors",
-    "MissionTokenSensor": "sensors",
+    "MiniGridMissionSensor": "sensors",
     "tokenize_mission": "sensors",
     "BabyAIExpert": "experts",
     "ShortestPathExpert": "experts",

@@ -30,10 +30,10 @@ class BabyAIRecurrentACModel(ActorCriticModel):
     integers of the 7x7 view, an optional LSTM memory, an optional GRU over the mission's
     words joined to the memory's output, and 64-unit tanh actor and critic heads.
 
-    Observations: `minigrid_ego_image` ([7, 7, 3] integers) and, with `use_instr`,
+    Observations: `minigrid_ego_image` ([7, 7, C] integers) and, with `use_instr`,
     `minigrid_mission` (token ids, 0 = padding). Memory is the LSTM's `(h, c)` joined.
-    Unlike AllenAct, memory is on by default and `use_instr=None` reads the mission exactly
-    when a sensor provides it; AllenAct's configs pass both, so they mean the same here.
+    AllenAct's arguments and defaults (no memory, no mission unless asked); of its
+    architectures, `arch='cnn1'` with `lang_model='gru'`.
     """
 
     def __init__(
@@ -44,21 +44,20 @@ class BabyAIRecurrentACModel(ActorCriticModel):
         image_dim: int = 128,
         memory_dim: int = 128,
         instr_dim: int = 128,
-        use_instr: bool | None = None,
+        use_instr: bool = False,
         lang_model: str = "gru",
-        use_memory: bool = True,
+        use_memory: bool = False,
         arch: str = "cnn1",
-        **unsupported: Any,
+        aux_info: Any = None,
+        include_auxiliary_head: bool = False,
     ) -> None:
         super().__init__(action_space, observation_space)
-        if arch != "cnn1" or lang_model != "gru" or unsupported:
+        if arch != "cnn1" or lang_model != "gru" or aux_info or include_auxiliary_head:
             raise ConfigError(
-                f"BabyAIRecurrentACModel supports arch='cnn1' and lang_model='gru' only, got "
-                f"arch={arch!r}, lang_model={lang_model!r}"
-                + (f", {sorted(unsupported)}" if unsupported else "")
+                "BabyAIRecurrentACModel supports arch='cnn1' and lang_model='gru' without "
+                f"auxiliary heads, got arch={arch!r}, lang_model={lang_model!r}, "
+                f"aux_info={aux_info!r}, include_auxiliary_head={include_auxiliary_head!r}"
             )
-        if use_instr is None:
-            use_instr = "minigrid_mission" in observation_space.spaces
         if "minigrid_ego_image" not in observation_space.spaces:
             raise ConfigError("BabyAIRecurrentACModel: no sensor with uuid 'minigrid_ego_image'")
         if use_instr and "minigrid_mission" not in observation_space.spaces:
@@ -67,8 +66,9 @@ class BabyAIRecurrentACModel(ActorCriticModel):
                 "'minigrid_mission' in SENSORS"
             )
         self.memory_dim = memory_dim
+        channels = observation_space["minigrid_ego_image"].shape[-1]
         self.image_conv = nn.Sequential(
-            nn.Conv2d(3, 16, 2),
+            nn.Conv2d(channels, 16, 2),
             nn.ReLU(),
             nn.MaxPool2d(2, stride=2),
             nn.Conv2d(16, 32, 2),
@@ -103,7 +103,7 @@ class BabyAIRecurrentACModel(ActorCriticModel):
         missions, which = torch.unique(tokens.long(), dim=0, return_inverse=True)
         outputs, _ = self.instr_rnn(self.word_embedding(missions))
         last = ((missions != 0).sum(dim=1) - 1).clamp(min=0)
-        return outputs[torch.arange(len(missions)), last][which]
+        return outputs[torch.arange(len(missions), device=outputs.device), last][which]
 
     def forward(
         self,

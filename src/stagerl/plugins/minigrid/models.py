@@ -42,9 +42,10 @@ class MiniGridActorCritic(ActorCriticModel):
         self.image_uuid = image_uuid
         self.mission_uuid = mission_uuid if mission_uuid in observation_space.spaces else None
         self.hidden_size = hidden_size
-        view = observation_space[image_uuid].shape[0]
-        self.cell_embedding = nn.Embedding(3 * _CELL_FIELD_SIZE, embed_size)
-        self.register_buffer("cell_offsets", torch.arange(3) * _CELL_FIELD_SIZE, persistent=False)
+        view, _, channels = observation_space[image_uuid].shape
+        self.cell_embedding = nn.Embedding(channels * _CELL_FIELD_SIZE, embed_size)
+        offsets = torch.arange(channels) * _CELL_FIELD_SIZE
+        self.register_buffer("cell_offsets", offsets, persistent=False)
         # Padding keeps the cell in front of the agent (and every other) at full resolution.
         self.image_convs = nn.Sequential(
             nn.Conv2d(embed_size, 32, 3, padding=1),

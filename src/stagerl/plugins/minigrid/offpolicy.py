@@ -29,6 +29,16 @@ def _recorded_by_stagerl(path: Path, metadata: dict[str, Any]) -> dict[str, Any]
     return recorded
 
 
+def _image_space(observation_space: Any) -> Any:
+    return getattr(observation_space, "spaces", {}).get(SENSOR_UUIDS["image"])
+
+
+def _sensor_channels(observation_space: Any) -> int:
+    """How many of the recorded (object, colour, state) channels the image sensor keeps."""
+    image = _image_space(observation_space)
+    return 3 if image is None else int(image.shape[-1])
+
+
 def _check_fits(
     path: Path,
     recorded: dict[str, Any],
@@ -42,12 +52,14 @@ def _check_fits(
             f"{path}: recorded on {recorded['env_id']}, but the experiment's tasks are "
             f"{list(env_ids)}; record a dataset for them with `stagerl record-dataset`"
         )
-    image = getattr(observation_space, "spaces", {}).get(SENSOR_UUIDS["image"])
     view = recorded["agent_view_size"]
-    if image is not None and tuple(image.shape) != (view, view, 3):
+    channels = _sensor_channels(observation_space)
+    if _image_space(observation_space) is not None and (
+        tuple(_image_space(observation_space).shape[:2]) != (view, view) or channels > 3
+    ):
         raise DatasetError(
             f"{path}: recorded views are {view}x{view}x3, the experiment's "
-            f"{SENSOR_UUIDS['image']} sensor gives {tuple(image.shape)}"
+            f"{SENSOR_UUIDS['image']} sensor gives {tuple(_image_space(observation_space).shape)}"
         )
     if instr_len is not None and instr_len < recorded["longest_mission"]:
         raise DatasetError(
@@ -87,6 +99,7 @@ def create_minigrid_offpolicy_data_iterator(
     indices = np.arange(rank, int(metadata["total_episodes"]), world_size)
     episodes = read_episodes(path, keys, indices)
     observations = episodes.observations
+    observations["image"] = observations["image"][..., : _sensor_channels(observation_space)]
     if instr_len is not None:
         observations["mission"] = observations["mission"][:, :instr_len].astype(np.int64)
     episodes.observations = {SENSOR_UUIDS[key]: observations[key] for key in keys}

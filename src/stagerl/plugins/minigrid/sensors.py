@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from stagerl.errors import require
 from stagerl.tasks.sensors import Sensor
 
 # Every word of the BabyAI grammar and of MiniGrid's missions; 0 pads, 1 is an unknown word.
@@ -81,31 +82,49 @@ def tokenize_mission(mission: str, max_len: int) -> np.ndarray:
 
 
 class EgocentricMiniGridSensor(Sensor):
-    """The agent's `view x view x 3` grid encoding (object, colour, state), as uint8."""
+    """The agent's `view x view x view_channels` grid encoding, as uint8: the first
+    `view_channels` of (object, colour, state). As in AllenAct, one channel (the object types)
+    unless `view_channels=3` asks for all."""
 
-    def __init__(self, agent_view_size: int = 7, uuid: str = "minigrid_ego_image") -> None:
+    def __init__(
+        self, agent_view_size: int = 7, view_channels: int = 1, uuid: str = "minigrid_ego_image"
+    ) -> None:
+        require(
+            view_channels in (1, 2, 3),
+            "EgocentricMiniGridSensor.view_channels",
+            view_channels,
+            "1, 2 or 3 (object, colour, state)",
+        )
         self.uuid = uuid
+        self.view_channels = view_channels
         self.observation_space = spaces.Box(
-            0, 255, (agent_view_size, agent_view_size, 3), dtype=np.uint8
+            0, 255, (agent_view_size, agent_view_size, view_channels), dtype=np.uint8
         )
 
     def get_observation(self, env: Any, task: Any) -> np.ndarray:
         image = task.last_obs["image"]
-        if image.shape != self.observation_space.shape:
+        if image.shape[:2] != self.observation_space.shape[:2]:
             raise ValueError(
-                f"{task!r}: egocentric view is {image.shape}, sensor expects "
-                f"{self.observation_space.shape}; set agent_view_size to match the env"
+                f"{task!r}: egocentric view is {image.shape[:2]}, sensor expects "
+                f"{self.observation_space.shape[:2]}; set agent_view_size to match the env"
             )
-        return image
+        return image[..., : self.view_channels]
 
 
-class MissionTokenSensor(Sensor):
-    """The mission string as `max_len` token ids (0 = padding); cached per distinct mission."""
+class MiniGridMissionSensor(Sensor):
+    """The mission string as `instr_len` token ids (0 = padding) from stagerl's vocabulary of
+    the BabyAI and MiniGrid missions; cached per distinct mission."""
 
-    def __init__(self, max_len: int = 16, uuid: str = "minigrid_mission") -> None:
+    def __init__(self, instr_len: int = 16, uuid: str = "minigrid_mission") -> None:
+        require(
+            isinstance(instr_len, int) and instr_len > 0,
+            "MiniGridMissionSensor.instr_len",
+            instr_len,
+            "a positive number of words",
+        )
         self.uuid = uuid
-        self.max_len = max_len
-        self.observation_space = spaces.Box(0, len(VOCABULARY) - 1, (max_len,), dtype=np.int64)
+        self.max_len = instr_len
+        self.observation_space = spaces.Box(0, len(VOCABULARY) - 1, (instr_len,), dtype=np.int64)
         self._cache: dict[str, np.ndarray] = {}
 
     def get_observation(self, env: Any, task: Any) -> np.ndarray:

@@ -9,6 +9,7 @@ import gymnasium as gym
 import minigrid  # noqa: F401  (registers the MiniGrid-* and BabyAI-* environments)
 import numpy as np
 from gymnasium import spaces
+from minigrid.core.actions import Actions
 
 from stagerl.errors import ConfigError
 from stagerl.plugins.minigrid.experts import make_expert
@@ -47,7 +48,8 @@ class MiniGridTask(Task):
         with contextlib.redirect_stdout(io.StringIO()):  # BabyAI prints each rejected layout
             self.last_obs, _ = env.reset(seed=seed)
         # BabyAI levels set their step limit only when reset.
-        super().__init__(env=env, sensors=sensors, max_steps=max_steps or env.max_steps)
+        limit = max_steps or env.unwrapped.max_steps
+        super().__init__(env=env, sensors=sensors, max_steps=limit)
         self.env_id = env_id
         self.seed = seed
         self.expert = expert_factory(env) if expert_factory else None
@@ -59,6 +61,11 @@ class MiniGridTask(Task):
     @property
     def action_space(self) -> spaces.Discrete:
         return self.env.action_space
+
+    @classmethod
+    def class_action_names(cls, **kwargs: Any) -> tuple[str, ...]:
+        """MiniGrid's action names in action-index order: left, right, forward, pickup, ..."""
+        return tuple(action.name for action in sorted(Actions, key=lambda action: action.value))
 
     def _step(self, action: int) -> tuple[float, bool]:
         self.last_obs, reward, terminated, truncated, _ = self.env.step(action)
@@ -86,7 +93,46 @@ class MiniGridTask(Task):
         return f"MiniGridTask({self.env_id}, seed={self.seed}, step={self.num_steps_taken})"
 
 
-class MiniGridTaskSampler(TaskSampler):
+class _MiniGridSampler(TaskSampler):
+    """What MiniGrid samplers share: the sensors, the expert (only when an ExpertActionSensor
+    observes the tasks: experts cost a planner per step) and a lazily built environment."""
+
+    def __init__(
+        self, sensors: Sequence[Sensor], max_steps: int | None, env_kwargs: dict | None
+    ) -> None:
+        self.sensor_suite = SensorSuite(sensors)
+        self.expert_factory = make_expert if self.sensor_suite.has(ExpertActionSensor) else None
+        self.max_steps = max_steps
+        self.env_kwargs = dict(env_kwargs or {})
+        self.env: Any = None
+
+    @property
+    def observation_space(self) -> spaces.Dict:
+        return self.sensor_suite.observation_space
+
+    @property
+    def action_space(self) -> spaces.Discrete:
+        return self._environment().action_space
+
+    def _environment(self) -> Any: ...
+
+    def _task(self, env_id: str, seed: int) -> "MiniGridTask":
+        return MiniGridTask(
+            env=self._environment(),
+            sensors=self.sensor_suite,
+            max_steps=self.max_steps,
+            env_id=env_id,
+            seed=seed,
+            expert_factory=self.expert_factory,
+        )
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+
+class MiniGridTaskSampler(_MiniGridSampler):
     """Endless random episodes for training; a fixed, disjoint seed sequence for valid/test.
 
     `env_ids` may list several environments: they are the scenes `next_scene()` cycles through.
@@ -106,28 +152,15 @@ class MiniGridTaskSampler(TaskSampler):
     ) -> None:
         if split not in SEED_RANGES:
             raise ConfigError(f"split={split!r} is invalid: expected one of {list(SEED_RANGES)}")
+        super().__init__(sensors, max_steps, env_kwargs)
         self.env_ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
         if not self.env_ids:
             raise ConfigError("env_ids is empty: name at least one MiniGrid/BabyAI env id")
-        self.sensor_suite = SensorSuite(sensors)
-        # Experts cost a planner per step: only tasks observed by an ExpertActionSensor get one.
-        self.expert_factory = make_expert if self.sensor_suite.has(ExpertActionSensor) else None
         self.split, self.slot, self.num_slots = split, slot, num_slots
-        self.max_steps = max_steps
-        self.env_kwargs = dict(env_kwargs or {})
         self.scene = 0
         self.num_sampled = 0
-        self.env: Any = None
         self.env_scene = -1
         self.set_seed(seed)
-
-    @property
-    def observation_space(self) -> spaces.Dict:
-        return self.sensor_suite.observation_space
-
-    @property
-    def action_space(self) -> spaces.Discrete:
-        return self._environment().action_space
 
     def _environment(self) -> Any:
         if self.env is None or self.env_scene != self.scene:
@@ -142,17 +175,9 @@ class MiniGridTaskSampler(TaskSampler):
         return low + self.slot + self.num_sampled * self.num_slots
 
     def next_task(self) -> MiniGridTask:
-        env = self._environment()
         seed = self._episode_seed()
         self.num_sampled += 1
-        return MiniGridTask(
-            env=env,
-            sensors=self.sensor_suite,
-            max_steps=self.max_steps,
-            env_id=self.env_ids[self.scene],
-            seed=seed,
-            expert_factory=self.expert_factory,
-        )
+        return self._task(self.env_ids[self.scene], seed)
 
     def set_seed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
@@ -163,10 +188,108 @@ class MiniGridTaskSampler(TaskSampler):
     def next_scene(self) -> None:
         self.scene = (self.scene + 1) % len(self.env_ids)
 
-    def close(self) -> None:
-        if self.env is not None:
-            self.env.close()
-            self.env = None
-
     def __repr__(self) -> str:
         return f"MiniGridTaskSampler({'|'.join(self.env_ids)}, {self.split}, slot {self.slot})"
+
+
+class BabyAITaskSampler(_MiniGridSampler):
+    """AllenAct's BabyAI sampler: tasks of one environment (`env_builder`: an env id, or a
+    picklable callable returning the environment) with AllenAct's meaning of its arguments.
+
+    - `task_seeds_list` (or `num_unique_seeds`, meaning seeds `0..n-1`): episode seeds to draw
+      from, in order with `deterministic_sampling`, else at random; without them, random seeds.
+    - `max_tasks`: after that many tasks `next_task()` returns None (`length` counts down);
+      None is endless. In training, a sampler that ends starts over.
+    - `seed`: seeds the random choices; `reset()` starts the same sequence again.
+    """
+
+    def __init__(
+        self,
+        env_builder: str | Callable[[], Any],
+        sensors: Sequence[Sensor],
+        seed: int | None = None,
+        max_tasks: int | None = None,
+        num_unique_seeds: int | None = None,
+        task_seeds_list: Sequence[int] | None = None,
+        deterministic_sampling: bool = False,
+        extra_task_kwargs: dict[str, Any] | None = None,
+        max_steps: int | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if extra_task_kwargs:
+            raise ConfigError(
+                f"BabyAITaskSampler.extra_task_kwargs={extra_task_kwargs!r}: stagerl's BabyAI "
+                "tasks take no extra arguments"
+            )
+        if not (isinstance(env_builder, str) or callable(env_builder)):
+            raise ConfigError(
+                f"BabyAITaskSampler.env_builder={env_builder!r} is invalid: expected an env id "
+                "or a callable returning an environment"
+            )
+        super().__init__(sensors, max_steps, env_kwargs)
+        self.env_builder = env_builder
+        self.env_id = env_builder if isinstance(env_builder, str) else repr(env_builder)
+        self.env_ids = [env_builder] if isinstance(env_builder, str) else None
+        self.max_tasks = max_tasks
+        self.task_seeds_list = _seed_list(num_unique_seeds, task_seeds_list)
+        self.deterministic_sampling = deterministic_sampling
+        self.num_tasks_generated = 0
+        self.set_seed(0 if seed is None else seed)
+
+    def _environment(self) -> Any:
+        if self.env is None:
+            if isinstance(self.env_builder, str):
+                self.env = make_minigrid_env(self.env_builder, **self.env_kwargs)
+            else:
+                self.env = self.env_builder(**self.env_kwargs)
+        return self.env
+
+    @property
+    def length(self) -> float:
+        if self.max_tasks is None:
+            return float("inf")
+        return self.max_tasks - self.num_tasks_generated
+
+    def _episode_seed(self) -> int:
+        seeds = self.task_seeds_list
+        if seeds is None:
+            return int(self.rng.integers(0, 2**31 - 1))
+        if self.deterministic_sampling:
+            return seeds[self.num_tasks_generated % len(seeds)]
+        return int(self.rng.choice(seeds))
+
+    def next_task(self) -> MiniGridTask | None:
+        if self.length <= 0:
+            return None
+        seed = self._episode_seed()
+        self.num_tasks_generated += 1
+        return self._task(self.env_id, seed)
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        self.num_tasks_generated = 0
+        self.rng = np.random.default_rng(self.seed)
+
+    def __repr__(self) -> str:
+        return f"BabyAITaskSampler({self.env_id}, {self.num_tasks_generated} tasks given)"
+
+
+def _seed_list(count: int | None, seeds: Sequence[int] | None) -> list[int] | None:
+    """AllenAct's two ways to fix the episode seeds, checked against each other."""
+    if count is not None and (not isinstance(count, int) or count <= 0):
+        raise ConfigError(f"BabyAITaskSampler.num_unique_seeds={count!r}: expected a positive int")
+    if seeds is None:
+        return None if count is None else list(range(count))
+    if count is not None and count != len(seeds):
+        raise ConfigError(
+            f"BabyAITaskSampler: num_unique_seeds={count} but task_seeds_list has {len(seeds)}"
+        )
+    if not seeds:
+        raise ConfigError("BabyAITaskSampler.task_seeds_list is empty")
+    return [int(seed) for seed in seeds]
+
+
+BabyAITask = MiniGridTask  # AllenAct's name for the same task

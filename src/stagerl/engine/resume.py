@@ -1,0 +1,132 @@
+"""Where a resumed run continues: in its own run directory when resuming its newest checkpoint,
+else in a new branch directory, so that nothing of the original run is ever overwritten."""
+
+import difflib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stagerl.engine.checkpoint import (
+    find_latest_run,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+)
+from stagerl.errors import CheckpointError
+from stagerl.experiment import LoadedExperiment
+
+DIFF_LINES_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    checkpoint: Path
+    payload: dict[str, Any]
+    run_dir: Path
+    branched_from: Path | None  # the original run, when this resume starts a branch
+
+
+def _checkpoint_and_payload(
+    target: str, output: Path, tag: str, warn: Any
+) -> tuple[Path, dict, bool]:
+    """The checkpoint, its contents, and whether it was named as a file (not picked as the
+    newest readable one of a run)."""
+    if target == "latest":
+        return *load_latest(find_latest_run(output, tag), warn), False
+    path = Path(target)
+    if path.is_dir():
+        return *load_latest(path, warn), False
+    return path, load_checkpoint(path), True
+
+
+def check_experiment(payload: dict[str, Any], experiment: LoadedExperiment) -> None:
+    """The checkpoint was written by this experiment (class and tag)."""
+    tag = experiment.call("tag")
+    if payload.get("experiment") != experiment.name or payload.get("tag") != tag:
+        raise CheckpointError(
+            f"checkpoint is from experiment {payload.get('experiment')} ({payload.get('tag')}), "
+            f"not {experiment.name} ({tag})"
+        )
+
+
+def config_diff(saved: str, current: str, saved_name: str, current_name: str) -> list[str]:
+    """The unified diff from the config a checkpoint saved to the file as it is now."""
+    return list(
+        difflib.unified_diff(
+            saved.splitlines(), current.splitlines(), saved_name, current_name, lineterm=""
+        )
+    )
+
+
+def _summary(diff: list[str]) -> str:
+    shown = diff[:DIFF_LINES_SHOWN]
+    more = len(diff) - len(shown)
+    return "\n".join(shown) + (f"\n... ({more} more diff lines)" if more else "")
+
+
+def _new_branch_dir(run_dir: Path) -> Path:
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    branch, suffix = run_dir.parent / stamp, 1
+    while branch.exists():
+        branch, suffix = run_dir.parent / f"{stamp}_{suffix}", suffix + 1
+    branch.mkdir(parents=True)
+    return branch
+
+
+def _start_branch(run_dir: Path, checkpoint: Path, payload: dict[str, Any]) -> Path:
+    """A new run directory beside `run_dir` recording where it came from. It gets the metrics
+    rows up to the checkpoint (the logger drops later ones) and the original's config."""
+    branch = _new_branch_dir(run_dir)
+    for name in ("metrics.jsonl", "config.py"):
+        if (run_dir / name).exists():
+            shutil.copy(run_dir / name, branch / name)
+    record = {
+        "resumed_from_checkpoint": str(checkpoint.resolve()),
+        "original_run": str(run_dir.resolve()),
+        "total_steps": payload["state"]["total_steps"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (branch / "branch.json").write_text(json.dumps(record, indent=2) + "\n")
+    return branch
+
+
+def plan_resume(
+    target: str,
+    *,
+    output: Path,
+    experiment: LoadedExperiment,
+    allow_config_change: bool,
+    warn: Any,
+) -> ResumePlan:
+    """Load the checkpoint `target` names (`latest`, a run directory or a file) and decide
+    where training continues: in place, unless a file older than its run's newest checkpoint
+    was named, which starts a branch. An experiment file that differs from the one the checkpoint
+    saved is refused unless `allow_config_change`; then the diff is kept in the run directory."""
+    tag = experiment.call("tag")
+    checkpoint, payload, named = _checkpoint_and_payload(target, output, tag, warn)
+    check_experiment(payload, experiment)
+    diff = config_diff(
+        payload.get("config_source", ""),
+        experiment.source,
+        f"{checkpoint.name}:config.py",
+        str(experiment.path),
+    )
+    if diff and not allow_config_change:
+        raise CheckpointError(
+            f"{experiment.path} differs from the config saved in {checkpoint}:\n{_summary(diff)}\n"
+            "resume with --allow-config-change to go on with the edited file (the diff is "
+            "recorded in the run directory)"
+        )
+    run_dir = checkpoint.parent.parent
+    newest = list_checkpoints(run_dir)
+    branched_from = None
+    if named and newest and newest[0].resolve() != checkpoint.resolve():
+        branched_from = run_dir
+        run_dir = _start_branch(run_dir, checkpoint, payload)
+    if diff:
+        step = payload["state"]["total_steps"]
+        (run_dir / f"config_change_at_{step}.diff").write_text("\n".join(diff) + "\n")
+    return ResumePlan(checkpoint, payload, run_dir, branched_from)

@@ -1,0 +1,60 @@
+"""AllenAct-style experiment files (tests/fixtures/allenact_style, written as AllenAct users
+write theirs, imports rewritten by the README's table) train a few rollouts and evaluate every
+test task their samplers hold."""
+
+from pathlib import Path
+
+import pytest
+
+from stagerl.engine import trainer as trainer_module
+from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
+from stagerl.engine.evaluator import evaluate
+from stagerl.engine.trainer import Trainer
+from stagerl.experiment import load_experiment
+
+ROOT = Path(__file__).parents[1]
+STYLE = ROOT / "tests" / "fixtures" / "allenact_style"
+TWO_ROLLOUTS = 2 * 16 * 32  # 16 samplers x 32 steps
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _train(name: str, tmp_path: Path, monkeypatch) -> tuple[object, Path]:
+    monkeypatch.chdir(ROOT)  # the files import tests.fixtures..., as AllenAct's import projects.*
+    experiment = load_experiment(STYLE / name)
+    final = Trainer(experiment, run_dir=tmp_path, seed=0).train(stop_after_steps=TWO_ROLLOUTS)
+    state = load_checkpoint(final)["state"]
+    assert (state["total_steps"], state["rollout_count"]) == (TWO_ROLLOUTS, 2)
+    return experiment, final
+
+
+@pytest.mark.parametrize("name", ["ppo.py", "a2c.py", "ppo_overrides.py"])
+def test_allenact_style_config_trains_and_evaluates_all_50_test_tasks(name, tmp_path, monkeypatch):
+    experiment, final = _train(name, tmp_path, monkeypatch)
+    results = evaluate(experiment, final)  # no count: until every test sampler is exhausted
+    assert results["episodes"] == 50
+    assert 0 <= results["success_ci95_low"] <= results["success"] <= results["success_ci95_high"]
+    if name == "ppo_overrides.py":  # save_interval=0: no checkpoint before the stage ends
+        assert list_checkpoints(tmp_path) == [final]
+
+
+def test_teacher_forced_imitation_reads_the_sensor_it_names_and_should_log_false(
+    tmp_path, monkeypatch
+):
+    _train("bc_teacher_forcing.py", tmp_path, monkeypatch)
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert rows and '"expert_action_fraction": 1.0' in rows[-1]  # every action the expert's
+    assert not (tmp_path / "tensorboard").exists()
+
+
+def test_stage_training_settings_and_dict_machine_params(tmp_path, monkeypatch):
+    calls = []
+    real_update = trainer_module.update
+
+    def recording_update(**kwargs):
+        calls.append((kwargs["num_mini_batch"], kwargs["update_repeats"]))
+        return real_update(**kwargs)
+
+    monkeypatch.setattr(trainer_module, "update", recording_update)
+    _train("dagger.py", tmp_path, monkeypatch)
+    assert calls == [(4, 2), (4, 2)]  # the stage's TrainingSettings, not the pipeline's (2, 1)
