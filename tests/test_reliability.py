@@ -68,8 +68,9 @@ def _final_params(run_dir: Path) -> tuple[dict, dict]:
 def test_sigkilled_run_resumes_to_the_same_parameters_and_steps(
     tmp_path, fixture, empty_dataset, monkeypatch
 ):
-    """Also exact for off-policy stages: the iterator's place mid-epoch and each stream's
-    memory are in the checkpoint."""
+    """Also exact for off-policy stages (the iterator's place mid-epoch and each stream's
+    memory are in the checkpoint), and when the resumed run packs the samplers into two
+    processes instead of one (`-m 2`: samplers are saved one by one)."""
     monkeypatch.setenv("STAGERL_DATASET", str(empty_dataset))  # read by tiny_offpolicy_bc.py
     config = _variant(tmp_path, "cfg", 1024 if fixture == "tiny_dagger_ppo.py" else 2048, fixture)
     straight = _stagerl("train", str(config), "-o", str(tmp_path / "straight"), "-s", "3")
@@ -80,7 +81,7 @@ def test_sigkilled_run_resumes_to_the_same_parameters_and_steps(
     _wait_for_checkpoint(output, 1280, run)  # in the second stage for the two-stage fixture
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    resumed = _stagerl("train", str(config), "-o", str(output), "--resume", "latest")
+    resumed = _stagerl("train", str(config), "-o", str(output), "--resume", "latest", "-m", "2")
     out, err = resumed.communicate()
     assert resumed.returncode == 0, err
     assert "resuming" in err
