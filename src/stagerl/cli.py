@@ -221,6 +221,7 @@ COMMANDS = {"train": train, "eval": evaluate, "record-dataset": record_dataset}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors stagerl expects exit with their code and a one-line message."""
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -130,11 +130,11 @@ class MachineParams:
         """Where the model, the rollout storage and the updates live, e.g. 'cpu' or 'cuda:0'."""
         return self.trainer_devices[0]
 
-    def sampler_processes(self, cap: int | None = None) -> int:
-        """How many worker processes step the samplers: one per core (or `cap`, or
-        `max_sampler_processes`), never more than there are samplers."""
-        limit = cap or self.max_sampler_processes or len(os.sched_getaffinity(0))
-        return max(1, min(self.nprocesses, limit))
+    def sampler_processes(self) -> int:
+        """How many worker processes step the samplers: `max_sampler_processes`, else one per
+        core, never more than there are samplers."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, min(self.nprocesses, self.max_sampler_processes or cores or 1))
 
     @classmethod
     def instance_from(cls, value: "MachineParams | dict[str, Any]", where: str) -> "MachineParams":
@@ -225,10 +225,12 @@ class LoadedExperiment:
 
     @property
     def name(self) -> str:
+        """The experiment class's name (checkpoints record it)."""
         return self.config.__name__
 
     @cached_property
     def instance(self) -> ExperimentConfig:
+        """The one instance of the config class that every method is called on."""
         return user_call(f"{self.name}()", self.config)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -236,6 +238,7 @@ class LoadedExperiment:
         return user_call(f"{self.name}.{method}()", getattr(self.instance, method), *args, **kwargs)
 
     def machine_params(self, mode: str) -> MachineParams:
+        """`machine_params(mode)` as MachineParams, AllenAct's dict form included."""
         value = self.call("machine_params", mode)
         return MachineParams.instance_from(value, f"{self.name}.machine_params({mode!r})")
 

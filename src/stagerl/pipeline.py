@@ -1,7 +1,7 @@
 """TrainingPipeline and PipelineStage: the seed's pipeline API, validated when built.
 
-These are plain settings. Progress through them (stage index, step counts) lives in the trainer
-and in checkpoints, never here.
+These are plain settings; what a stage may add lives in `stagerl.components` (re-exported here).
+Progress through them (stage index, step counts) lives in the trainer and in checkpoints.
 """
 
 from abc import ABC, abstractmethod
@@ -10,115 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stagerl.builder import Builder
+from stagerl.components import DatasetAggregation, OffPolicyPipelineComponent, Validation
 from stagerl.errors import ConfigError, require
 from stagerl.losses.base import Loss
 from stagerl.losses.imitation import Imitation
 from stagerl.losses.offpolicy import OffPolicyLoss
-
-
-@dataclass(frozen=True)
-class DatasetAggregation:
-    """True DAgger (Ross et al. 2011) for a stage with an Imitation loss.
-
-    Every rollout's (observation sequence, expert action) data goes into a FIFO buffer of
-    `max_sequences` task sequences (each `num_steps` long); each minibatch update also trains
-    the stage's imitation losses on `sequences_per_minibatch` sequences sampled from it. Memory:
-    `max_sequences x num_steps x` (bytes of one step's observations + 16), e.g. about 75 MB for
-    10,000 GoToObj sequences of 32 steps.
-    """
-
-    max_sequences: int = 4096
-    sequences_per_minibatch: int = 8
-
-    def __post_init__(self) -> None:
-        require(
-            self.max_sequences > 0,
-            "DatasetAggregation.max_sequences",
-            self.max_sequences,
-            "a positive number of sequences",
-        )
-        require(
-            self.sequences_per_minibatch > 0,
-            "DatasetAggregation.sequences_per_minibatch",
-            self.sequences_per_minibatch,
-            "a positive number of sequences",
-        )
-
-
-@dataclass(frozen=True)
-class Validation:
-    """Evaluate the model on `episodes` episodes of the experiment's validation tasks whenever a
-    checkpoint is saved, and also every `interval` steps if given; logged as `valid/*`.
-
-    The episodes run in the trainer process on worker processes of their own (started once,
-    idle in between), with the same validation seeds every time, so the numbers compare.
-    """
-
-    episodes: int = 100
-    interval: int | None = None
-
-    def __post_init__(self) -> None:
-        require(
-            isinstance(self.episodes, int) and self.episodes > 0,
-            "Validation.episodes",
-            self.episodes,
-            "a positive number of episodes",
-        )
-        require(
-            self.interval is None or (isinstance(self.interval, int) and self.interval > 0),
-            "Validation.interval",
-            self.interval,
-            "a positive step count or None (validate at checkpoints only)",
-        )
-
-
-@dataclass
-class OffPolicyPipelineComponent:
-    """Train `loss_names` (off-policy losses) on `updates` batches from a dataset after every
-    rollout of the stage.
-
-    `data_iterator_builder(**kwargs)` makes the stage's batch iterator. The trainer calls it
-    once, before any worker starts, with `rank`, `world_size`, `seed`, `observation_space`
-    (the experiment's sensors) and `env_ids` (the training tasks' environments where their
-    sampler names them), so that an iterator can check the dataset fits and ranks can split it.
-    """
-
-    data_iterator_builder: Callable[..., Any]
-    loss_names: list[str]
-    updates: int = 1
-    loss_weights: list[float] | None = None
-
-    def __post_init__(self) -> None:
-        require(
-            callable(self.data_iterator_builder),
-            "OffPolicyPipelineComponent.data_iterator_builder",
-            self.data_iterator_builder,
-            "a callable returning a batch iterator",
-        )
-        require(
-            isinstance(self.loss_names, list | tuple) and len(self.loss_names) > 0,
-            "OffPolicyPipelineComponent.loss_names",
-            self.loss_names,
-            "a non-empty list of off-policy loss names",
-        )
-        self.loss_names = list(self.loss_names)
-        require(
-            isinstance(self.updates, int)
-            and not isinstance(self.updates, bool)
-            and self.updates >= 1,
-            "OffPolicyPipelineComponent.updates",
-            self.updates,
-            "a positive number of batches per rollout",
-        )
-        if self.loss_weights is None:
-            self.loss_weights = [1.0] * len(self.loss_names)
-        require(
-            len(self.loss_weights) == len(self.loss_names),
-            "OffPolicyPipelineComponent.loss_weights",
-            self.loss_weights,
-            f"one weight per loss name ({len(self.loss_names)})",
-        )
-
 
 # Settings a stage may override (AllenAct's per-stage TrainingSettings); the rest are fixed for
 # the whole pipeline because they shape the storage, the sampler or the logs.
@@ -512,6 +408,7 @@ class TrainingPipeline:
         return [n for n in stage.loss_names if isinstance(self.named_losses[n], Imitation)]
 
     def named_imitation_losses(self) -> dict[str, Imitation]:
+        """Every Imitation loss of the pipeline by name (each is bound to an expert sensor)."""
         return {n: loss for n, loss in self.named_losses.items() if isinstance(loss, Imitation)}
 
     @property

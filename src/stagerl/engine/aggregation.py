@@ -13,6 +13,8 @@ from stagerl.losses.base import RolloutBatch
 
 
 class ExpertDataBuffer:
+    """A bounded FIFO of whole task sequences with their expert actions (see the module)."""
+
     def __init__(
         self,
         *,

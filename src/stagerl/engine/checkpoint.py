@@ -14,6 +14,7 @@ _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
+    """Where a run keeps its checkpoints."""
     return run_dir / "checkpoints"
 
 
@@ -47,6 +48,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's contents (on the CPU); an error naming the file if it is unreadable."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:

@@ -16,6 +16,8 @@ from stagerl.losses.offpolicy import OffPolicyBatch
 
 @dataclass(frozen=True)
 class WeightedLoss:
+    """A named loss of a stage and its weight in the stage's sum."""
+
     name: str
     loss: Loss
     weight: float
@@ -32,6 +34,8 @@ class AggregatedData:
 
 @dataclass
 class UpdateResult:
+    """What one update did: averaged numbers, and how many minibatches it tried and skipped."""
+
     info: dict[str, float]  # averaged over the applied updates
     attempted: int
     skipped: int  # updates skipped because the loss or gradient was not finite

@@ -44,6 +44,7 @@ class TrainingMetrics:
 
     @classmethod
     def from_row(cls, row: dict[str, Any], counts: dict[str, int]) -> "TrainingMetrics":
+        """The `train/*` means of a logged row and their counts."""
         keys = [key for key in row if key.startswith("train/")]
         return cls(
             {key.removeprefix("train/"): row[key] for key in keys},

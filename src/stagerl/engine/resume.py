@@ -23,6 +23,8 @@ DIFF_LINES_SHOWN = 20
 
 @dataclass(frozen=True)
 class ResumePlan:
+    """The checkpoint to resume, its contents, and the run directory training continues in."""
+
     checkpoint: Path
     payload: dict[str, Any]
     run_dir: Path

@@ -16,6 +16,8 @@ from stagerl.tasks.vector import StepBatch, VectorSampler
 
 @dataclass
 class TeacherForcing:
+    """This rollout's probability of executing the expert's action, and where to read it."""
+
     probability: float
     expert_uuid: str
     generator: torch.Generator
@@ -23,6 +25,8 @@ class TeacherForcing:
 
 @dataclass
 class RolloutResult:
+    """Metrics of the episodes a rollout finished, and how many steps the expert acted."""
+
     episodes: list[dict[str, float]] = field(default_factory=list)
     expert_steps: int = 0
 

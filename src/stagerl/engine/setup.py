@@ -133,6 +133,8 @@ def build_model(
 
 @dataclass
 class TrainingSetup:
+    """Everything a run is built from, checked before any worker starts."""
+
     experiment: LoadedExperiment
     pipeline: TrainingPipeline
     machine: MachineParams
@@ -221,6 +223,7 @@ def _check_resumable(resume: dict[str, Any], experiment: LoadedExperiment, num_t
 
 
 def build_pipeline(experiment: LoadedExperiment) -> TrainingPipeline:
+    """The experiment's TrainingPipeline, checked to be one."""
     pipeline = experiment.call("training_pipeline")
     if not isinstance(pipeline, TrainingPipeline):
         raise ConfigError(f"{experiment.name}.training_pipeline() must return a TrainingPipeline")
@@ -234,6 +237,7 @@ def build_training_setup(
     resume: dict[str, Any] | None = None,
     max_sampler_processes: int | None = None,
 ) -> TrainingSetup:
+    """Build and check the pipeline, samplers, model, optimizer and datasets of a (resumed) run."""
     pipeline = build_pipeline(experiment)
     configure_trainer_process()
     machine, samplers = build_samplers(experiment, "train", seed, max_sampler_processes)

@@ -18,10 +18,13 @@ from stagerl.losses.base import RolloutBatch, standardize
 
 
 def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of a numpy dtype."""
     return torch.from_numpy(np.zeros(0, dtype)).dtype
 
 
 class RolloutStorage:
+    """One rollout of every task, on the training device (layout in the module docstring)."""
+
     def __init__(
         self,
         *,

@@ -47,6 +47,8 @@ class Interrupted(StagerlError):
 
 @dataclass
 class TrainingState:
+    """The run's progress: stage, step counters and bookkeeping, saved in every checkpoint."""
+
     stage_index: int = 0
     stage_steps: int = 0
     total_steps: int = 0
@@ -79,6 +81,7 @@ def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]
 
 
 def seed_everything(seed: int) -> dict[str, torch.Generator]:
+    """Seed python, numpy and torch; return the trainer's own generators (minibatches, teacher)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -445,4 +448,5 @@ class Trainer:
 
 
 def timestamp() -> str:
+    """A run directory's name: the local time to the second."""
     return time.strftime("%Y-%m-%d_%H-%M-%S")

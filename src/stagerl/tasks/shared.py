@@ -8,6 +8,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ArraySpec:
+    """The shape and numpy dtype string of one shared array."""
+
     shape: tuple[int, ...]
     dtype: str
 
