@@ -1,5 +1,7 @@
 """Experts through the task API: `query_expert` and the ExpertActionSensor solve test episodes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,15 @@ def test_train_valid_and_test_seeds_do_not_overlap():
     train, valid, test = seeds("train"), seeds("valid"), seeds("test")
     assert len(test) == len(valid) == 200  # no slot repeats another's episodes
     assert not (train & valid) and not (train & test) and not (valid & test)
+
+
+def test_validation_and_test_tasks_of_an_imitation_experiment_build_no_expert():
+    from stagerl.engine.setup import build_samplers
+    from stagerl.experiment import load_experiment
+
+    experiment = load_experiment(Path(__file__).parents[2] / "fixtures" / "tiny_dagger_ppo.py")
+    factories = {
+        mode: {s.expert_factory is None for s in build_samplers(experiment, mode, seed=0)[1]}
+        for mode in ("train", "valid", "test")
+    }
+    assert factories == {"train": {False}, "valid": {True}, "test": {True}}

@@ -8,7 +8,7 @@ from stagerl.models.base import ActorCriticModel
 from stagerl.plugins.minigrid.babyai_model import BabyAIRecurrentACModel
 from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor, MiniGridMissionSensor
 from stagerl.plugins.minigrid.tasks import MiniGridTaskSampler, make_minigrid_env
-from stagerl.tasks.sensors import Sensor, SensorSuite
+from stagerl.tasks.sensors import ExpertActionSensor, Sensor, SensorSuite
 
 
 class MiniGridExperimentConfig(ExperimentConfig):
@@ -65,9 +65,16 @@ class MiniGridExperimentConfig(ExperimentConfig):
     def _sampler_args(
         cls, split: str, process_ind: int, total_processes: int, seeds: list[int] | None
     ) -> dict[str, Any]:
+        """Validation and test tasks leave out the expert: nothing reads it there, and the
+        BabyAI bot's planning would cost more than the episodes."""
+        sensors = [
+            sensor
+            for sensor in cls.SENSORS
+            if split == "train" or not isinstance(sensor, ExpertActionSensor)
+        ]
         return dict(
             env_ids=cls.ENV_ID,
-            sensors=list(cls.SENSORS),
+            sensors=sensors,
             split=split,
             seed=(seeds or [0] * total_processes)[process_ind],
             slot=process_ind,
