@@ -2,6 +2,9 @@
 write theirs, imports rewritten by the README's table) train a few rollouts and evaluate every
 test task their samplers hold."""
 
+import ast
+import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,26 @@ def test_stage_training_settings_and_dict_machine_params(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "update", recording_update)
     _train("dagger.py", tmp_path, monkeypatch)
     assert calls == [(4, 2), (4, 2)]  # the stage's TrainingSettings, not the pipeline's (2, 1)
+
+
+def _readme_import_table() -> dict[str, str]:
+    """name -> stagerl module, from the README's table of AllenAct imports."""
+    table = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`allenact"):
+            for name in re.findall(r"`(\w+)`", cells[1]):
+                table[name] = cells[2].strip("`")
+    return table
+
+
+def test_readme_import_table_covers_every_name_the_configs_import_and_each_resolves():
+    table = _readme_import_table()
+    imported = set()
+    for path in STYLE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module.startswith("stagerl"):
+                imported |= {alias.name for alias in node.names}
+    assert imported and imported <= set(table), sorted(imported - set(table))
+    for name, module in table.items():
+        assert hasattr(importlib.import_module(module), name), (module, name)

@@ -52,7 +52,7 @@ def weighted_loss(
     """Run the model over the batch; return Σ weight·loss and the memory after the batch,
     and put each loss's numbers in `info` as `<prefix><loss name>/<key>`."""
     output, memory = model(batch.observations, batch.memory, batch.prev_actions, batch.masks)
-    total = torch.zeros(())
+    total = torch.zeros((), device=output.values.device)
     for item in losses:
         value, loss_info = item.loss.loss(stage_steps, batch, output)
         total = total + item.weight * value
