@@ -196,6 +196,12 @@ def evaluate(args: argparse.Namespace) -> int:
         max_sampler_processes=args.max_sampler_processes,
     )
     _print_results(results)
+    if args.episodes and results["episodes"] < args.episodes:
+        print(
+            f"stagerl: the test samplers ran out after {results['episodes']} of the "
+            f"{args.episodes} episodes asked for",
+            file=sys.stderr,
+        )
     output = args.output_json or args.checkpoint.with_suffix(".eval.json")
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"stagerl: results written to {output}", file=sys.stderr)

@@ -11,6 +11,8 @@ import torch
 from stagerl.errors import CheckpointError
 
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+# 2: sampler states one per sampler (1: one per worker process, which fixed the packing)
+CHECKPOINT_FORMAT = 2
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

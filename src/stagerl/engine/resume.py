@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stagerl.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
     find_latest_run,
     list_checkpoints,
     load_checkpoint,
@@ -45,7 +46,12 @@ def _checkpoint_and_payload(
 
 
 def check_experiment(payload: dict[str, Any], experiment: LoadedExperiment) -> None:
-    """The checkpoint was written by this experiment (class and tag)."""
+    """The checkpoint was written by this experiment (class and tag), in this format."""
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint format {payload.get('format')} is from an older stagerl; this one "
+            f"resumes format {CHECKPOINT_FORMAT} (evaluating it with `stagerl eval` still works)"
+        )
     tag = experiment.call("tag")
     if payload.get("experiment") != experiment.name or payload.get("tag") != tag:
         raise CheckpointError(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from stagerl.engine.aggregation import ExpertDataBuffer
-from stagerl.engine.checkpoint import save_checkpoint
+from stagerl.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger, TrainingMetrics
 from stagerl.engine.offpolicy import OffPolicyLearner
@@ -292,7 +292,7 @@ class Trainer:
         setup = self.setup
         self.state.last_save_steps = self.state.total_steps
         payload = {
-            "format": 1,
+            "format": CHECKPOINT_FORMAT,
             "experiment": self.experiment.name,
             "tag": self.experiment.call("tag"),
             "config_source": self.experiment.source,
