@@ -32,6 +32,7 @@ _EXPORTS = {
     "Loss": "losses.base",
     "ActorCriticModel": "models.base",
     "ActorCriticOutput": "models.base",
+    "MLPActorCritic": "models.mlp",
     "Task": "tasks.base",
     "TaskSampler": "tasks.base",
     "RLStepResult": "tasks.base",

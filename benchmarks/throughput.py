@@ -1,0 +1,198 @@
+"""Frames per second against the ceiling and against Stable-Baselines3, in one run.
+
+On this machine, one figure after another (never two at once), each the median of several
+timed windows after a warm-up:
+- `ceiling_sps`: raw BabyAI-GoToObj steps/s with random actions, one process per core;
+- `sampling_sps`: stagerl collecting rollouts of projects/babyai/gotoobj_ppo.py with its model
+  acting, no updates;
+- `gotoobj_fps`: `stagerl train projects/babyai/gotoobj_ppo.py` (sampling, inference, updates),
+  from its metrics rows after the first; `peak_pss_mib`: that run's process tree at its peak;
+- `mlp_fps`: `stagerl train benchmarks/empty_mlp_ppo.py` (MiniGrid-Empty-Random-5x5, 64x64
+  MLP, 16 tasks x 128 steps, 8 minibatches x 4 epochs);
+- `sb3_fps`: Stable-Baselines3 PPO with the same network, envs, rollout, minibatches and epochs
+  (DummyVecEnv); skipped with a message when stable-baselines3 is not installed
+  (`pip install -e ".[bench]"`).
+It prints a table with the ratios `sampling_over_ceiling` and `mlp_over_sb3` and writes them
+all to `--json PATH` if given.
+
+    python benchmarks/throughput.py [--json throughput.json]
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+GOTOOBJ = ROOT / "projects" / "babyai" / "gotoobj_ppo.py"
+EMPTY_MLP = ROOT / "benchmarks" / "empty_mlp_ppo.py"
+WINDOWS = 5
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            tree.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    return tree
+
+
+def tree_pss_mib(root: int) -> float:
+    """Proportional set size of `root` and all its descendants (from smaps_rollup), in MiB."""
+    tree, total, todo = _children(), 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(tree.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _raw_steps(seconds: float) -> float:
+    """Random-action steps/s of one BabyAI-GoToObj env in this process, after a warm-up."""
+    import gymnasium as gym
+    import minigrid  # noqa: F401
+
+    env = gym.make("BabyAI-GoToObj-v0", disable_env_checker=True).unwrapped
+    env.reset(seed=os.getpid())
+    for _ in range(200):
+        env.step(env.action_space.sample())
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        steps += 1
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def ceiling_sps(seconds: float = 2.0) -> float:
+    """Raw steps/s summed over one process per core: the median window of WINDOWS."""
+    cores = len(os.sched_getaffinity(0))
+    with mp.get_context("spawn").Pool(cores) as pool:
+        windows = [sum(pool.map(_raw_steps, [seconds] * cores)) for _ in range(WINDOWS)]
+    return statistics.median(windows)
+
+
+def sampling_sps(rollouts_per_window: int = 4) -> float:
+    """stagerl's rollouts of the GoToObj example, its model acting, without updates."""
+    import torch
+
+    from stagerl.engine.rollout import collect_rollout
+    from stagerl.engine.setup import build_training_setup
+    from stagerl.engine.storage import RolloutStorage
+    from stagerl.experiment import load_experiment
+
+    setup = build_training_setup(load_experiment(GOTOOBJ), seed=0)
+    storage = RolloutStorage(
+        num_steps=setup.pipeline.num_steps,
+        num_tasks=setup.num_tasks,
+        observation_space=setup.observation_space,
+        memory_shape=setup.model.memory_shape,
+    )
+    frames = rollouts_per_window * storage.num_steps * storage.num_tasks
+    windows = []
+    with setup.start_sampler() as sampler, torch.no_grad():
+        storage.set_observations(0, sampler.reset())
+        storage.memory = setup.model.initial_memory(setup.num_tasks)
+        setup.model.eval()
+        for window in range(WINDOWS + 1):  # the first is the warm-up
+            start = time.perf_counter()
+            for _ in range(rollouts_per_window):
+                collect_rollout(model=setup.model, sampler=sampler, storage=storage)
+                storage.start_next_rollout()
+            if window:
+                windows.append(frames / (time.perf_counter() - start))
+    return statistics.median(windows)
+
+
+def stagerl_training(config: Path, steps: int | None = None) -> tuple[float, float]:
+    """`stagerl train` in a subprocess: the median fps of its metrics rows after the first,
+    and the peak PSS of its process tree. `steps` shortens a config with a `STEPS` setting."""
+    with tempfile.TemporaryDirectory() as output:
+        if steps is not None:
+            short = Path(output) / "short.py"
+            short.write_text(
+                "from pathlib import Path\nfrom stagerl.experiment import load_experiment\n"
+                f"Base = load_experiment(Path({str(config)!r})).config\n\n\n"
+                f"class Short(Base):\n    STEPS = {steps}\n"
+            )
+            config = short
+        command = [sys.executable, "-m", "stagerl", "train", str(config), "-o", output]
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, tree_pss_mib(process.pid))
+            time.sleep(0.1)
+        if process.returncode != 0:
+            sys.exit(f"{config}: training failed:\n{process.stderr.read().decode()}")
+        (metrics,) = Path(output).glob("*/*/metrics.jsonl")
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    fps = [row["fps"] for row in rows if "fps" in row][1:]
+    return statistics.median(fps), peak
+
+
+def sb3_fps() -> float | None:
+    """Stable-Baselines3 PPO with benchmarks/empty_mlp_ppo.py's settings, or None if absent."""
+    try:
+        import gymnasium as gym
+        import minigrid  # noqa: F401
+        from minigrid.wrappers import ImgObsWrapper
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.vec_env import DummyVecEnv
+    except ImportError:
+        print("stable-baselines3 is not installed: sb3_fps skipped", file=sys.stderr)
+        return None
+    envs = DummyVecEnv([lambda: ImgObsWrapper(gym.make("MiniGrid-Empty-Random-5x5-v0"))] * 16)
+    model = PPO(
+        "MlpPolicy", envs, n_steps=128, batch_size=256, n_epochs=4, learning_rate=3e-4,
+        gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, seed=0, verbose=0,
+    )  # fmt: skip
+    rollout = 16 * 128
+    model.learn(rollout)  # warm-up
+    windows = []
+    for _ in range(WINDOWS):
+        start = time.perf_counter()
+        model.learn(rollout, reset_num_timesteps=False)
+        windows.append(rollout / (time.perf_counter() - start))
+    return statistics.median(windows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    results: dict[str, float | None] = {"ceiling_sps": ceiling_sps(), "sb3_fps": sb3_fps()}
+    results["sampling_sps"] = sampling_sps()
+    results["gotoobj_fps"], results["peak_pss_mib"] = stagerl_training(GOTOOBJ)
+    results["mlp_fps"], _ = stagerl_training(EMPTY_MLP, steps=16 * 128 * 10)
+    results["sampling_over_ceiling"] = results["sampling_sps"] / results["ceiling_sps"]
+    sb3 = results["sb3_fps"]
+    results["mlp_over_sb3"] = results["mlp_fps"] / sb3 if sb3 else None
+    for key, value in results.items():
+        shown = "-" if value is None else f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
+        print(f"{key:>22}: {shown}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
