@@ -1,0 +1,47 @@
+"""MachineParams takes AllenAct's forms and names the field of a bad one."""
+
+import pytest
+import torch
+
+from stagerl import ConfigError, MachineParams
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "device"),
+    [
+        ({}, "cpu"),
+        ({"devices": []}, "cpu"),
+        ({"devices": [-1]}, "cpu"),
+        ({"devices": [1]}, "cuda:1"),
+        ({"devices": torch.device("cuda", 0)}, "cuda:0"),
+        ({"gpu_ids": [0]}, "cuda:0"),
+        ({"devices": ["cuda"], "nprocesses": [8]}, "cuda"),
+    ],
+)
+def test_allenact_device_forms(kwargs, device):
+    machine = MachineParams(**{"nprocesses": 8, **kwargs})
+    assert machine.device == device and machine.nprocesses == 8
+    assert machine.task_sampler_devices == machine.trainer_devices  # sampler_devices defaults
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"nprocesses": [8, 8], "devices": [0, 1]}, "MachineParams.nprocesses"),
+        ({"nprocesses": 8, "devices": [0, 1]}, "MachineParams.devices"),
+        ({"nprocesses": -1}, "MachineParams.nprocesses=-1"),
+        ({"nprocesses": 8, "devices": [0], "gpu_ids": [0]}, "not both"),
+        ({"nprocesses": 8, "visualizer": object()}, "MachineParams.visualizer"),
+        ({"nprocesses": 8, "max_sampler_processes": 0}, "MachineParams.max_sampler_processes=0"),
+    ],
+)
+def test_bad_machine_params_name_the_field(kwargs, named):
+    with pytest.raises(ConfigError, match=named):
+        MachineParams(**kwargs)
+
+
+def test_samplers_are_packed_into_at_most_one_process_per_core_or_the_cap(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert MachineParams(nprocesses=16).sampler_processes() == 2
+    assert MachineParams(nprocesses=1).sampler_processes() == 1
+    assert MachineParams(nprocesses=16, max_sampler_processes=5).sampler_processes() == 5
