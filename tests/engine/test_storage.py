@@ -6,7 +6,6 @@ import torch
 from gymnasium import spaces
 
 from stagerl.engine.storage import RolloutStorage
-from stagerl.models.base import run_recurrent
 
 
 def _filled_storage(steps=5, tasks=6):
@@ -65,30 +64,6 @@ def test_insert_sets_masks_from_terminated_and_truncated():
     # The executed actions, also where an episode starts: the mask, not a 0 action, says so.
     assert storage.prev_actions[1].tolist() == [1, 2, 3]
     assert storage.rewards[0].dtype == torch.float32
-
-
-@pytest.mark.parametrize("kind", ["gru", "lstm"])
-def test_chunked_rnn_equals_step_by_step_with_resets(kind):
-    torch.manual_seed(0)
-    rnn = torch.nn.GRU(4, 3) if kind == "gru" else torch.nn.LSTM(4, 3)
-    inputs = torch.randn(6, 2, 4)
-    masks = torch.ones(6, 2)
-    masks[0] = 0
-    masks[2, 0] = 0
-    masks[4, 1] = 0
-    memory = torch.randn(1, 2, 3 if kind == "gru" else 6)  # an LSTM's (h, c) side by side
-    chunked, final = run_recurrent(rnn, inputs, memory, masks)
-    state, outputs = memory, []
-    for t in range(6):
-        state = state * masks[t].view(1, -1, 1)
-        if kind == "gru":
-            out, state = rnn(inputs[t : t + 1], state)
-        else:
-            out, (h, c) = rnn(inputs[t : t + 1], tuple(state.chunk(2, dim=-1)))
-            state = torch.cat([h, c], dim=-1)
-        outputs.append(out)
-    torch.testing.assert_close(chunked, torch.cat(outputs))
-    torch.testing.assert_close(final, state)
 
 
 def test_minibatch_count_is_exactly_num_mini_batch_with_sizes_differing_by_at_most_one():

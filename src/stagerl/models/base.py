@@ -12,6 +12,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 @dataclass
@@ -55,24 +56,59 @@ class ActorCriticModel(nn.Module, ABC):
         """Act on `[T, N]` observations starting from `memory`; return outputs and new memory."""
 
 
+def _state(memory: torch.Tensor, lstm: bool) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    return tuple(memory.chunk(2, dim=-1)) if lstm else memory
+
+
+def _memory(state: torch.Tensor | tuple[torch.Tensor, ...], lstm: bool) -> torch.Tensor:
+    return torch.cat(state, dim=-1) if lstm else state
+
+
+def run_recurrent_stepwise(
+    rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `run_recurrent` computes, by its definition: one step at a time, the memory
+    multiplied by the mask before each step (so zeroed where an episode starts)."""
+    lstm = isinstance(rnn, nn.LSTM)
+    outputs = []
+    for t in range(inputs.shape[0]):
+        memory = memory * masks[t].view(1, -1, 1)
+        out, state = rnn(inputs[t : t + 1], _state(memory, lstm))
+        memory = _memory(state, lstm)
+        outputs.append(out)
+    return torch.cat(outputs, dim=0), memory
+
+
 def run_recurrent(
     rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a GRU or LSTM over `[T, N, F]` inputs, zeroing memory wherever `masks` marks an
     episode start. An LSTM's memory is its `(h, c)` joined on the last dimension.
 
-    The sequence is cut only at steps where some task resets, so most of it runs as one fused
-    call instead of T single steps.
+    Over several steps, every stretch of one task's episode becomes its own sequence (from the
+    task's memory for the first, from zeros after an episode start) and all of them run in one
+    packed call, however often tasks reset; equal to `run_recurrent_stepwise` up to float
+    rounding (tests/models), faster by benchmarks/recurrent.py.
     """
-    steps = inputs.shape[0]
-    reset_steps = (masks[1:] == 0).any(dim=1).nonzero().flatten().add(1).tolist()
-    bounds = [0, *reset_steps, steps]
+    steps, tasks = masks.shape
+    if steps == 1:
+        return run_recurrent_stepwise(rnn, inputs, memory, masks)
+    starts = masks == 0
+    starts[0] = True
+    in_task = starts.long().cumsum(0) - 1  # each step's stretch, counted within its task
+    count = in_task[-1] + 1  # stretches per task
+    first = count.cumsum(0) - count  # the id of each task's first stretch
+    stretch = (in_task + first).flatten()
+    time = torch.arange(steps, device=masks.device)[:, None].expand(steps, tasks)
+    position = (time - torch.where(starts, time, 0).cummax(0).values).flatten()
+    lengths = torch.bincount(stretch, minlength=int(count.sum()))
+    padded = inputs.new_zeros(int(lengths.max()), len(lengths), inputs.shape[-1])
+    padded[position, stretch] = inputs.reshape(steps * tasks, -1)
+    initial = memory.new_zeros(memory.shape[0], len(lengths), memory.shape[-1])
+    initial[:, first] = memory * masks[0].view(1, -1, 1)
     lstm = isinstance(rnn, nn.LSTM)
-    outputs = []
-    for start, end in zip(bounds[:-1], bounds[1:], strict=False):
-        memory = memory * masks[start].view(1, -1, 1)
-        state = tuple(memory.chunk(2, dim=-1)) if lstm else memory
-        out, state = rnn(inputs[start:end], state)
-        memory = torch.cat(state, dim=-1) if lstm else state
-        outputs.append(out)
-    return torch.cat(outputs, dim=0), memory
+    packed = pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
+    out, state = rnn(packed, _state(initial, lstm))
+    out, _ = pad_packed_sequence(out, total_length=padded.shape[0])
+    final = _memory(state, lstm)[:, first + count - 1]  # each task's last stretch
+    return out[position, stretch].view(steps, tasks, -1), final
