@@ -21,6 +21,34 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stagerl", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(commands)
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the test tasks")
+    evaluate.add_argument("config", type=Path, help="experiment file")
+    evaluate.add_argument("-c", "--checkpoint", type=Path, required=True)
+    evaluate.add_argument(
+        "--episodes",
+        type=_positive_int,
+        help="test episodes (default: every task of test samplers that end, else 100)",
+    )
+    evaluate.add_argument(
+        "-s", "--seed", type=int, default=0, help="seeds test samplers and actions (default: 0)"
+    )
+    _add_processes_argument(evaluate)
+    evaluate.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="take the most likely action instead of sampling",
+    )
+    evaluate.add_argument(
+        "--output-json",
+        type=Path,
+        help="where to write the results (default: next to the checkpoint)",
+    )
+    _add_record_parser(commands)
+    return parser
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train an experiment")
     train.add_argument("config", type=Path, help="experiment file (one ExperimentConfig)")
     train.add_argument(
@@ -57,30 +85,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="stop after N updates in a row with a NaN/inf loss (default: 10)",
     )
-    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the test tasks")
-    evaluate.add_argument("config", type=Path, help="experiment file")
-    evaluate.add_argument("-c", "--checkpoint", type=Path, required=True)
-    evaluate.add_argument(
-        "--episodes",
-        type=_positive_int,
-        help="test episodes (default: every task of test samplers that end, else 100)",
-    )
-    evaluate.add_argument(
-        "-s", "--seed", type=int, default=0, help="seeds test samplers and actions (default: 0)"
-    )
-    _add_processes_argument(evaluate)
-    evaluate.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="take the most likely action instead of sampling",
-    )
-    evaluate.add_argument(
-        "--output-json",
-        type=Path,
-        help="where to write the results (default: next to the checkpoint)",
-    )
-    _add_record_parser(commands)
-    return parser
 
 
 def _add_processes_argument(parser: argparse.ArgumentParser) -> None:

@@ -245,6 +245,14 @@ class TrainingPipeline:
         }
         for index, stage in enumerate(self.pipeline_stages):
             self._check_stage(index, stage)
+        self._check_settings()
+        self.stage_names = [
+            f"{index}:{'+'.join(self.stage_loss_names(stage)) or 'none'}"
+            for index, stage in enumerate(self.pipeline_stages)
+        ]
+
+    def _check_settings(self) -> None:
+        """Every pipeline-wide setting in range; `save_interval <= 0` becomes None."""
         _positive("num_steps", self.num_steps)
         _positive("metric_accumulate_interval", self.metric_accumulate_interval)
         require(
@@ -293,10 +301,6 @@ class TrainingPipeline:
             self.optimizer_builder,
             "a Builder(optim.X, dict(...))",
         )
-        self.stage_names = [
-            f"{index}:{'+'.join(self.stage_loss_names(stage)) or 'none'}"
-            for index, stage in enumerate(self.pipeline_stages)
-        ]
 
     @staticmethod
     def _build_loss(name: str, loss: Any) -> Loss:
