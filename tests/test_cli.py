@@ -8,6 +8,7 @@ import pytest
 
 from stagerl import cli
 from stagerl.tasks import vector
+from tests.variants import fixture_variant
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -62,11 +63,8 @@ def test_config_that_raises_on_import_names_the_file(tmp_path, capsys):
 
 def test_unknown_env_id_is_reported_before_workers(tmp_path, monkeypatch, capsys):
     _forbid_workers(monkeypatch)
-    config = tmp_path / "bad_env.py"
-    config.write_text(
-        (FIXTURES / "tiny_ppo.py")
-        .read_text()
-        .replace("MiniGrid-Empty-Random-5x5-v0", "MiniGrid-NoSuchEnv-v0")
+    config = fixture_variant(
+        tmp_path, "tiny_ppo.py", {"MiniGrid-Empty-Random-5x5-v0": "MiniGrid-NoSuchEnv-v0"}
     )
     assert cli.main(["train", str(config), "-o", str(tmp_path)]) == 2
     assert "MiniGrid-NoSuchEnv-v0" in capsys.readouterr().err
@@ -104,14 +102,6 @@ def test_missing_dataset_fails_before_any_worker_starts(tmp_path, monkeypatch, c
     assert f"{tmp_path / 'no-such-dataset'}: no such dataset" in capsys.readouterr().err
 
 
-def _tiny_ppo_with(tmp_path: Path, old: str, new: str) -> Path:
-    config = tmp_path / "edited.py"
-    source = (FIXTURES / "tiny_ppo.py").read_text()
-    assert old in source
-    config.write_text(source.replace(old, new))
-    return config
-
-
 @pytest.mark.parametrize(
     ("old", "new", "named"),
     [
@@ -139,7 +129,7 @@ def test_a_builder_that_raises_exits_2_naming_it_before_any_worker_starts(
     old, new, named, tmp_path, monkeypatch, capsys
 ):
     _forbid_workers(monkeypatch)
-    config = _tiny_ppo_with(tmp_path, old, new)
+    config = fixture_variant(tmp_path, "tiny_ppo.py", {old: new})
     assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert named in err, err
@@ -151,7 +141,9 @@ def test_a_gpu_asked_for_on_a_machine_without_one_exits_2_naming_the_field(
 ):
     _forbid_workers(monkeypatch)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    config = _tiny_ppo_with(tmp_path, "STEPS = 1024", "STEPS = 1024\n    DEVICES = ['cuda']")
+    config = fixture_variant(
+        tmp_path, "tiny_ppo.py", {"STEPS = 1024": "STEPS = 1024\n    DEVICES = ['cuda']"}
+    )
     assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert "MachineParams.devices asks for 'cuda'" in err and "no CUDA device" in err
@@ -175,10 +167,14 @@ def test_imitation_reads_the_experiments_expert_sensor_or_fails_before_workers(
     from stagerl.engine.setup import build_training_setup
     from stagerl.experiment import load_experiment
 
-    config = tmp_path / "custom_uuid.py"
-    source = (FIXTURES / "tiny_dagger_ppo.py").read_text()
-    source = source.replace("ExpertActionSensor(nactions=7)", sensors)
-    config.write_text(source.replace('"imitation_loss": Imitation()', f'"imitation_loss": {loss}'))
+    config = fixture_variant(
+        tmp_path,
+        "tiny_dagger_ppo.py",
+        {
+            "ExpertActionSensor(nactions=7)": sensors,
+            '"imitation_loss": Imitation()': f'"imitation_loss": {loss}',
+        },
+    )
     if message is None:
         built = build_training_setup(load_experiment(config), seed=0)
         assert built.pipeline.named_losses["imitation_loss"].expert_uuid == "mine"

@@ -18,6 +18,7 @@ from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
 from stagerl.engine.trainer import NonFiniteLossError, Trainer
 from stagerl.experiment import load_experiment
 from stagerl.losses.ppo import PPO
+from tests.variants import fixture_variant
 
 ROOT = Path(__file__).parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -122,11 +123,8 @@ def test_resume_with_other_machine_params_is_refused(tmp_path, capsys):
     final = Trainer(
         load_experiment(FIXTURES / "tiny_ppo.py"), run_dir=tmp_path / "r", seed=0
     ).train(stop_after_steps=64)
-    config = tmp_path / "more_tasks.py"
-    config.write_text(
-        (FIXTURES / "tiny_ppo.py")
-        .read_text()
-        .replace("NUM_TRAIN_SAMPLERS = 4", "NUM_TRAIN_SAMPLERS = 6")
+    config = fixture_variant(
+        tmp_path, "tiny_ppo.py", {"NUM_TRAIN_SAMPLERS = 4": "NUM_TRAIN_SAMPLERS = 6"}
     )
     resume = ["--resume", str(final), "--allow-config-change"]
     assert cli.main(["train", str(config), *resume]) == 2

@@ -10,6 +10,7 @@ from stagerl import cli
 from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
 from stagerl.engine.trainer import Trainer
 from stagerl.experiment import load_experiment
+from tests.variants import fixture_variant
 
 ROOT = Path(__file__).parents[2]
 TINY = ROOT / "tests" / "fixtures" / "tiny_dagger_ppo.py"
@@ -63,15 +64,12 @@ def test_seed_dagger_then_ppo_pipeline_trains_through_both_stages(tmp_path):
 
 
 def test_early_stopping_criterion_ends_the_stage_at_the_first_metrics_it_accepts(tmp_path):
-    config = tmp_path / "stops_early.py"
-    config.write_text(
-        TINY.read_text().replace(
-            "teacher_forcing=",
-            "early_stopping_criterion=lambda stage_steps, total, metrics: "
-            "stage_steps >= 256 and 'ep_length' in metrics.means(),\n"
-            "                    teacher_forcing=",
-        )
+    criterion = (
+        "early_stopping_criterion=lambda stage_steps, total, metrics: "
+        "stage_steps >= 256 and 'ep_length' in metrics.means(),\n"
+        "                    teacher_forcing="
     )
+    config = fixture_variant(tmp_path, "tiny_dagger_ppo.py", {"teacher_forcing=": criterion})
     final = Trainer(load_experiment(config), run_dir=tmp_path, seed=0).train()
     rows = _rows(tmp_path)
     assert max(r["step"] for r in rows if r["stage"] == "0:imitation_loss") == 256

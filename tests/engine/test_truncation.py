@@ -1,8 +1,6 @@
 """Truncation end to end: tasks cut off at MAX_STEPS end as `truncated` (not terminated), are
 bootstrapped with V(their last observation), and the returns use that value."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -10,16 +8,15 @@ from stagerl.engine.rollout import collect_rollout, last_values
 from stagerl.engine.setup import build_training_setup
 from stagerl.engine.storage import RolloutStorage
 from stagerl.experiment import load_experiment
-
-ROOT = Path(__file__).parents[2]
+from tests.variants import fixture_variant
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_max_steps_truncates_bootstraps_and_enters_the_returns(tmp_path):
-    config = tmp_path / "short_episodes.py"
-    source = (ROOT / "tests" / "fixtures" / "tiny_ppo.py").read_text()
-    config.write_text(source.replace("STEPS = 1024", "STEPS = 1024\n    MAX_STEPS = 3"))
+    config = fixture_variant(
+        tmp_path, "tiny_ppo.py", {"STEPS = 1024": "STEPS = 1024\n    MAX_STEPS = 3"}
+    )
     setup = build_training_setup(load_experiment(config), seed=0)
     storage = RolloutStorage(
         num_steps=12,
