@@ -114,20 +114,14 @@ def _add_record_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _make_run_dir(output: Path, tag: str) -> Path:
-    from stagerl.engine.trainer import timestamp
+    from stagerl.engine.checkpoint import new_run_dir
 
-    run_dir = output / tag / timestamp()
-    suffix = 1
-    while run_dir.exists():
-        run_dir = output / tag / f"{timestamp()}_{suffix}"
-        suffix += 1
     try:
-        run_dir.mkdir(parents=True)
+        return new_run_dir(output / tag)
     except OSError as error:
         raise StagerlError(
             f"output directory {output}: cannot create a run there ({error})"
         ) from None
-    return run_dir
 
 
 def train(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,17 @@ def load_latest(run_dir: Path, warn: Any = print) -> tuple[Path, dict[str, Any]]
         except CheckpointError as error:
             warn(f"skipping checkpoint: {error}")
     raise CheckpointError(f"{run_dir}: no readable checkpoint to resume from")
+
+
+def new_run_dir(tag_dir: Path) -> Path:
+    """A new run directory `tag_dir/<local time to the second>[_<n>]`, created; never one that
+    exists."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    run_dir, suffix = tag_dir / stamp, 1
+    while run_dir.exists():
+        run_dir, suffix = tag_dir / f"{stamp}_{suffix}", suffix + 1
+    run_dir.mkdir(parents=True)
+    return run_dir
 
 
 def find_latest_run(output_dir: Path, tag: str) -> Path:

@@ -15,6 +15,7 @@ from stagerl.engine.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_latest,
+    new_run_dir,
 )
 from stagerl.errors import CheckpointError
 from stagerl.experiment import LoadedExperiment
@@ -75,19 +76,10 @@ def _summary(diff: list[str]) -> str:
     return "\n".join(shown) + (f"\n... ({more} more diff lines)" if more else "")
 
 
-def _new_branch_dir(run_dir: Path) -> Path:
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    branch, suffix = run_dir.parent / stamp, 1
-    while branch.exists():
-        branch, suffix = run_dir.parent / f"{stamp}_{suffix}", suffix + 1
-    branch.mkdir(parents=True)
-    return branch
-
-
 def _start_branch(run_dir: Path, checkpoint: Path, payload: dict[str, Any]) -> Path:
     """A new run directory beside `run_dir` recording where it came from. It gets the metrics
     rows up to the checkpoint (the logger drops later ones) and the original's config."""
-    branch = _new_branch_dir(run_dir)
+    branch = new_run_dir(run_dir.parent)
     for name in ("metrics.jsonl", "config.py"):
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, branch / name)

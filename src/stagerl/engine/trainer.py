@@ -8,7 +8,6 @@ forcing follow the stage's step count.
 import contextlib
 import random
 import signal
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -445,8 +444,3 @@ class Trainer:
         if validate:
             self._validate(logger)
         return path
-
-
-def timestamp() -> str:
-    """A run directory's name: the local time to the second."""
-    return time.strftime("%Y-%m-%d_%H-%M-%S")
