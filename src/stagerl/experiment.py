@@ -63,6 +63,10 @@ class MachineParams:
     - `update_threads`: torch threads for updates. The trainer acts with one thread while the
       workers step (oversubscribed threads spin and run many times slower) and updates with
       `update_threads` while the workers idle.
+    - `double_buffered`: in training, the samplers form two halves that take turns, so the
+      workers step one half while the model acts for the other (default). `False`: the model
+      acts for all samplers, then waits for all of them. The rollouts are alike in
+      distribution either way, and each is reproducible from its seed.
     """
 
     nprocesses: int | Sequence[int]
@@ -72,6 +76,7 @@ class MachineParams:
     max_sampler_processes: int | None = None
     worker_timeout: float = 60.0
     update_threads: int = 2
+    double_buffered: bool = True
     sensor_preprocessor_graph: Any = None
     visualizer: Any = None
     local_worker_ids: Any = None

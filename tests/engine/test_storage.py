@@ -57,7 +57,6 @@ def test_insert_sets_masks_from_terminated_and_truncated():
         rewards=np.array([1, 0, 0], dtype=np.float32),
         terminated=np.array([True, False, False]),
         truncated=np.array([False, True, False]),
-        bootstrap_values=torch.zeros(3),
         next_observations={"x": np.zeros((3, 2), np.int64)},
     )
     assert storage.masks[1].tolist() == [0.0, 0.0, 1.0]

@@ -100,14 +100,17 @@ def start_sampler(
     machine: MachineParams,
     samplers: list[TaskSampler],
     max_tasks: list[int | None] | None = None,
+    groups: int = 1,
 ) -> VectorSampler:
-    """The worker processes stepping `samplers`, packed as `machine.sampler_processes()` says."""
+    """The worker processes stepping `samplers` in `groups` groups, packed as
+    `machine.sampler_processes()` says."""
     return VectorSampler(
         samplers,
         num_workers=min(machine.sampler_processes(), len(samplers)),
         timeout=machine.worker_timeout,
         max_tasks=max_tasks,
         experiment=worker_experiment(experiment),
+        groups=min(groups, len(samplers)),
     )
 
 
@@ -156,7 +159,10 @@ class TrainingSetup:
         return self.samplers[0].observation_space
 
     def start_sampler(self) -> VectorSampler:
-        return start_sampler(self.experiment, self.machine, self.samplers)
+        """The training samplers' workers: two groups taking turns unless the machine params
+        ask for synchronous sampling."""
+        groups = 2 if self.machine.double_buffered else 1
+        return start_sampler(self.experiment, self.machine, self.samplers, groups=groups)
 
 
 def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str | None:

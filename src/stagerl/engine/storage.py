@@ -16,6 +16,8 @@ from gymnasium import spaces
 from stagerl.engine.returns import compute_returns
 from stagerl.losses.base import RolloutBatch, standardize
 
+ALL = slice(None)  # every task
+
 
 def torch_dtype(dtype: np.dtype) -> torch.dtype:
     """The torch dtype of a numpy dtype."""
@@ -60,12 +62,15 @@ class RolloutStorage:
         self.advantages = zeros(steps, tasks)
         self.normalized_advantages = zeros(steps, tasks)
 
-    def set_observations(self, row: int, observations: dict[str, np.ndarray]) -> None:
+    def set_observations(
+        self, row: int, observations: dict[str, np.ndarray], tasks: slice = ALL
+    ) -> None:
         for uuid, target in self.observations.items():
-            target[row].copy_(torch.from_numpy(observations[uuid]))
+            target[row, tasks].copy_(torch.from_numpy(observations[uuid]))
 
-    def observations_at(self, row: int) -> dict[str, torch.Tensor]:
-        return {uuid: obs[row : row + 1] for uuid, obs in self.observations.items()}
+    def observations_at(self, row: int, tasks: slice = ALL) -> dict[str, torch.Tensor]:
+        """`[1, tasks]` views of row `row`."""
+        return {uuid: obs[row : row + 1, tasks] for uuid, obs in self.observations.items()}
 
     def insert(
         self,
@@ -77,20 +82,22 @@ class RolloutStorage:
         rewards: np.ndarray,
         terminated: np.ndarray,
         truncated: np.ndarray,
-        bootstrap_values: torch.Tensor,
         next_observations: dict[str, np.ndarray],
+        tasks: slice = ALL,
     ) -> None:
-        """Record step t and the observation that follows it."""
-        self.actions[t] = actions
-        self.log_probs[t] = log_probs
-        self.values[t] = values
-        self.rewards[t].copy_(torch.from_numpy(rewards))
-        self.terminated[t].copy_(torch.from_numpy(terminated))
-        self.truncated[t].copy_(torch.from_numpy(truncated))
-        self.bootstrap_values[t] = bootstrap_values
-        self.set_observations(t + 1, next_observations)
-        self.masks[t + 1] = 1.0 - (self.terminated[t] | self.truncated[t]).float()
-        self.prev_actions[t + 1] = actions
+        """Record step t of `tasks` and the observation that follows it. Its bootstrap values
+        start at zero; the rollout sets those of tasks cut off by a step limit."""
+        self.actions[t, tasks] = actions
+        self.log_probs[t, tasks] = log_probs
+        self.values[t, tasks] = values
+        self.rewards[t, tasks].copy_(torch.from_numpy(rewards))
+        self.terminated[t, tasks].copy_(torch.from_numpy(terminated))
+        self.truncated[t, tasks].copy_(torch.from_numpy(truncated))
+        self.bootstrap_values[t, tasks] = 0.0
+        self.set_observations(t + 1, next_observations, tasks)
+        ended = self.terminated[t, tasks] | self.truncated[t, tasks]
+        self.masks[t + 1, tasks] = 1.0 - ended.float()
+        self.prev_actions[t + 1, tasks] = actions
 
     def compute_returns(
         self,

@@ -79,6 +79,25 @@ def run_recurrent_stepwise(
     return torch.cat(outputs, dim=0), memory
 
 
+def _one_step(
+    rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of every task, as the trainer takes while acting. A one-layer RNN runs as its
+    cell function on the module's weights: for a batch of tens of tasks the module's call costs
+    over twice as much (oneDNN sets up a primitive per call), measured in benchmarks/sampling.py."""
+    plain = rnn.num_layers == 1 and not rnn.bidirectional and not getattr(rnn, "proj_size", 0)
+    if not plain:
+        return run_recurrent_stepwise(rnn, inputs, memory, masks)
+    state = memory[0] * masks[0, :, None]
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0)
+    biases = (rnn.bias_ih_l0, rnn.bias_hh_l0) if rnn.bias else (None, None)
+    if isinstance(rnn, nn.LSTM):
+        h, c = torch.lstm_cell(inputs[0], tuple(state.chunk(2, dim=-1)), *weights, *biases)
+        return h[None], torch.cat([h, c], dim=-1)[None]
+    h = torch.gru_cell(inputs[0], state, *weights, *biases)
+    return h[None], h[None]
+
+
 def run_recurrent(
     rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +111,7 @@ def run_recurrent(
     """
     steps, tasks = masks.shape
     if steps == 1:
-        return run_recurrent_stepwise(rnn, inputs, memory, masks)
+        return _one_step(rnn, inputs, memory, masks)
     starts = masks == 0
     starts[0] = True
     in_task = starts.long().cumsum(0) - 1  # each step's stretch, counted within its task

@@ -1,16 +1,20 @@
 """Trainer-side handle on the sampler worker processes.
 
-Worker w owns a contiguous block of task slots. Each step the trainer writes one action per slot
-into shared memory, sends every worker a tiny `step` command, and reads observations, rewards and
-`terminated`/`truncated` flags back from shared memory. Only finished episodes' metrics are
-pickled. A worker that raises, dies or stays silent past `timeout` becomes a `WorkerError`
-naming the worker, its tasks and the cause, and all workers are stopped.
+The task slots form `groups` contiguous groups (one, or two for double-buffered sampling), and
+every worker owns a share of each group, so that stepping one group keeps every worker busy.
+Each step the trainer writes one action per slot of a group into shared memory, sends each of
+the group's workers a tiny `step` command, and later reads observations, rewards and
+`terminated`/`truncated` flags back from shared memory: in between it may act for the other
+group. Only finished episodes' metrics are pickled. A worker that raises, dies or stays silent
+past `timeout` becomes a `WorkerError` naming the worker, its tasks and the cause, and all
+workers are stopped.
 """
 
 import contextlib
+import itertools
 import multiprocessing as mp
-import multiprocessing.connection
 import pickle
+import select
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +54,21 @@ def _layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
     return layout
 
 
+def pack_slots(num_tasks: int, num_workers: int, groups: int) -> list[list[int]]:
+    """Each worker's task slots: group g is a contiguous range of slots, split contiguously
+    among the workers, so a worker owns a part of every group (all of one block if one group)."""
+    owned: list[list[int]] = [[] for _ in range(num_workers)]
+    group_bounds = np.linspace(0, num_tasks, groups + 1).astype(int)
+    for start, stop in itertools.pairwise(group_bounds):
+        bounds = np.linspace(start, stop, num_workers + 1).astype(int)
+        for w in range(num_workers):
+            owned[w].extend(range(bounds[w], bounds[w + 1]))
+    return owned
+
+
 class VectorSampler:
-    """Steps `len(samplers)` task slots in `num_workers` spawned processes.
+    """Steps `len(samplers)` task slots in `num_workers` spawned processes, all at once
+    (`step`) or one of `groups` groups at a time (`send_step` then `receive_step`).
 
     Without `max_tasks` (training) every slot runs forever, starting its sampler over when it
     has no task left. With `max_tasks` (evaluation) slot i runs at most `max_tasks[i]` tasks
@@ -66,11 +83,14 @@ class VectorSampler:
         timeout: float = 60.0,
         max_tasks: list[int | None] | None = None,
         experiment: WorkerExperiment | None = None,
+        groups: int = 1,
     ) -> None:
         if not 1 <= num_workers <= len(samplers):
             raise ConfigError(
                 f"num_workers={num_workers} is invalid: expected 1..{len(samplers)} (one task each)"
             )
+        if not 1 <= groups <= len(samplers):
+            raise ConfigError(f"groups={groups} is invalid: expected 1..{len(samplers)}")
         self.num_tasks = len(samplers)
         self.observation_space = samplers[0].observation_space
         self.action_space = samplers[0].action_space
@@ -78,20 +98,29 @@ class VectorSampler:
         self.uuids = list(self.observation_space.spaces)
         context = mp.get_context("spawn")
         self.arrays = SharedArrays.create(context, _layout(self.observation_space, self.num_tasks))
-        bounds = np.linspace(0, self.num_tasks, num_workers + 1).astype(int)
-        self.slots = [range(bounds[w], bounds[w + 1]) for w in range(num_workers)]
+        self.slots = pack_slots(self.num_tasks, num_workers, groups)
+        bounds = np.linspace(0, self.num_tasks, groups + 1).astype(int)
+        self.groups = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+        # per group, its workers and each one's slots in it, as indices into its own slots
+        self.group_workers = [
+            {
+                w: [i for i, slot in enumerate(slots) if group.start <= slot < group.stop]
+                for w, slots in enumerate(self.slots)
+                if any(group.start <= slot < group.stop for slot in slots)
+            }
+            for group in self.groups
+        ]
         self.descriptions = [", ".join(repr(samplers[i]) for i in slots) for slots in self.slots]
         self.conns, self.processes = [], []
         for w, slots in enumerate(self.slots):
             parent, child = context.Pipe()
-            blob = pickle.dumps([samplers[i] for i in slots])
             args = (
                 w,
                 child,
                 self.arrays.block,
                 self.arrays.layout,
-                slots.start,
-                blob,
+                slots,
+                pickle.dumps([samplers[i] for i in slots]),
                 None if max_tasks is None else [max_tasks[i] for i in slots],
                 experiment,
             )
@@ -102,21 +131,38 @@ class VectorSampler:
             child.close()
             self.conns.append(parent)
             self.processes.append(process)
+        # Per step only these pre-pickled bytes cross the pipes, and replies are awaited with
+        # one poll object per worker: pickling and building a selector every time cost as much
+        # as stepping a task.
+        self.pollers = []
+        for conn, process in zip(self.conns, self.processes, strict=True):
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            poller.register(process.sentinel, select.POLLIN)
+            self.pollers.append(poller)
+        self.step_all = pickle.dumps(("step", None))
+        self.step_group = [
+            {w: pickle.dumps(("step", local)) for w, local in workers.items()}
+            for workers in self.group_workers
+        ]
 
-    def _views(self, prefix: str) -> dict[str, np.ndarray]:
-        return {uuid: self.arrays[f"{prefix}/{uuid}"] for uuid in self.uuids}
+    def _views(self, prefix: str, group: slice = slice(None)) -> dict[str, np.ndarray]:
+        return {uuid: self.arrays[f"{prefix}/{uuid}"][group] for uuid in self.uuids}
+
+    def _send(self, w: int, message: bytes) -> None:
+        with contextlib.suppress(OSError):  # a dead worker is reported by _receive
+            self.conns[w].send_bytes(message)
 
     def _call_all(self, command: str, arguments: list[Any] | None = None) -> list[Any]:
         arguments = arguments or [None] * len(self.conns)
-        for conn, argument in zip(self.conns, arguments, strict=True):
-            with contextlib.suppress(OSError):  # a dead worker is reported by _receive
-                conn.send((command, argument))
+        for w, argument in enumerate(arguments):
+            self._send(w, pickle.dumps((command, argument)))
         return [self._receive(w, command) for w in range(len(self.conns))]
 
     def _receive(self, w: int, command: str) -> Any:
         conn, process = self.conns[w], self.processes[w]
-        ready = mp.connection.wait([conn, process.sentinel], timeout=self.timeout)
-        if conn in ready:
+        ready = {fd for fd, _ in self.pollers[w].poll(self.timeout * 1000)}
+        if conn.fileno() in ready:
             try:
                 status, payload = conn.recv()
             except (EOFError, OSError):
@@ -139,25 +185,50 @@ class VectorSampler:
         self._call_all("reset")
         return self._views("obs")
 
-    def step(self, actions: np.ndarray) -> StepBatch:
-        self.arrays["action"][:] = actions
-        finished = [item for part in self._call_all("step") for item in part]
+    def _batch(self, group: slice, finished: list[tuple[int, dict[str, float]]]) -> StepBatch:
         return StepBatch(
-            observations=self._views("obs"),
-            rewards=self.arrays["reward"],
-            terminated=self.arrays["terminated"],
-            truncated=self.arrays["truncated"],
-            final_observations=self._views("final"),
-            active=self.arrays["active"],
+            observations=self._views("obs", group),
+            rewards=self.arrays["reward"][group],
+            terminated=self.arrays["terminated"][group],
+            truncated=self.arrays["truncated"][group],
+            final_observations=self._views("final", group),
+            active=self.arrays["active"][group],
             finished=finished,
         )
+
+    def step(self, actions: np.ndarray) -> StepBatch:
+        """Step every slot and wait for all of them."""
+        self.arrays["action"][:] = actions
+        for w in range(len(self.conns)):
+            self._send(w, self.step_all)
+        finished = [item for w in range(len(self.conns)) for item in self._receive(w, "step")]
+        return self._batch(slice(None), finished)
+
+    def send_step(self, group: int, actions: np.ndarray) -> None:
+        """Start stepping group `group`'s slots (`self.groups[group]`) with `actions`; the
+        other group's shared memory may be read and written meanwhile."""
+        self.arrays["action"][self.groups[group]] = actions
+        for w, message in self.step_group[group].items():
+            self._send(w, message)
+
+    def receive_step(self, group: int) -> StepBatch:
+        """Wait for the step `send_step(group, ...)` started; views of that group's slots,
+        `finished` with slot indices of the whole sampler."""
+        finished = [
+            item for w in self.group_workers[group] for item in self._receive(w, "step")
+        ]
+        return self._batch(self.groups[group], finished)
 
     def next_scene(self) -> None:
         self._call_all("next_scene")
 
     def snapshot(self) -> list[bytes]:
         """One state per task slot, in slot order (independent of how slots are packed)."""
-        return [state for part in self._call_all("snapshot") for state in part]
+        states: list[bytes] = [b""] * self.num_tasks
+        for slots, part in zip(self.slots, self._call_all("snapshot"), strict=True):
+            for slot, state in zip(slots, part, strict=True):
+                states[slot] = state
+        return states
 
     def restore(self, snapshots: list[bytes]) -> dict[str, np.ndarray]:
         if len(snapshots) != self.num_tasks:
@@ -165,7 +236,7 @@ class VectorSampler:
                 f"checkpoint holds {len(snapshots)} task samplers' states but the experiment now "
                 f"has {self.num_tasks}; resume with the same MachineParams.nprocesses"
             )
-        self._call_all("restore", [snapshots[slots.start : slots.stop] for slots in self.slots])
+        self._call_all("restore", [[snapshots[i] for i in slots] for slots in self.slots])
         return self._views("obs")
 
     @property
@@ -175,10 +246,9 @@ class VectorSampler:
     def close(self, graceful: bool = True) -> None:
         """Stop every worker; never leaves a process behind."""
         if graceful:
-            for conn, process in zip(self.conns, self.processes, strict=True):
+            for w, process in enumerate(self.processes):
                 if process.is_alive():
-                    with contextlib.suppress(OSError):
-                        conn.send(("close", None))
+                    self._send(w, pickle.dumps(("close", None)))
         for process in self.processes:
             process.join(timeout=2.0 if graceful else 0.1)
             if process.is_alive():

@@ -69,12 +69,12 @@ class WorkerLoop:
         self,
         samplers: list[TaskSampler],
         arrays: SharedArrays,
-        first_slot: int,
+        slots: list[int],
         max_tasks: list[int | None] | None,
     ) -> None:
         self.samplers = samplers
         self.arrays = arrays
-        self.first_slot = first_slot
+        self.slots = slots  # the sampler-wide index of each of this worker's slots
         self.max_tasks_given = max_tasks is not None
         self.max_tasks = max_tasks or [None] * len(samplers)
         self.tasks_started = [0] * len(samplers)
@@ -85,12 +85,12 @@ class WorkerLoop:
     def describe(self) -> str:
         if 0 <= self.current < len(self.tasks):
             task = self.tasks[self.current]
-            return f"slot {self.first_slot + self.current}, task {task!r}"
+            return f"slot {self.slots[self.current]}, task {task!r}"
         return "no task"
 
     def _write(self, prefix: str, slot: int, obs: dict) -> None:
         for uuid in self.uuids:
-            self.arrays[f"{prefix}/{uuid}"][self.first_slot + slot] = obs[uuid]
+            self.arrays[f"{prefix}/{uuid}"][self.slots[slot]] = obs[uuid]
 
     def _start_next(self, slot: int) -> None:
         """The slot's next task. Training (no limits) starts an exhausted sampler over, so a
@@ -108,7 +108,7 @@ class WorkerLoop:
         elif limit is None or self.tasks_started[slot] < limit:
             task = sampler.next_task()
         self.tasks[slot] = task
-        self.arrays["active"][self.first_slot + slot] = task is not None
+        self.arrays["active"][self.slots[slot]] = task is not None
         if task is not None:
             self.tasks_started[slot] += 1
             self._write("obs", slot, task.get_observations())
@@ -123,12 +123,13 @@ class WorkerLoop:
             self.tasks_started[slot] = 0
             self._start_next(slot)
 
-    def step(self, _: Any = None) -> list[tuple[int, dict[str, float]]]:
+    def step(self, local: list[int] | None = None) -> list[tuple[int, dict[str, float]]]:
+        """Step the slots `local` (indices into this worker's slots; all of them if None)."""
         finished = []
         actions, rewards = self.arrays["action"], self.arrays["reward"]
         terminated, truncated = self.arrays["terminated"], self.arrays["truncated"]
-        for slot, task in enumerate(self.tasks):
-            self.current, index = slot, self.first_slot + slot
+        for slot in range(len(self.tasks)) if local is None else local:
+            task, self.current, index = self.tasks[slot], slot, self.slots[slot]
             if task is None:
                 rewards[index], terminated[index], truncated[index] = 0.0, False, False
                 continue
@@ -162,7 +163,7 @@ class WorkerLoop:
             self.samplers[slot], self.tasks[slot], self.tasks_started[slot] = pickle.loads(data)
         for slot, task in enumerate(self.tasks):
             self.current = slot
-            self.arrays["active"][self.first_slot + slot] = task is not None
+            self.arrays["active"][self.slots[slot]] = task is not None
             if task is not None:
                 self._write("obs", slot, task.get_observations())
 
@@ -176,7 +177,7 @@ def worker_main(
     conn: Any,
     block: Any,
     layout: dict[str, ArraySpec],
-    first_slot: int,
+    slots: list[int],
     samplers_blob: bytes,
     max_tasks: list[int | None] | None,
     experiment: WorkerExperiment | None,
@@ -189,7 +190,7 @@ def worker_main(
     try:
         samplers = _ExperimentUnpickler(samplers_blob, experiment).load()
         _register_envs(experiment)
-        loop = WorkerLoop(samplers, SharedArrays(block, layout), first_slot, max_tasks)
+        loop = WorkerLoop(samplers, SharedArrays(block, layout), slots, max_tasks)
         while True:
             try:
                 command, argument = conn.recv()

@@ -74,7 +74,7 @@ def test_in_training_a_sampler_that_ends_starts_over():
         bytearray(SharedArrays.nbytes(_layout(sampler.observation_space, 1))),
         _layout(sampler.observation_space, 1),
     )
-    loop = WorkerLoop([sampler], arrays, first_slot=0, max_tasks=None)
+    loop = WorkerLoop([sampler], arrays, slots=[0], max_tasks=None)
     loop.reset()
     seeds = [loop.tasks[0].seed]
     for _ in range(3):
