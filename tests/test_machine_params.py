@@ -43,5 +43,9 @@ def test_bad_machine_params_name_the_field(kwargs, named):
 def test_samplers_are_packed_into_at_most_one_process_per_core_or_the_cap(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
     assert MachineParams(nprocesses=16).sampler_processes() == 2
+    assert MachineParams(nprocesses=16).sampler_processes(spare_core=True) == 1
     assert MachineParams(nprocesses=1).sampler_processes() == 1
     assert MachineParams(nprocesses=16, max_sampler_processes=5).sampler_processes() == 5
+    assert MachineParams(nprocesses=16, max_sampler_processes=2).sampler_processes(True) == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert MachineParams(nprocesses=16).sampler_processes(spare_core=True) == 1

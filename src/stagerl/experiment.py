@@ -57,8 +57,9 @@ class MachineParams:
     - `devices`: `None`/`[]` (the CPU), a CUDA index, `'cuda[:i]'` or a `torch.device`;
       `gpu_ids` is AllenAct's older name for it. `sampler_devices` (default: `devices`) is what
       the `*_task_sampler_args` methods receive as `devices`.
-    - `max_sampler_processes`: at most this many sampler processes (default: one per CPU core;
-      `stagerl train -m K` overrides it). AllenAct starts one process per sampler unless `-m`.
+    - `max_sampler_processes`: at most this many sampler processes (default: one per CPU core,
+      in double-buffered training one fewer, leaving the trainer a core; `stagerl train -m K`
+      overrides it). AllenAct starts one process per sampler unless `-m`.
     - `worker_timeout`: seconds a sampler process may take to answer before the run stops.
     - `update_threads`: torch threads for updates. The trainer acts with one thread while the
       workers step (oversubscribed threads spin and run many times slower) and updates with
@@ -135,11 +136,15 @@ class MachineParams:
         """Where the model, the rollout storage and the updates live, e.g. 'cpu' or 'cuda:0'."""
         return self.trainer_devices[0]
 
-    def sampler_processes(self) -> int:
+    def sampler_processes(self, spare_core: bool = False) -> int:
         """How many worker processes step the samplers: `max_sampler_processes`, else one per
-        core, never more than there are samplers."""
+        core (one core fewer with `spare_core`, which double-buffered training asks for: the
+        trainer acts while the workers step, and on a core of its own it was measured 1.3x
+        faster at sampling the GoToObj example on 2 cores than sharing both; docs/performance.md),
+        never more than there are samplers."""
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return max(1, min(self.nprocesses, self.max_sampler_processes or cores or 1))
+        cores = max(1, (cores or 1) - int(spare_core))
+        return max(1, min(self.nprocesses, self.max_sampler_processes or cores))
 
     @classmethod
     def instance_from(cls, value: "MachineParams | dict[str, Any]", where: str) -> "MachineParams":

@@ -106,7 +106,7 @@ def start_sampler(
     `machine.sampler_processes()` says."""
     return VectorSampler(
         samplers,
-        num_workers=min(machine.sampler_processes(), len(samplers)),
+        num_workers=min(machine.sampler_processes(spare_core=groups > 1), len(samplers)),
         timeout=machine.worker_timeout,
         max_tasks=max_tasks,
         experiment=worker_experiment(experiment),
