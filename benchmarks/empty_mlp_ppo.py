@@ -27,7 +27,7 @@ class EmptyMLPPPO(MiniGridExperimentConfig):
         return TrainingPipeline(
             named_losses={"ppo_loss": PPO(clip_param=0.2, value_loss_coef=0.5, entropy_coef=0.0)},
             pipeline_stages=[PipelineStage(loss_names=["ppo_loss"], max_stage_steps=cls.STEPS)],
-            optimizer_builder=Builder(optim.Adam, dict(lr=3e-4)),
+            optimizer_builder=Builder(optim.Adam, dict(lr=3e-4, fused=True)),
             num_steps=cls.NUM_STEPS,
             num_mini_batch=cls.NUM_MINI_BATCH,
             update_repeats=cls.UPDATE_REPEATS,

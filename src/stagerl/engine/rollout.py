@@ -90,7 +90,9 @@ class _TimeLimitCuts:
         """`storage.bootstrap_values` at every cut (zero elsewhere, as `insert` left them)."""
         if not self.rows:
             return
-        final = {k: torch.cat([o[k] for o in self.observations])[None] for k in self.observations[0]}
+        final = {
+            k: torch.cat([o[k] for o in self.observations])[None] for k in self.observations[0]
+        }
         actions = torch.cat(self.actions)
         ones = torch.ones(1, len(actions), device=actions.device)
         output, _ = model(final, torch.cat(self.memory, dim=1), actions[None], ones)

@@ -214,9 +214,7 @@ class VectorSampler:
     def receive_step(self, group: int) -> StepBatch:
         """Wait for the step `send_step(group, ...)` started; views of that group's slots,
         `finished` with slot indices of the whole sampler."""
-        finished = [
-            item for w in self.group_workers[group] for item in self._receive(w, "step")
-        ]
+        finished = [item for w in self.group_workers[group] for item in self._receive(w, "step")]
         return self._batch(self.groups[group], finished)
 
     def next_scene(self) -> None:
