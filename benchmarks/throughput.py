@@ -1,19 +1,25 @@
-"""Frames per second against the ceiling and against Stable-Baselines3, in one run.
+"""Frames per second against the ceiling, against synchronous sampling and against
+Stable-Baselines3 (and AllenAct where installed), in one run.
 
 On this machine, one figure after another (never two at once), each the median of several
 timed windows after a warm-up:
 - `ceiling_sps`: raw BabyAI-GoToObj steps/s with random actions, one process per core;
-- `sampling_sps`: stagerl collecting rollouts of projects/babyai/gotoobj_ppo.py with its model
-  acting, no updates;
+- `sampling_sps`: stagerl collecting rollouts of projects/babyai/gotoobj_ppo.py (16 tasks)
+  with its model acting, no updates, double-buffered as in training; `sampling_sync_sps` the
+  same synchronously on one process per core (the path before double buffering);
+  `sampling_64_sps` double-buffered with 64 tasks;
 - `gotoobj_fps`: `stagerl train projects/babyai/gotoobj_ppo.py` (sampling, inference, updates),
   from its metrics rows after the first; `peak_pss_mib`: that run's process tree at its peak;
+  `gotoobj_sync_fps`: the same with `MachineParams(double_buffered=False)`;
 - `mlp_fps`: `stagerl train benchmarks/empty_mlp_ppo.py` (MiniGrid-Empty-Random-5x5, 64x64
   MLP, 16 tasks x 128 steps, 8 minibatches x 4 epochs);
 - `sb3_fps`: Stable-Baselines3 PPO with the same network, envs, rollout, minibatches and epochs
   (DummyVecEnv); skipped with a message when stable-baselines3 is not installed
-  (`pip install -e ".[bench]"`).
-It prints a table with the ratios `sampling_over_ceiling` and `mlp_over_sb3` and writes them
-all to `--json PATH` if given.
+  (`pip install -e ".[bench]"`);
+- `allenact_fps`: AllenAct's GoToObj PPO config at `-m 2`, only when `ALLENACT_PYTHON` names an
+  interpreter that has AllenAct (`ALLENACT_CONFIG` the experiment file, `ALLENACT_PROJECT` the
+  directory to run it from); skipped with a message otherwise.
+It prints a table with the ratios and writes them all to `--json PATH` if given.
 
     python benchmarks/throughput.py [--json throughput.json]
 """
@@ -22,6 +28,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -90,16 +97,18 @@ def ceiling_sps(seconds: float = 2.0) -> float:
     return statistics.median(windows)
 
 
-def sampling_sps(rollouts_per_window: int = 4) -> float:
-    """stagerl's rollouts of the GoToObj example, its model acting, without updates."""
+def sampling_sps(config: Path, groups: int, rollouts_per_window: int = 4) -> float:
+    """stagerl's rollouts of `config` with its model acting, without updates, in `groups`
+    sampler groups packed as training packs them."""
     import torch
 
     from stagerl.engine.rollout import collect_rollout
-    from stagerl.engine.setup import build_training_setup
+    from stagerl.engine.setup import build_training_setup, configure_trainer_process
     from stagerl.engine.storage import RolloutStorage
     from stagerl.experiment import load_experiment
 
-    setup = build_training_setup(load_experiment(GOTOOBJ), seed=0)
+    configure_trainer_process()
+    setup = build_training_setup(load_experiment(config), seed=0)
     storage = RolloutStorage(
         num_steps=setup.pipeline.num_steps,
         num_tasks=setup.num_tasks,
@@ -108,7 +117,8 @@ def sampling_sps(rollouts_per_window: int = 4) -> float:
     )
     frames = rollouts_per_window * storage.num_steps * storage.num_tasks
     windows = []
-    with setup.start_sampler() as sampler, torch.no_grad():
+    start_sampler = setup.start_sampler if groups == 2 else _synchronous_sampler(setup)
+    with start_sampler() as sampler, torch.no_grad():
         storage.set_observations(0, sampler.reset())
         storage.memory = setup.model.initial_memory(setup.num_tasks)
         setup.model.eval()
@@ -122,18 +132,35 @@ def sampling_sps(rollouts_per_window: int = 4) -> float:
     return statistics.median(windows)
 
 
-def stagerl_training(config: Path, steps: int | None = None) -> tuple[float, float]:
+def _synchronous_sampler(setup):
+    from stagerl.engine.setup import start_sampler
+
+    return lambda: start_sampler(setup.experiment, setup.machine, setup.samplers, groups=1)
+
+
+def _variant(config: Path, directory: str, body: str) -> Path:
+    """A subclass of `config`'s experiment with `body` as its class body, written to a file."""
+    path = Path(directory) / f"variant_{abs(hash(body))}.py"
+    path.write_text(
+        "import dataclasses\nfrom pathlib import Path\n"
+        "from stagerl.experiment import load_experiment\n"
+        f"Base = load_experiment(Path({str(config)!r})).config\n\n\n"
+        f"class Variant(Base):\n{body}"
+    )
+    return path
+
+
+SYNCHRONOUS = """    @classmethod
+    def machine_params(cls, mode="train", **kwargs):
+        params = super().machine_params(mode, **kwargs)
+        return dataclasses.replace(params, double_buffered=False)
+"""
+
+
+def stagerl_training(config: Path) -> tuple[float, float]:
     """`stagerl train` in a subprocess: the median fps of its metrics rows after the first,
-    and the peak PSS of its process tree. `steps` shortens a config with a `STEPS` setting."""
+    and the peak PSS of its process tree."""
     with tempfile.TemporaryDirectory() as output:
-        if steps is not None:
-            short = Path(output) / "short.py"
-            short.write_text(
-                "from pathlib import Path\nfrom stagerl.experiment import load_experiment\n"
-                f"Base = load_experiment(Path({str(config)!r})).config\n\n\n"
-                f"class Short(Base):\n    STEPS = {steps}\n"
-            )
-            config = short
         command = [sys.executable, "-m", "stagerl", "train", str(config), "-o", output]
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -148,6 +175,27 @@ def stagerl_training(config: Path, steps: int | None = None) -> tuple[float, flo
         rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     fps = [row["fps"] for row in rows if "fps" in row][1:]
     return statistics.median(fps), peak
+
+
+def allenact_fps() -> float | None:
+    """AllenAct's GoToObj PPO at `-m 2` in its own interpreter: the median of the fps it
+    logs after its first row. None, with a message, unless ALLENACT_PYTHON is set."""
+    python = os.environ.get("ALLENACT_PYTHON")
+    if not python:
+        print("ALLENACT_PYTHON is not set: allenact_fps skipped", file=sys.stderr)
+        return None
+    config = os.environ.get(
+        "ALLENACT_CONFIG", "projects/babyai_baselines/experiments/go_to_obj/ppo.py"
+    )
+    project = os.environ.get("ALLENACT_PROJECT", ".")
+    with tempfile.TemporaryDirectory() as output:
+        command = [python, "-m", "allenact.main", config, "-o", output, "-m", "2", "-s", "0"]
+        done = subprocess.run(command, cwd=project, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"AllenAct failed: allenact_fps skipped\n{done.stderr[-2000:]}", file=sys.stderr)
+            return None
+        fps = [float(x) for x in re.findall(r"fps[^0-9]{1,3}([0-9.]+)", done.stdout + done.stderr)]
+    return statistics.median(fps[1:]) if len(fps) > 1 else None
 
 
 def sb3_fps() -> float | None:
@@ -181,15 +229,27 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     results: dict[str, float | None] = {"ceiling_sps": ceiling_sps(), "sb3_fps": sb3_fps()}
-    results["sampling_sps"] = sampling_sps()
-    results["gotoobj_fps"], results["peak_pss_mib"] = stagerl_training(GOTOOBJ)
-    results["mlp_fps"], _ = stagerl_training(EMPTY_MLP, steps=16 * 128 * 10)
-    results["sampling_over_ceiling"] = results["sampling_sps"] / results["ceiling_sps"]
-    sb3 = results["sb3_fps"]
+    with tempfile.TemporaryDirectory() as variants:
+        sync = _variant(GOTOOBJ, variants, SYNCHRONOUS)
+        wide = _variant(GOTOOBJ, variants, "    NUM_TRAIN_SAMPLERS = 64\n")
+        short_mlp = _variant(EMPTY_MLP, variants, f"    STEPS = {16 * 128 * 10}\n")
+        results["sampling_sps"] = sampling_sps(GOTOOBJ, groups=2)
+        results["sampling_sync_sps"] = sampling_sps(GOTOOBJ, groups=1)
+        results["sampling_64_sps"] = sampling_sps(wide, groups=2)
+        results["gotoobj_fps"], results["peak_pss_mib"] = stagerl_training(GOTOOBJ)
+        results["gotoobj_sync_fps"], _ = stagerl_training(sync)
+        results["mlp_fps"], _ = stagerl_training(short_mlp)
+    results["allenact_fps"] = allenact_fps()
+    ceiling, sb3, allenact = results["ceiling_sps"], results["sb3_fps"], results["allenact_fps"]
+    results["sampling_over_ceiling"] = results["sampling_sps"] / ceiling
+    results["sampling_sync_over_ceiling"] = results["sampling_sync_sps"] / ceiling
+    results["sampling_64_over_ceiling"] = results["sampling_64_sps"] / ceiling
+    results["gotoobj_over_sync"] = results["gotoobj_fps"] / results["gotoobj_sync_fps"]
     results["mlp_over_sb3"] = results["mlp_fps"] / sb3 if sb3 else None
+    results["gotoobj_over_allenact"] = results["gotoobj_fps"] / allenact if allenact else None
     for key, value in results.items():
         shown = "-" if value is None else f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
-        print(f"{key:>22}: {shown}")
+        print(f"{key:>27}: {shown}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
