@@ -70,7 +70,7 @@ def _rollouts(config, groups, model=None, rollouts=3):
 
 @pytest.fixture
 def config(tmp_path):
-    # 6 tasks in 2 processes: groups of 3, split 1 + 2 and 2 + 1 between the processes;
+    # 6 tasks in 2 processes: groups of 3, split 2 + 1 and 1 + 2 between the processes;
     # episodes cut at 4 steps, so rollouts hold time-limit cuts to bootstrap
     return fixture_variant(
         tmp_path,

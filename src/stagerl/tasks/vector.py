@@ -1,7 +1,7 @@
 """Trainer-side handle on the sampler worker processes.
 
 The task slots form `groups` contiguous groups (one, or two for double-buffered sampling), and
-every worker owns a share of each group, so that stepping one group keeps every worker busy.
+the workers own slots dealt round-robin, so that stepping one group keeps every worker busy.
 Each step the trainer writes one action per slot of a group into shared memory, sends each of
 the group's workers a tiny `step` command, and later reads observations, rewards and
 `terminated`/`truncated` flags back from shared memory: in between it may act for the other
@@ -54,16 +54,10 @@ def _layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
     return layout
 
 
-def pack_slots(num_tasks: int, num_workers: int, groups: int) -> list[list[int]]:
-    """Each worker's task slots: group g is a contiguous range of slots, split contiguously
-    among the workers, so a worker owns a part of every group (all of one block if one group)."""
-    owned: list[list[int]] = [[] for _ in range(num_workers)]
-    group_bounds = np.linspace(0, num_tasks, groups + 1).astype(int)
-    for start, stop in itertools.pairwise(group_bounds):
-        bounds = np.linspace(start, stop, num_workers + 1).astype(int)
-        for w in range(num_workers):
-            owned[w].extend(range(bounds[w], bounds[w + 1]))
-    return owned
+def pack_slots(num_tasks: int, num_workers: int) -> list[list[int]]:
+    """Each worker's task slots, dealt round-robin: every contiguous group of slots is shared
+    as evenly as it can be, so stepping one group keeps every worker busy."""
+    return [list(range(w, num_tasks, num_workers)) for w in range(num_workers)]
 
 
 class VectorSampler:
@@ -98,7 +92,7 @@ class VectorSampler:
         self.uuids = list(self.observation_space.spaces)
         context = mp.get_context("spawn")
         self.arrays = SharedArrays.create(context, _layout(self.observation_space, self.num_tasks))
-        self.slots = pack_slots(self.num_tasks, num_workers, groups)
+        self.slots = pack_slots(self.num_tasks, num_workers)
         bounds = np.linspace(0, self.num_tasks, groups + 1).astype(int)
         self.groups = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
         # per group, its workers and each one's slots in it, as indices into its own slots
