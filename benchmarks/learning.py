@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from stagerl.plotting import curve, plot_curves, read_metrics  # noqa: E402
+from stagerl.plotting import curve, plot_runs, read_metrics  # noqa: E402
 
 METRIC = "train/success"
 
@@ -136,11 +136,11 @@ def main() -> None:
     (out / "learning.json").write_text(
         json.dumps({**result, "summary": summary, "seeds": rows}, indent=2) + "\n"
     )
-    plot_curves(
-        {f"seed {row['seed']}": (row["curve"]["steps"], row["curve"]["success"]) for row in rows},
+    plot_runs(
+        [Path(row["run_dir"]) for row in rows],
         out / "learning.png",
         metric=METRIC,
-        title=config.stem,
+        title=f"{config.stem}, seeds {', '.join(str(row['seed']) for row in rows)}",
         threshold=args.threshold,
     )
     print(f"results in {out}/learning.json and learning.png", file=sys.stderr)

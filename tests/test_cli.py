@@ -1,5 +1,7 @@
-"""The command line: bad input exits 2 with a short message naming the file or field."""
+"""The command line: bad input exits 2 with a short message naming the file or field; a
+finished run says how to look at it."""
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +184,40 @@ def test_imitation_reads_the_experiments_expert_sensor_or_fails_before_workers(
     _forbid_workers(monkeypatch)
     assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_train_ends_with_commands_that_evaluate_and_plot_the_run(tmp_path, capsys):
+    config = FIXTURES / "tiny_ppo.py"
+    assert cli.main(["train", str(config), "-o", str(tmp_path), "-s", "1"]) == 0
+    err = capsys.readouterr().err
+    lines = [line.strip().split(": ", 1) for line in err.splitlines() if ": " in line]
+    commands = {key: text for key, text in lines if key in ("evaluate", "plot", "watch")}
+    (run_dir,) = (tmp_path / "TinyPPO").iterdir()
+    assert commands["watch"] == f"tensorboard --logdir {run_dir / 'tensorboard'}"
+    assert commands["evaluate"].startswith(f"stagerl eval {config} -c {run_dir}/checkpoints/")
+    assert cli.main(shlex.split(commands["plot"])[1:]) == 0
+    assert (run_dir / "curves.png").stat().st_size > 0
+
+
+def test_show_prints_each_stage_with_budget_and_schedules_starting_no_worker(monkeypatch, capsys):
+    _forbid_workers(monkeypatch)
+    config = Path(__file__).parents[1] / "projects/babyai/gotolocal_dagger_then_ppo.py"
+    assert cli.main(["show", str(config)]) == 0
+    rows = [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("│")
+    ]
+    # stage, losses, steps, rollouts of 16 x 32 frames, updates, teacher forcing, clip, LR
+    assert rows == [
+        ["0", "imitation_loss (1)", "100,000", "196", "1,568 (4 x 2)", "1 / 0 / 0", "-",
+         "0.001 / 0.001 / 0.00025"],
+        ["1", "ppo_loss (1)", "50,000", "98", "784 (4 x 2)", "-", "0.1 / 0.05 / 0",
+         "0.00025 / 0.000125 / 0"],
+    ]  # fmt: skip
+
+
+def test_show_of_a_bad_pipeline_exits_2_naming_the_field(monkeypatch, capsys):
+    _forbid_workers(monkeypatch)
+    assert cli.main(["show", str(FIXTURES / "bad_loss_name.py")]) == 2
+    assert "pipeline_stages[0].loss_names contains 'nope'" in capsys.readouterr().err

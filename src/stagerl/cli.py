@@ -1,8 +1,9 @@
-"""`stagerl train|eval|record-dataset`: the command line. Heavy imports happen inside the commands, so that
+"""`stagerl train|eval|show|plot|record-dataset`: the command line. Heavy imports happen inside the commands, so that
 `--help` is instant and spawned workers (which re-import the main module) stay torch-free."""
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -45,7 +46,28 @@ def _parser() -> argparse.ArgumentParser:
         help="where to write the results (default: next to the checkpoint)",
     )
     _add_record_parser(commands)
+    _add_plot_parser(commands)
+    show = commands.add_parser(
+        "show", help="check an experiment and print its training plan, starting no worker"
+    )
+    show.add_argument("config", type=Path, help="experiment file")
+    _add_processes_argument(show)
     return parser
+
+
+def _add_plot_parser(commands: argparse._SubParsersAction) -> None:
+    plot = commands.add_parser(
+        "plot",
+        help="learning curves of runs: one colour per experiment, seeds as median and range",
+    )
+    plot.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories")
+    plot.add_argument(
+        "--metric", default="train/success", help="a metrics.jsonl column (default: train/success)"
+    )
+    plot.add_argument(
+        "--x", choices=["step", "time"], default="step", help="steps or training seconds"
+    )
+    plot.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -164,7 +186,17 @@ def train(args: argparse.Namespace) -> int:
         shutil.copy(experiment.path, run_dir / "config.py")
     print(f"stagerl: training {tag} in {run_dir}", file=sys.stderr)
     final = trainer.train()
-    print(f"stagerl: done; final checkpoint {final}", file=sys.stderr)
+    print(f"stagerl: done; run directory {run_dir}", file=sys.stderr)
+    config = shlex.quote(str(args.config))
+    for what, command in (
+        ("evaluate", f"stagerl eval {config} -c {shlex.quote(str(final))}"),
+        (
+            "plot",
+            f"stagerl plot {shlex.quote(str(run_dir))} -o {shlex.quote(str(run_dir))}/curves.png",
+        ),
+        ("watch", f"tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}"),
+    ):
+        print(f"  {what:>8}: {command}", file=sys.stderr)
     return 0
 
 
@@ -221,7 +253,33 @@ def record_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "eval": evaluate, "record-dataset": record_dataset}
+def plot(args: argparse.Namespace) -> int:
+    """`stagerl plot`: runs' curves of one metric into a PNG."""
+    from stagerl.plotting import plot_runs
+
+    plot_runs(args.runs, args.output, metric=args.metric, x=args.x)
+    print(
+        f"stagerl: {args.metric} of {len(args.runs)} runs drawn in {args.output}", file=sys.stderr
+    )
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    """`stagerl show`: the experiment checked and its plan printed."""
+    from stagerl.experiment import load_experiment
+    from stagerl.show import show as show_plan
+
+    show_plan(load_experiment(args.config), args.max_sampler_processes)
+    return 0
+
+
+COMMANDS = {
+    "train": train,
+    "eval": evaluate,
+    "record-dataset": record_dataset,
+    "plot": plot,
+    "show": show,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

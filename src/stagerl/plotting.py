@@ -1,15 +1,24 @@
-"""Learning curves from runs' `metrics.jsonl` files, drawn with matplotlib."""
+"""Learning curves from runs' `metrics.jsonl` files, drawn with matplotlib (`stagerl plot`)."""
 
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from stagerl.errors import ConfigError
+
+X_AXES = {"step": ("step", "steps"), "time": ("time", "training seconds")}
+
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run's `metrics.jsonl`, in step order (a row cut short by a kill is skipped)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
     rows = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in path.read_text().splitlines():
         try:
             rows.append(json.loads(line))
         except ValueError:
@@ -17,36 +26,74 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: row["step"])
 
 
-def curve(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[int], list[float]]:
-    """`(steps, values)` of the rows that logged `metric`."""
-    points = [(row["step"], row[metric]) for row in rows if metric in row]
-    return [step for step, _ in points], [value for _, value in points]
+def curve(
+    rows: Sequence[Mapping[str, Any]], metric: str, x: str = "step"
+) -> tuple[list[float], list[float]]:
+    """`(xs, values)` of the rows that logged `metric`; x is the row's `step` or `time`."""
+    key = X_AXES[x][0]
+    points = [(row[key], row[metric]) for row in rows if metric in row and key in row]
+    return [point for point, _ in points], [value for _, value in points]
 
 
-def plot_curves(
-    curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+def stage_switches(rows: Sequence[Mapping[str, Any]], x: str = "step") -> list[float]:
+    """Where each stage after the first began: the x of the previous stage's last row."""
+    key = X_AXES[x][0]
+    return [
+        before[key]
+        for before, after in zip(rows, rows[1:], strict=False)
+        if after.get("stage_index") != before.get("stage_index") and key in before
+    ]
+
+
+def _band(curves: list[tuple[list[float], list[float]]]) -> tuple[np.ndarray, ...]:
+    """Median, min and max of several runs on the union of their xs; each run counts only
+    within its own range (linear in between its rows)."""
+    grid = np.unique(np.concatenate([np.asarray(xs, dtype=float) for xs, _ in curves]))
+    stacked = np.array([np.interp(grid, xs, ys, left=np.nan, right=np.nan) for xs, ys in curves])
+    return grid, np.nanmedian(stacked, 0), np.nanmin(stacked, 0), np.nanmax(stacked, 0)
+
+
+def plot_runs(
+    run_dirs: Sequence[Path],
     path: Path,
     *,
-    metric: str,
+    metric: str = "train/success",
+    x: str = "step",
     title: str = "",
     threshold: float | None = None,
 ) -> Any:
-    """Draw one line per labelled curve on one axis and save the PNG; returns the figure."""
+    """Save a PNG of `metric` against `x` and return the figure. Runs of one experiment (the
+    same parent directory, `OUTPUT/<tag>/`) share a colour: one run is a line, several (seeds)
+    their median with a min-max band. Dotted lines mark the first run's stage switches."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     from matplotlib import pyplot as plt
 
+    experiments: dict[str, list[list[dict[str, Any]]]] = {}
+    for run_dir in run_dirs:
+        experiments.setdefault(run_dir.resolve().parent.name, []).append(read_metrics(run_dir))
     figure, axis = plt.subplots(figsize=(7, 4))
-    for label, (steps, values) in curves.items():
-        axis.plot(steps, values, label=label, linewidth=1.2)
+    for index, (name, runs) in enumerate(experiments.items()):
+        colour = f"C{index % 10}"
+        curves = [curve(rows, metric, x) for rows in runs]
+        if not all(xs for xs, _ in curves):
+            raise ConfigError(f"a run of {name} has no rows with {metric!r} and {x!r}")
+        if len(curves) == 1:
+            axis.plot(*curves[0], color=colour, label=name, linewidth=1.2)
+        else:
+            grid, median, low, high = _band(curves)
+            axis.plot(grid, median, color=colour, label=f"{name} (median of {len(curves)})")
+            axis.fill_between(grid, low, high, color=colour, alpha=0.2, linewidth=0)
+        for switch in stage_switches(runs[0], x):
+            axis.axvline(switch, color=colour, linestyle=":", linewidth=1.0)
     if threshold is not None:
         axis.axhline(threshold, color="grey", linestyle="--", linewidth=0.8)
-    axis.set_xlabel("steps")
+    axis.set_xlabel(X_AXES[x][1])
     axis.set_ylabel(metric)
     axis.set_title(title)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize="small", ncol=2)
+    axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -100,10 +100,12 @@ class MetricsLogger:
         self.counts: dict[str, int] = defaultdict(int)
         self.last_counts: dict[str, int] = {}  # of the last row written
         self.last_emit_step = start_step
+        self.earlier_seconds = 0.0  # of training before a resume
         if state:
             self.sums.update(state["sums"])
             self.counts.update(state["counts"])
             self.last_emit_step = state["last_emit_step"]
+            self.earlier_seconds = state.get("seconds", 0.0)
         self.last_emit_time = self.start_time = time.monotonic()
         self.start_step = start_step
 
@@ -112,6 +114,7 @@ class MetricsLogger:
             "sums": dict(self.sums),
             "counts": dict(self.counts),
             "last_emit_step": self.last_emit_step,
+            "seconds": self.earlier_seconds + time.monotonic() - self.start_time,
         }
 
     def add(self, values: dict[str, float], prefix: str = "") -> None:
@@ -136,6 +139,7 @@ class MetricsLogger:
         now = time.monotonic()
         row: dict[str, Any] = {key: self.sums[key] / self.counts[key] for key in sorted(self.sums)}
         row["fps"] = (step - self.last_emit_step) / max(now - self.last_emit_time, 1e-9)
+        row["time"] = self.earlier_seconds + now - self.start_time  # training seconds so far
         row = self.write_row(step, stage_index, stage, row)
         self._print_progress(row, now)
         self.last_counts = dict(self.counts)
@@ -178,13 +182,14 @@ class MetricsLogger:
     def _print_progress(self, row: dict[str, Any], now: float) -> None:
         step = row["step"]
         rate = (step - self.start_step) / max(now - self.start_time, 1e-9)
-        eta = (self.total_steps - step) / max(rate, 1e-9)
+        eta = max(self.total_steps - step, 0) / max(rate, 1e-9)  # the last rollout overshoots
         success = row.get("train/success")
         self.console.print(
             f"[bold]{step:>9,}[/]/{self.total_steps:,} steps  {row['fps']:7.0f} fps  "
             f"stage {row['stage']}  success "
             + (f"{success:.3f}" if success is not None else "  -  ")
-            + f"  ETA {eta:5.0f} s",
+            + f"  ETA {eta:5.0f} s"
+            + ("  (the last rollout ran past the budget)" if step > self.total_steps else ""),
             highlight=False,
             soft_wrap=True,
         )

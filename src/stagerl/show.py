@@ -1,0 +1,134 @@
+"""`stagerl show`: an experiment's training plan, built and checked as `stagerl train` builds
+it (a misspelt setting fails here the same way), without starting any worker."""
+
+import copy
+import math
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from stagerl.engine.learner import step_lr_scheduler
+from stagerl.engine.setup import TrainingSetup, build_training_setup
+from stagerl.engine.storage import RolloutStorage
+from stagerl.experiment import LoadedExperiment
+from stagerl.losses.ppo import PPO
+from stagerl.pipeline import PipelineStage
+
+MIB = 2**20
+
+
+def _three(schedule: Any, start: int, budget: int) -> str:
+    """A schedule's values at the start, middle and end of a stage."""
+    return " / ".join(f"{schedule(start + budget * k // 2):.3g}" for k in range(3))
+
+
+def _learning_rates(setup: TrainingSetup, start: int, budget: int) -> str:
+    """The LR at the stage's start, middle and end (the schedule follows the total steps),
+    from copies of the optimizer and scheduler."""
+    optimizer, scheduler = copy.deepcopy((setup.optimizer, setup.lr_scheduler))
+    rates = []
+    for k in range(3):
+        step_lr_scheduler(scheduler, start + budget * k // 2)
+        rates.append(f"{optimizer.param_groups[0]['lr']:.3g}")
+    return " / ".join(rates)
+
+
+def _clip(setup: TrainingSetup, stage: PipelineStage, budget: int) -> str:
+    losses = setup.pipeline.named_losses
+    ppo = [losses[name] for name in stage.loss_names if isinstance(losses[name], PPO)]
+    if not ppo:
+        return "-"
+    return _three(lambda steps: ppo[0].clip_param * ppo[0].clip_decay(steps), 0, budget)
+
+
+def _stage_table(setup: TrainingSetup) -> Table:
+    pipeline = setup.pipeline
+    table = Table(title="stages (schedules at the stage's start / middle / end)")
+    for column in ("stage", "losses (weight)", "steps", "rollouts", "updates"):
+        table.add_column(column, justify="right" if column in ("steps", "rollouts") else "left")
+    for column in ("teacher forcing", "PPO clip", "learning rate"):
+        table.add_column(column)
+    per_rollout = pipeline.num_steps * setup.num_tasks
+    start = 0
+    for index, stage in enumerate(pipeline.pipeline_stages):
+        budget = stage.max_stage_steps
+        rollouts = math.ceil(budget / per_rollout)
+        losses = [f"{n} ({w:g})" for n, w in zip(stage.loss_names, stage.loss_weights, strict=True)]
+        updates = []
+        if stage.loss_names:
+            minibatches = pipeline.setting(stage, "num_mini_batch")
+            repeats = pipeline.setting(stage, "update_repeats")
+            updates.append(f"{rollouts * minibatches * repeats:,} ({repeats} x {minibatches})")
+        component = stage.offpolicy_component
+        if component is not None:
+            losses += [f"off-policy {n} ({w:g})" for n, w in zip(
+                component.loss_names, component.loss_weights, strict=True)]  # fmt: skip
+            updates.append(f"{rollouts * component.updates:,} off-policy")
+        teacher = stage.teacher_forcing
+        table.add_row(
+            str(index),
+            "\n".join(losses) or "(none: rollouts only)",
+            f"{budget:,}",
+            f"{rollouts:,}",
+            "\n".join(updates) or "-",
+            _three(teacher, 0, budget) if teacher is not None else "-",
+            _clip(setup, stage, budget),
+            _learning_rates(setup, start, budget),
+        )
+        start += budget
+    return table
+
+
+def _memory_mib(setup: TrainingSetup) -> tuple[float, float, float]:
+    """The rollout storage's tensors; the model with its gradient and two optimizer moments
+    (Adam's; an estimate for other optimizers); the largest DAgger buffer of any stage."""
+    storage = RolloutStorage(
+        num_steps=setup.pipeline.num_steps,
+        num_tasks=setup.num_tasks,
+        observation_space=setup.observation_space,
+        memory_shape=setup.model.memory_shape,
+    )
+    tensors = [v for v in vars(storage).values() if isinstance(v, torch.Tensor)]
+    tensors += list(storage.observations.values())
+    parameters = sum(p.numel() * p.element_size() for p in setup.model.parameters())
+    step_bytes = sum(
+        obs[0, 0].numel() * obs.element_size() for obs in storage.observations.values()
+    )
+    buffers = [
+        stage.dataset_aggregation.max_sequences * storage.num_steps * (step_bytes + 16)
+        for stage in setup.pipeline.pipeline_stages
+        if stage.dataset_aggregation is not None
+    ]
+    storage_bytes = sum(t.numel() * t.element_size() for t in tensors)
+    return storage_bytes / MIB, 4 * parameters / MIB, max(buffers, default=0) / MIB
+
+
+def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None) -> None:
+    """Print the experiment's samplers, model and stages; raises what training would raise."""
+    setup = build_training_setup(experiment, seed=0, max_sampler_processes=max_sampler_processes)
+    try:
+        machine, pipeline = setup.machine, setup.pipeline
+        double = machine.double_buffered and setup.num_tasks > 1
+        processes = min(machine.sampler_processes(spare_core=double), setup.num_tasks)
+        storage_mib, model_mib, buffer_mib = _memory_mib(setup)
+        parameters = sum(p.numel() for p in setup.model.parameters())
+        console = Console()
+        console.width = max(console.width, 130)  # the stage table's columns, unabridged
+        console.print(
+            f"[bold]{experiment.name}[/] (tag {experiment.call('tag')}): {setup.num_tasks} task "
+            f"samplers in {processes} sampler process{'es' if processes > 1 else ''}, "
+            + ("double-buffered" if double else "synchronous")
+            + f", trained on {setup.device}; {pipeline.num_steps} steps per task per rollout = "
+            f"{pipeline.num_steps * setup.num_tasks:,} frames; {pipeline.total_steps:,} "
+            f"steps in all\nmodel {type(setup.model).__name__}: {parameters:,} parameters; "
+            f"memory estimate: rollout storage {storage_mib:.1f} MiB, model with gradients "
+            f"and Adam moments {model_mib:.1f} MiB"
+            + (f", DAgger buffer {buffer_mib:.1f} MiB" if buffer_mib else ""),
+            highlight=False,
+        )
+        console.print(_stage_table(setup))
+    finally:
+        for iterator in setup.offpolicy_iterators.values():
+            iterator.close()

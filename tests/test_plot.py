@@ -1,0 +1,59 @@
+"""`stagerl plot`: runs of one experiment as median and range, experiments apart, stage
+switches marked; checked on the matplotlib objects, not on pixels."""
+
+import json
+
+import numpy as np
+from matplotlib.collections import PolyCollection
+
+from stagerl.cli import main
+from stagerl.plotting import plot_runs
+
+
+def _run(root, experiment, name, rows):
+    run_dir = root / experiment / name
+    run_dir.mkdir(parents=True)
+    lines = [json.dumps({"stage": f"{r['stage_index']}:x", **r}) for r in rows]
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return run_dir
+
+
+def _rows(successes, stages=(0, 0, 1)):
+    return [
+        {"step": 100 * (i + 1), "time": 2.0 * (i + 1), "train/success": value, "stage_index": s}
+        for i, (value, s) in enumerate(zip(successes, stages, strict=True))
+    ]
+
+
+def test_plot_draws_seeds_as_median_and_range_and_marks_stage_switches(tmp_path):
+    seeds = [
+        _run(tmp_path, "DaggerThenPPO", "seed1", _rows([0.1, 0.4, 0.9])),
+        _run(tmp_path, "DaggerThenPPO", "seed2", _rows([0.3, 0.6, 0.7])),
+    ]
+    other = _run(tmp_path, "PPO", "seed1", _rows([0.0, 0.2, 0.5], stages=(0, 0, 0)))
+    png = tmp_path / "curves.png"
+    assert main(["plot", *map(str, seeds), str(other), "-o", str(png)]) == 0
+    assert png.stat().st_size > 0
+
+    figure = plot_runs([*seeds, other], tmp_path / "again.png")
+    (axis,) = figure.axes
+    curves = {line.get_label(): line for line in axis.lines if not line.get_label().startswith("_")}
+    assert set(curves) == {"DaggerThenPPO (median of 2)", "PPO"}
+    median = curves["DaggerThenPPO (median of 2)"]
+    assert median.get_xdata().tolist() == [100, 200, 300]
+    np.testing.assert_allclose(median.get_ydata(), [0.2, 0.5, 0.8])
+    np.testing.assert_allclose(curves["PPO"].get_ydata(), [0.0, 0.2, 0.5])
+    (band,) = [c for c in axis.collections if isinstance(c, PolyCollection)]
+    corners = band.get_paths()[0].vertices
+    assert corners[:, 1].min() == 0.1 and corners[:, 1].max() == 0.9  # min and max of the seeds
+    switches = [line.get_xdata()[0] for line in axis.lines if line.get_linestyle() == ":"]
+    assert switches == [200]  # the second stage began after the row at step 200
+    assert axis.get_xlabel() == "steps" and axis.get_ylabel() == "train/success"
+
+    by_time = plot_runs([other], tmp_path / "time.png", x="time").axes[0]
+    assert by_time.lines[0].get_xdata().tolist() == [2.0, 4.0, 6.0]
+
+
+def test_plot_of_a_directory_without_metrics_exits_2_naming_it(tmp_path, capsys):
+    assert main(["plot", str(tmp_path), "-o", str(tmp_path / "x.png")]) == 2
+    assert f"{tmp_path} is not a run directory" in capsys.readouterr().err
