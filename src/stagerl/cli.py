@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="where to write the results (default: next to the checkpoint)",
     )
+    evaluate.add_argument(
+        "--video", type=Path, metavar="DIR", help="also write test episodes' videos here"
+    )
+    evaluate.add_argument(
+        "--video-episodes", type=_positive_int, default=4, metavar="N", help="videos (default 4)"
+    )
     _add_record_parser(commands)
     _add_plot_parser(commands)
     show = commands.add_parser(
@@ -235,6 +241,19 @@ def evaluate(args: argparse.Namespace) -> int:
     output = args.output_json or args.checkpoint.with_suffix(".eval.json")
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"stagerl: results written to {output}", file=sys.stderr)
+    if args.video:
+        from stagerl.engine.video import record_videos
+
+        videos = record_videos(
+            experiment,
+            args.checkpoint,
+            args.video,
+            episodes=args.video_episodes,
+            seed=args.seed,
+            deterministic=args.deterministic,
+        )
+        for video in videos:
+            print(f"stagerl: video {video.path} ({video.frames} frames)", file=sys.stderr)
     return 0
 
 

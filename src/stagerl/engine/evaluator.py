@@ -110,6 +110,27 @@ def episode_sampler(
     )
 
 
+def trained_model(
+    experiment: LoadedExperiment,
+    checkpoint: Path,
+    *,
+    seed: int,
+    max_sampler_processes: int | None = None,
+) -> tuple[MachineParams, list[TaskSampler], ActorCriticModel]:
+    """The test samplers (seeded by `seed`) and the checkpoint's model, in eval mode."""
+    payload = load_checkpoint(checkpoint)
+    if payload.get("experiment") != experiment.name:
+        raise CheckpointError(
+            f"{checkpoint}: saved by experiment {payload.get('experiment')}, not {experiment.name}"
+        )
+    configure_trainer_process()
+    machine, samplers = build_samplers(experiment, "test", seed, max_sampler_processes)
+    model = build_model(experiment, samplers[0].action_space, trainer_device(machine))
+    model.load_state_dict(payload["model"])
+    model.eval()
+    return machine, samplers, model
+
+
 def evaluate(
     experiment: LoadedExperiment,
     checkpoint: Path,
@@ -121,16 +142,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean of every episode metric over the test episodes (reproducible for a seed, which
     seeds the test samplers and the sampling of actions)."""
-    payload = load_checkpoint(checkpoint)
-    if payload.get("experiment") != experiment.name:
-        raise CheckpointError(
-            f"{checkpoint}: saved by experiment {payload.get('experiment')}, not {experiment.name}"
-        )
-    configure_trainer_process()
-    machine, samplers = build_samplers(experiment, "test", seed, max_sampler_processes)
-    model = build_model(experiment, samplers[0].action_space, trainer_device(machine))
-    model.load_state_dict(payload["model"])
-    model.eval()
+    machine, samplers, model = trained_model(
+        experiment, checkpoint, seed=seed, max_sampler_processes=max_sampler_processes
+    )
     generator = torch.Generator().manual_seed(seed)
     with episode_sampler(experiment, machine, samplers, episodes=episodes) as sampler:
         finished = run_episodes(model, sampler, deterministic=deterministic, generator=generator)

@@ -64,6 +64,14 @@ class Task(ABC):
         """Episode metrics, read when the task is done: at least `ep_length` and `reward`."""
         return {"ep_length": float(self.num_steps_taken), "reward": float(self.total_reward)}
 
+    def render(self) -> np.ndarray:
+        """An RGB picture `[H, W, 3]` of the current state, for episode videos."""
+        raise NotImplementedError(f"{type(self).__name__} cannot render videos")
+
+    def caption(self) -> str:
+        """What to write on the episode's video frames (e.g. the instruction)."""
+        return ""
+
     def query_expert(self) -> tuple[int, bool]:
         """The expert's action for the current state and whether it is valid."""
         return 0, False

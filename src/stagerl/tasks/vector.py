@@ -107,24 +107,7 @@ class VectorSampler:
         self.descriptions = [", ".join(repr(samplers[i]) for i in slots) for slots in self.slots]
         self.conns, self.processes = [], []
         for w, slots in enumerate(self.slots):
-            parent, child = context.Pipe()
-            args = (
-                w,
-                child,
-                self.arrays.block,
-                self.arrays.layout,
-                slots,
-                pickle.dumps([samplers[i] for i in slots]),
-                None if max_tasks is None else [max_tasks[i] for i in slots],
-                experiment,
-            )
-            process = context.Process(
-                target=worker_main, args=args, daemon=True, name=f"stagerl-worker-{w}"
-            )
-            process.start()
-            child.close()
-            self.conns.append(parent)
-            self.processes.append(process)
+            self._start_worker(context, w, [samplers[i] for i in slots], max_tasks, experiment)
         # Per step only these pre-pickled bytes cross the pipes, and replies are awaited with
         # one poll object per worker: pickling and building a selector every time cost as much
         # as stepping a task.
@@ -139,6 +122,34 @@ class VectorSampler:
             {w: pickle.dumps(("step", local)) for w, local in workers.items()}
             for workers in self.group_workers
         ]
+
+    def _start_worker(
+        self,
+        context: Any,
+        w: int,
+        samplers: list[TaskSampler],
+        max_tasks: list[int | None] | None,
+        experiment: WorkerExperiment | None,
+    ) -> None:
+        slots = self.slots[w]
+        parent, child = context.Pipe()
+        args = (
+            w,
+            child,
+            self.arrays.block,
+            self.arrays.layout,
+            slots,
+            pickle.dumps(samplers),
+            None if max_tasks is None else [max_tasks[i] for i in slots],
+            experiment,
+        )
+        process = context.Process(
+            target=worker_main, args=args, daemon=True, name=f"stagerl-worker-{w}"
+        )
+        process.start()
+        child.close()
+        self.conns.append(parent)
+        self.processes.append(process)
 
     def _views(self, prefix: str, group: slice = slice(None)) -> dict[str, np.ndarray]:
         return {uuid: self.arrays[f"{prefix}/{uuid}"][group] for uuid in self.uuids}

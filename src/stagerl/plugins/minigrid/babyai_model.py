@@ -21,6 +21,13 @@ def _unit_rows_(linear: nn.Linear) -> None:
         linear.bias.zero_()
 
 
+def _place_values(vocabulary: int, length: int) -> torch.Tensor | None:
+    """Token ids as the digits of one int64 per mission, where that number cannot overflow."""
+    if vocabulary**length >= 2**63:
+        return None
+    return torch.tensor([vocabulary**i for i in range(length)])
+
+
 def _head(inputs: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, 64), nn.Tanh(), nn.Linear(64, outputs))
 
@@ -81,16 +88,13 @@ class BabyAIRecurrentACModel(ActorCriticModel):
         image_features = image_dim * ((view - 1) // 2 - 2) ** 2  # 7x7 -> 6 -> 3 -> 2 -> 1
         self.memory_rnn = nn.LSTM(image_features, memory_dim) if use_memory else None
         embedding = memory_dim if use_memory else image_features
-        self.word_embedding = self.instr_rnn = None
-        places = None
+        self.word_embedding = self.instr_rnn = places = None
         if use_instr:
             vocabulary = int(observation_space["minigrid_mission"].high.max()) + 1
             self.word_embedding = nn.Embedding(vocabulary, instr_dim)
             self.instr_rnn = nn.GRU(instr_dim, instr_dim, batch_first=True)
             embedding += instr_dim
-            length = observation_space["minigrid_mission"].shape[0]
-            if vocabulary**length < 2**63:  # token ids as digits of one int64, no collisions
-                places = torch.tensor([vocabulary**i for i in range(length)])
+            places = _place_values(vocabulary, observation_space["minigrid_mission"].shape[0])
         self.register_buffer("mission_place_values", places, persistent=False)
         self._encodings: dict[int, torch.Tensor] = {}
         self._encodings_stamp: tuple | None = None

@@ -84,6 +84,13 @@ class MiniGridTask(Task):
         success = float(self._terminated and self.total_reward > 0)
         return {**super().metrics(), "success": success}
 
+    def render(self) -> np.ndarray:
+        """The whole grid, the agent's view highlighted, 32 pixels a cell."""
+        return self.env.unwrapped.get_frame(highlight=True, tile_size=32)
+
+    def caption(self) -> str:
+        return self.env.unwrapped.mission
+
     def query_expert(self) -> tuple[int, bool]:
         if self.expert is None:
             return 0, False

@@ -1,0 +1,101 @@
+"""Episode videos: test episodes played by a trained model in this process, one file each,
+every frame the task's own RGB render with the caption (the mission) and the step drawn on.
+MP4 when imageio has an ffmpeg encoder (`pip install imageio-ffmpeg`), GIF otherwise."""
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from stagerl.engine.evaluator import trained_model
+from stagerl.experiment import LoadedExperiment
+from stagerl.models.base import ActorCriticModel
+from stagerl.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class EpisodeVideo:
+    """A written video: where, how many frames (the episode's steps + 1), and its outcome."""
+
+    path: Path
+    frames: int
+    success: bool
+
+
+def annotate(frame: np.ndarray, text: str) -> np.ndarray:
+    """The frame with `text` on a dark strip along its top edge, same size."""
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    box = draw.textbbox((4, 2), text)
+    draw.rectangle((0, 0, image.width, box[3] + 2), fill=(0, 0, 0))
+    draw.text((4, 2), text, fill=(255, 255, 255))
+    return np.asarray(image)
+
+
+@torch.no_grad()
+def play(
+    model: ActorCriticModel, task: Task, generator: torch.Generator, deterministic: bool
+) -> list[np.ndarray]:
+    """Run the task to its end; its frames, the first before any step."""
+    device = next(model.parameters()).device
+    memory = model.initial_memory(1)
+    masks = torch.zeros(1, 1, device=device)
+    prev_actions = torch.zeros(1, 1, dtype=torch.long, device=device)
+    observations, frames, done = task.get_observations(), [], False
+    while True:
+        frames.append(annotate(task.render(), f"step {len(frames)}: {task.caption()}"))
+        if done:
+            return frames
+        obs = {k: torch.as_tensor(v)[None, None].to(device) for k, v in observations.items()}
+        output, memory = model(obs, memory, prev_actions, masks)
+        probs = output.distributions.probs[0].cpu()
+        action = probs.argmax(-1) if deterministic else torch.multinomial(probs, 1, generator=generator)[:, 0]  # fmt: skip
+        result = task.step(int(action))
+        observations, done = result.observation, result.done
+        masks, prev_actions = torch.ones_like(masks), action[None].to(device)
+
+
+def write_video(frames: list[np.ndarray], stem: Path) -> Path:
+    """`stem.mp4` through imageio's ffmpeg plugin where installed, else `stem.gif`."""
+    import imageio.v3 as iio
+
+    if importlib.util.find_spec("imageio_ffmpeg") is not None:
+        path = stem.with_suffix(".mp4")
+        iio.imwrite(path, np.stack(frames), fps=4, macro_block_size=1)
+    else:
+        path = stem.with_suffix(".gif")
+        iio.imwrite(path, np.stack(frames), duration=250, loop=0)
+    return path
+
+
+def record_videos(
+    experiment: LoadedExperiment,
+    checkpoint: Path,
+    directory: Path,
+    *,
+    episodes: int,
+    seed: int = 0,
+    deterministic: bool = False,
+) -> list[EpisodeVideo]:
+    """`episodes` test episodes (samplers taken in turn, seeded by `seed`) as video files in
+    `directory`, named by episode, seed and outcome."""
+    _, samplers, model = trained_model(experiment, checkpoint, seed=seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    videos = []
+    for index in range(episodes):
+        task = samplers[index % len(samplers)].next_task()
+        if task is None:
+            break  # the test samplers ran out
+        frames = play(model, task, generator, deterministic)
+        success = bool(task.metrics().get("success", 0.0))
+        outcome = "success" if success else "failure"
+        stem = directory / f"episode{index:03d}_seed{getattr(task, 'seed', index)}_{outcome}"
+        videos.append(EpisodeVideo(write_video(frames, stem), len(frames), success))
+        task.close()
+    for sampler in samplers:
+        sampler.close()
+    return videos
