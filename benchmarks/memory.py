@@ -31,15 +31,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as output:
         config = _variant(GOTOOBJ, output, ENDLESS)
         command = [sys.executable, "-m", "stagerl", "train", str(config), "-o", output]
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        log = (Path(output) / "stderr.log").open("w+")  # a pipe would fill and stall the run
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         start, samples = time.monotonic(), []
         while time.monotonic() - start < args.minutes * 60 and process.poll() is None:
             samples.append((time.monotonic() - start, tree_pss_mib(process.pid)))
             time.sleep(1.0)
         if process.poll() is not None:
-            sys.exit(f"training ended early:\n{process.stderr.read().decode()}")
+            log.seek(0)
+            sys.exit(f"training ended early:\n{log.read()[-3000:]}")
         process.send_signal(signal.SIGINT)  # saves a checkpoint and stops its workers
         process.wait(timeout=120)
         steps = max(int(p.stem.split("_")[1]) for p in Path(output).glob("*/*/checkpoints/*.pt"))
