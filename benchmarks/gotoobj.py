@@ -8,31 +8,9 @@ Runs alternate between the two, `--runs` of each; medians are printed, with the 
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from pathlib import Path
 
-from throughput import GOTOOBJ, ROOT, SYNCHRONOUS, _variant, tree_pss_mib
-
-
-def timed_training(config: Path) -> tuple[float, float]:
-    """Wall seconds of `stagerl train config` and its process tree's peak PSS in MiB."""
-    with tempfile.TemporaryDirectory() as output:
-        command = [sys.executable, "-m", "stagerl", "train", str(config), "-o", output]
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        peak = 0.0
-        while process.poll() is None:
-            peak = max(peak, tree_pss_mib(process.pid))
-            time.sleep(0.05)
-        wall = time.perf_counter() - start
-        if process.returncode != 0:
-            sys.exit(f"{config}: training failed:\n{process.stderr.read().decode()}")
-    return wall, peak
+from throughput import GOTOOBJ, SYNCHRONOUS, _variant, run_training
 
 
 def main() -> None:
@@ -48,7 +26,8 @@ def main() -> None:
         }
         for _ in range(args.runs):
             for name, config in configs.items():
-                wall, peak = timed_training(config)
+                with tempfile.TemporaryDirectory() as output:
+                    wall, peak = run_training(config, output)
                 walls[name].append(wall)
                 peaks[name].append(peak)
     for name in walls:

@@ -157,20 +157,30 @@ SYNCHRONOUS = """    @classmethod
 """
 
 
-def stagerl_training(config: Path) -> tuple[float, float]:
-    """`stagerl train` in a subprocess: the median fps of its metrics rows after the first,
-    and the peak PSS of its process tree."""
-    with tempfile.TemporaryDirectory() as output:
-        command = [sys.executable, "-m", "stagerl", "train", str(config), "-o", output]
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+def run_training(config: Path, output: str) -> tuple[float, float]:
+    """`stagerl train config -o output` in a subprocess: its wall seconds from the start
+    (start-up included) and its process tree's peak PSS in MiB. Its stderr goes to a file:
+    a pipe fills up on a long run and stalls it."""
+    command = [sys.executable, "-m", "stagerl", "train", str(config), "-o", output]
+    with (Path(output) / "stderr.log").open("w+") as log:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         peak = 0.0
         while process.poll() is None:
             peak = max(peak, tree_pss_mib(process.pid))
             time.sleep(0.1)
+        wall = time.perf_counter() - start
         if process.returncode != 0:
-            sys.exit(f"{config}: training failed:\n{process.stderr.read().decode()}")
+            log.seek(0)
+            sys.exit(f"{config}: training failed:\n{log.read()[-3000:]}")
+    return wall, peak
+
+
+def stagerl_training(config: Path) -> tuple[float, float]:
+    """`stagerl train` (`run_training`): the median fps of its metrics rows after the first,
+    and the peak PSS of its process tree."""
+    with tempfile.TemporaryDirectory() as output:
+        _, peak = run_training(config, output)
         (metrics,) = Path(output).glob("*/*/metrics.jsonl")
         rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     fps = [row["fps"] for row in rows if "fps" in row][1:]

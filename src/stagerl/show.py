@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stagerl.engine.learner import step_lr_scheduler
-from stagerl.engine.setup import TrainingSetup, build_training_setup
+from stagerl.engine.setup import TrainingSetup, build_training_setup, sampler_packing
 from stagerl.engine.storage import RolloutStorage
 from stagerl.experiment import LoadedExperiment
 from stagerl.losses.ppo import PPO
@@ -110,8 +110,7 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
     setup = build_training_setup(experiment, seed=0, max_sampler_processes=max_sampler_processes)
     try:
         machine, pipeline = setup.machine, setup.pipeline
-        double = machine.double_buffered and setup.num_tasks > 1
-        processes = min(machine.sampler_processes(spare_core=double), setup.num_tasks)
+        processes, groups = sampler_packing(machine, setup.num_tasks, setup.training_groups)
         storage_mib, model_mib, buffer_mib = _memory_mib(setup)
         parameters = sum(p.numel() for p in setup.model.parameters())
         console = Console()
@@ -119,7 +118,7 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
         console.print(
             f"[bold]{experiment.name}[/] (tag {experiment.call('tag')}): {setup.num_tasks} task "
             f"samplers in {processes} sampler process{'es' if processes > 1 else ''}, "
-            + ("double-buffered" if double else "synchronous")
+            + ("double-buffered" if groups > 1 else "synchronous")
             + f", trained on {setup.device}; {pipeline.num_steps} steps per task per rollout = "
             f"{pipeline.num_steps * setup.num_tasks:,} frames; {pipeline.total_steps:,} "
             f"steps in all\nmodel {type(setup.model).__name__}: {parameters:,} parameters; "

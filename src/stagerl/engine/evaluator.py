@@ -29,6 +29,16 @@ def _episodes_per_slot(episodes: int, slots: int) -> list[int]:
     return [episodes // slots + (1 if i < episodes % slots else 0) for i in range(slots)]
 
 
+def choose_actions(
+    distribution: torch.distributions.Categorical, deterministic: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """A `[1, N]` policy's actions on the CPU: the most likely, or sampled from `generator`."""
+    probs = distribution.probs[0].cpu()
+    if deterministic:
+        return probs.argmax(-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
 @torch.no_grad()
 def run_episodes(
     model: ActorCriticModel,
@@ -50,11 +60,7 @@ def run_episodes(
     while sampler.active.any():
         obs = {k: torch.from_numpy(v.copy())[None].to(device) for k, v in observations.items()}
         output, memory = model(obs, memory, prev_actions, masks)
-        probs = output.distributions.probs[0].cpu()
-        if deterministic:
-            actions = probs.argmax(-1)
-        else:
-            actions = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        actions = choose_actions(output.distributions, deterministic, generator)
         step = sampler.step(actions.numpy())
         finished.extend(metrics for _, metrics in step.finished)
         done = torch.from_numpy(step.terminated | step.truncated)

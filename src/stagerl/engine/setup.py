@@ -103,15 +103,24 @@ def start_sampler(
     groups: int = 1,
 ) -> VectorSampler:
     """The worker processes stepping `samplers` in `groups` groups, packed as
-    `machine.sampler_processes()` says."""
+    `sampler_packing` says."""
+    num_workers, groups = sampler_packing(machine, len(samplers), groups)
     return VectorSampler(
         samplers,
-        num_workers=min(machine.sampler_processes(spare_core=groups > 1), len(samplers)),
+        num_workers=num_workers,
         timeout=machine.worker_timeout,
         max_tasks=max_tasks,
         experiment=worker_experiment(experiment),
-        groups=min(groups, len(samplers)),
+        groups=groups,
     )
+
+
+def sampler_packing(machine: MachineParams, num_samplers: int, groups: int) -> tuple[int, int]:
+    """`(sampler processes, groups)` for `num_samplers` samplers asked to run in `groups`
+    groups: never more groups than samplers, and a core left to the trainer when double
+    buffering (`MachineParams.sampler_processes`)."""
+    groups = min(groups, num_samplers)
+    return min(machine.sampler_processes(spare_core=groups > 1), num_samplers), groups
 
 
 def build_model(
@@ -161,8 +170,14 @@ class TrainingSetup:
     def start_sampler(self) -> VectorSampler:
         """The training samplers' workers: two groups taking turns unless the machine params
         ask for synchronous sampling."""
-        groups = 2 if self.machine.double_buffered else 1
-        return start_sampler(self.experiment, self.machine, self.samplers, groups=groups)
+        return start_sampler(
+            self.experiment, self.machine, self.samplers, groups=self.training_groups
+        )
+
+    @property
+    def training_groups(self) -> int:
+        """Sampler groups asked for in training: two when double-buffered, else one."""
+        return 2 if self.machine.double_buffered else 1
 
 
 def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str | None:

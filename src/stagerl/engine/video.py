@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from stagerl.engine.evaluator import trained_model
+from stagerl.engine.evaluator import choose_actions, trained_model
 from stagerl.experiment import LoadedExperiment
 from stagerl.models.base import ActorCriticModel
 from stagerl.tasks.base import Task
@@ -51,8 +51,7 @@ def play(
             return frames
         obs = {k: torch.as_tensor(v)[None, None].to(device) for k, v in observations.items()}
         output, memory = model(obs, memory, prev_actions, masks)
-        probs = output.distributions.probs[0].cpu()
-        action = probs.argmax(-1) if deterministic else torch.multinomial(probs, 1, generator=generator)[:, 0]  # fmt: skip
+        action = choose_actions(output.distributions, deterministic, generator)
         result = task.step(int(action))
         observations, done = result.observation, result.done
         masks, prev_actions = torch.ones_like(masks), action[None].to(device)

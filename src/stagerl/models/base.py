@@ -84,7 +84,8 @@ def _one_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of every task, as the trainer takes while acting. A one-layer RNN runs as its
     cell function on the module's weights: for a batch of tens of tasks the module's call costs
-    over twice as much (oneDNN sets up a primitive per call), measured in benchmarks/sampling.py."""
+    over twice as much (oneDNN sets up a primitive per call: 137 against 60 us for the GoToObj
+    example's LSTM and 16 tasks)."""
     plain = rnn.num_layers == 1 and not rnn.bidirectional and not getattr(rnn, "proj_size", 0)
     if not plain:
         return run_recurrent_stepwise(rnn, inputs, memory, masks)

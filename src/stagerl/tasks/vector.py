@@ -96,14 +96,11 @@ class VectorSampler:
         bounds = np.linspace(0, self.num_tasks, groups + 1).astype(int)
         self.groups = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
         # per group, its workers and each one's slots in it, as indices into its own slots
-        self.group_workers = [
-            {
-                w: [i for i, slot in enumerate(slots) if group.start <= slot < group.stop]
-                for w, slots in enumerate(self.slots)
-                if any(group.start <= slot < group.stop for slot in slots)
-            }
-            for group in self.groups
-        ]
+        self.group_workers: list[dict[int, list[int]]] = [{} for _ in self.groups]
+        for w, slots in enumerate(self.slots):
+            for local, slot in enumerate(slots):
+                g = next(g for g, group in enumerate(self.groups) if slot < group.stop)
+                self.group_workers[g].setdefault(w, []).append(local)
         self.descriptions = [", ".join(repr(samplers[i]) for i in slots) for slots in self.slots]
         self.conns, self.processes = [], []
         for w, slots in enumerate(self.slots):
