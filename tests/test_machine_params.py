@@ -27,8 +27,7 @@ def test_allenact_device_forms(kwargs, device):
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
-        ({"nprocesses": [8, 8], "devices": [0, 1]}, "MachineParams.nprocesses"),
-        ({"nprocesses": 8, "devices": [0, 1]}, "MachineParams.devices"),
+        ({"nprocesses": [8, -1]}, "MachineParams.nprocesses"),
         ({"nprocesses": -1}, "MachineParams.nprocesses=-1"),
         ({"nprocesses": 8, "devices": [0], "gpu_ids": [0]}, "not both"),
         ({"nprocesses": 8, "visualizer": object()}, "MachineParams.visualizer"),
@@ -49,3 +48,29 @@ def test_samplers_are_packed_into_at_most_one_process_per_core_or_the_cap(monkey
     assert MachineParams(nprocesses=16, max_sampler_processes=2).sampler_processes(True) == 2
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
     assert MachineParams(nprocesses=16).sampler_processes(spare_core=True) == 1
+
+
+def test_each_rank_gets_its_share_of_samplers_devices_and_cores(monkeypatch):
+    split = [MachineParams(nprocesses=8).for_rank(r, 3) for r in range(3)]
+    assert [(m.nprocesses, first) for m, first in split] == [(3, 0), (3, 3), (2, 6)]
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    mine, first = MachineParams(nprocesses=[8, 6], devices=[0, 1]).for_rank(1, 2)
+    assert (mine.nprocesses, mine.device, first) == (6, "cuda:1", 8)
+    assert MachineParams(nprocesses=4, devices="cuda").device == "cuda:1"
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert MachineParams(nprocesses=16).sampler_processes(spare_core=True) == 1
+    assert MachineParams(nprocesses=16, update_threads=4).threads_for_updates() == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "world_size", "named"),
+    [
+        ({"nprocesses": [8, 8]}, 3, "nprocesses=\\[8, 8\\] gives samplers for 2"),
+        ({"nprocesses": 1}, 2, "leaves rank 1 of 2 no task sampler"),
+        ({"nprocesses": 8, "devices": [0, 1]}, 1, "MachineParams.devices names 2 devices"),
+    ],
+)
+def test_a_share_that_cannot_be_given_names_the_field(kwargs, world_size, named):
+    with pytest.raises(ConfigError, match=named):
+        MachineParams(**kwargs).for_rank(world_size - 1, world_size)

@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from stagerl.errors import StagerlError
 
@@ -152,48 +153,83 @@ def _make_run_dir(output: Path, tag: str) -> Path:
         ) from None
 
 
-def train(args: argparse.Namespace) -> int:
-    """`stagerl train`: a new run, or a resumed one."""
+def _plan_run(args: argparse.Namespace, experiment: Any) -> tuple[Path, dict | None]:
+    """The run directory, and the checkpoint to resume when `--resume` asks for one."""
     from stagerl.engine.resume import plan_resume
+
+    if not args.resume:
+        return _make_run_dir(args.output, experiment.call("tag")), None
+    plan = plan_resume(
+        args.resume,
+        output=args.output,
+        experiment=experiment,
+        allow_config_change=args.allow_config_change,
+        warn=lambda message: print(f"stagerl: {message}", file=sys.stderr),
+    )
+    message = f"resuming {plan.run_dir} from {plan.checkpoint.name}"
+    if plan.branched_from:
+        message = (
+            f"{plan.checkpoint} is older than its run's newest checkpoint: continuing in "
+            f"a new run directory {plan.run_dir} (its branch.json says from where)"
+        )
+    print(f"stagerl: {message}", file=sys.stderr)
+    return plan.run_dir, plan.payload
+
+
+def _join_ranks(experiment: Any) -> Any:
+    """This process's trainer rank: the process group joined when torchrun started several."""
+    from stagerl.engine.distributed import Ranks
+    from stagerl.engine.setup import trainer_device
+
+    ranks = Ranks.from_environment()
+    if ranks.distributed:
+        machine = experiment.machine_params("train")
+        ranks.start(trainer_device(machine), machine.rank_timeout)
+    return ranks
+
+
+def train(args: argparse.Namespace) -> int:
+    """`stagerl train`: a new run, or a resumed one; under torchrun, one rank of it."""
+    from stagerl.engine.run_record import record_run
     from stagerl.engine.trainer import Trainer
     from stagerl.experiment import load_experiment
 
     experiment = load_experiment(args.config)
     tag = experiment.call("tag")
-    resume = None
-    if args.resume:
-        plan = plan_resume(
-            args.resume,
-            output=args.output,
-            experiment=experiment,
-            allow_config_change=args.allow_config_change,
-            warn=lambda message: print(f"stagerl: {message}", file=sys.stderr),
+    ranks = _join_ranks(experiment)
+    try:
+        run_dir, resume = ranks.from_main(lambda: _plan_run(args, experiment), "planning the run")
+        trainer = Trainer(
+            experiment,
+            run_dir=run_dir,
+            seed=args.seed,
+            resume=resume,
+            keep_checkpoints=args.keep_checkpoints,
+            max_nonfinite_updates=args.max_nonfinite_updates,
+            max_sampler_processes=args.max_sampler_processes,
+            ranks=ranks,
         )
-        resume, run_dir = plan.payload, plan.run_dir
-        message = f"resuming {run_dir} from {plan.checkpoint.name}"
-        if plan.branched_from:
-            message = (
-                f"{plan.checkpoint} is older than its run's newest checkpoint: continuing in "
-                f"a new run directory {run_dir} (its branch.json says from where)"
-            )
-        print(f"stagerl: {message}", file=sys.stderr)
-    else:
-        run_dir = _make_run_dir(args.output, tag)
-    trainer = Trainer(
-        experiment,
-        run_dir=run_dir,
-        seed=args.seed,
-        resume=resume,
-        keep_checkpoints=args.keep_checkpoints,
-        max_nonfinite_updates=args.max_nonfinite_updates,
-        max_sampler_processes=args.max_sampler_processes,
-    )
-    if not (run_dir / "config.py").exists():
-        shutil.copy(experiment.path, run_dir / "config.py")
-    print(f"stagerl: training {tag} in {run_dir}", file=sys.stderr)
-    final = trainer.train()
+        mine = run_dir if ranks.is_main else None
+        record_run(mine, trainer.setup, ranks, seed=trainer.seed, config=args.config)
+        if mine is None:
+            trainer.train()
+            return 0
+        for note in trainer.share.notes if trainer.share else []:
+            print(f"stagerl: {note}", file=sys.stderr)
+        if not (run_dir / "config.py").exists():
+            shutil.copy(experiment.path, run_dir / "config.py")
+        world = f" on {ranks.world_size} trainer ranks" if ranks.distributed else ""
+        print(f"stagerl: training {tag} in {run_dir}{world}", file=sys.stderr)
+        final = trainer.train()
+    finally:
+        ranks.close()
+    _print_next_commands(args.config, run_dir, final)
+    return 0
+
+
+def _print_next_commands(config_path: Path, run_dir: Path, final: Path) -> None:
     print(f"stagerl: done; run directory {run_dir}", file=sys.stderr)
-    config = shlex.quote(str(args.config))
+    config = shlex.quote(str(config_path))
     for what, command in (
         ("evaluate", f"stagerl eval {config} -c {shlex.quote(str(final))}"),
         (
@@ -203,7 +239,6 @@ def train(args: argparse.Namespace) -> int:
         ("watch", f"tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}"),
     ):
         print(f"  {what:>8}: {command}", file=sys.stderr)
-    return 0
 
 
 def _print_results(results: dict) -> None:

@@ -8,7 +8,7 @@ import sys
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
@@ -37,16 +37,41 @@ def _device_name(device: Any, field_name: str) -> str:
 
 
 def _devices(value: Any, field_name: str) -> tuple[str, ...]:
-    """One device per trainer process; stagerl runs one trainer per process, so one device."""
+    """The trainer devices: one, or one per trainer process of a machine (torchrun's local
+    ranks take them in order)."""
     if value is None or (isinstance(value, Sequence) and not isinstance(value, str) and not value):
         return ("cpu",)
     values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    if len(values) != 1:
+    return tuple(_device_name(v, field_name) for v in values)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def local_rank() -> int:
+    """This trainer's index on its machine (torchrun's `LOCAL_RANK`), else 0."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def trainers_on_this_machine() -> int:
+    """Trainer processes sharing this machine's cores: torchrun's `--nproc-per-node`
+    (`LOCAL_WORLD_SIZE`), else 1."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def _pick(values: tuple[str, ...], local_rank: int, field_name: str) -> str:
+    """The device of one local rank: its own entry, or the one entry for all (a bare 'cuda'
+    becomes the local rank's GPU)."""
+    if len(values) == 1:
+        name = values[0]
+        return f"cuda:{local_rank}" if name == "cuda" and trainers_on_this_machine() > 1 else name
+    if local_rank >= len(values):
         raise ConfigError(
-            f"{field_name}={value!r} is invalid: stagerl trains on one device per process; give "
-            "one device (several trainer processes, one per device, are started by torchrun)"
+            f"{field_name}={list(values)} names {len(values)} devices, one per trainer process, "
+            f"but this is local rank {local_rank}; start at most {len(values)} per machine"
         )
-    return (_device_name(values[0], field_name),)
+    return values[local_rank]
 
 
 @dataclass(frozen=True)
@@ -78,11 +103,13 @@ class MachineParams:
     worker_timeout: float = 60.0
     update_threads: int = 2
     double_buffered: bool = True
+    rank_timeout: float = 300.0
     sensor_preprocessor_graph: Any = None
     visualizer: Any = None
     local_worker_ids: Any = None
     trainer_devices: tuple[str, ...] = field(init=False, repr=False)
     task_sampler_devices: tuple[str, ...] = field(init=False, repr=False)
+    rank_task_counts: tuple[int, ...] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         for name in _UNSUPPORTED_MACHINE_FIELDS:
@@ -95,16 +122,18 @@ class MachineParams:
         if self.gpu_ids is not None and self.devices is not None:
             raise ConfigError("MachineParams: give devices or gpu_ids (its older name), not both")
         counts = self.nprocesses
-        if isinstance(counts, Sequence):
+        if isinstance(counts, Sequence) and not isinstance(counts, str):
+            counts = tuple(counts)
             require(
-                len(counts) == 1,
+                counts and all(_is_count(c) for c in counts),
                 "MachineParams.nprocesses",
-                counts,
-                "one sampler count (one trainer process; several come from torchrun)",
+                self.nprocesses,
+                "task samplers per trainer process, each >= 0",
             )
-            counts = counts[0]
+            object.__setattr__(self, "rank_task_counts", counts)
+            counts = sum(counts)
         require(
-            isinstance(counts, int) and not isinstance(counts, bool) and counts >= 0,
+            _is_count(counts),
             "MachineParams.nprocesses",
             self.nprocesses,
             "a number of task samplers >= 0",
@@ -130,21 +159,68 @@ class MachineParams:
         require(
             self.update_threads >= 1, "MachineParams.update_threads", self.update_threads, ">= 1"
         )
+        require(self.rank_timeout > 0, "MachineParams.rank_timeout", self.rank_timeout, "> 0")
 
     @property
     def device(self) -> str:
-        """Where the model, the rollout storage and the updates live, e.g. 'cpu' or 'cuda:0'."""
-        return self.trainer_devices[0]
+        """Where the model, the rollout storage and the updates live, e.g. 'cpu' or 'cuda:0'
+        (of a trainer started by torchrun: the entry of its local rank)."""
+        return _pick(self.trainer_devices, local_rank(), self._devices_field)
+
+    @property
+    def _devices_field(self) -> str:
+        return "MachineParams.gpu_ids" if self.gpu_ids is not None else "MachineParams.devices"
+
+    def for_rank(self, rank: int, world_size: int) -> tuple["MachineParams", int]:
+        """This rank's share: its task samplers (`nprocesses` per rank when a list, else the
+        total split as evenly as it goes, the first ranks taking one more) and its devices, and
+        the global index of its first sampler."""
+        counts = self.rank_task_counts
+        if counts is None:
+            base, extra = divmod(self.nprocesses, world_size)
+            counts = tuple(base + int(r < extra) for r in range(world_size))
+        elif len(counts) != world_size:
+            raise ConfigError(
+                f"MachineParams.nprocesses={list(counts)} gives samplers for {len(counts)} "
+                f"trainer processes, but torchrun started {world_size}"
+            )
+        if counts[rank] == 0:
+            raise ConfigError(
+                f"MachineParams.nprocesses={self.nprocesses} leaves rank {rank} of {world_size} "
+                "no task sampler; give at least one sampler per trainer process"
+            )
+        if len(self.trainer_devices) > 1 and trainers_on_this_machine() == 1:
+            raise ConfigError(
+                f"{self._devices_field} names {len(self.trainer_devices)} devices, one per "
+                "trainer process: start that many with torchrun --nproc-per-node "
+                f"{len(self.trainer_devices)}"
+            )
+        mine = _pick(self.trainer_devices, local_rank(), self._devices_field)
+        samplers = _pick(self.task_sampler_devices, local_rank(), "MachineParams.sampler_devices")
+        share = replace(
+            self, nprocesses=counts[rank], devices=mine, gpu_ids=None, sampler_devices=samplers
+        )
+        return share, sum(counts[:rank])
 
     def sampler_processes(self, spare_core: bool = False) -> int:
         """How many worker processes step the samplers: `max_sampler_processes`, else one per
-        core (one core fewer with `spare_core`, which double-buffered training asks for: the
-        trainer acts while the workers step, and on a core of its own it was measured 1.3x
-        faster at sampling the GoToObj example on 2 cores than sharing both; docs/performance.md),
-        never more than there are samplers."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        cores = max(1, (cores or 1) - int(spare_core))
+        core of this trainer's share of the machine (one core fewer with `spare_core`, which
+        double-buffered training asks for: the trainer acts while the workers step, and on a
+        core of its own it was measured 1.3x faster at sampling the GoToObj example on 2 cores
+        than sharing both; docs/performance.md), never more than there are samplers."""
+        cores = max(1, self.cores() - int(spare_core))
         return max(1, min(self.nprocesses, self.max_sampler_processes or cores))
+
+    def threads_for_updates(self) -> int:
+        """`update_threads`, at most this trainer's share of the cores."""
+        return min(self.update_threads, self.cores())
+
+    @staticmethod
+    def cores() -> int:
+        """The cores this trainer process may use: the machine's (its CPU affinity), shared
+        evenly by the trainer processes torchrun started on it."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, (cores or 1) // trainers_on_this_machine())
 
     @classmethod
     def instance_from(cls, value: "MachineParams | dict[str, Any]", where: str) -> "MachineParams":

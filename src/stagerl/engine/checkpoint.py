@@ -12,8 +12,9 @@ import torch
 from stagerl.errors import CheckpointError
 
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
-# 2: sampler states one per sampler (1: one per worker process, which fixed the packing)
-CHECKPOINT_FORMAT = 2
+# 3: what each trainer rank keeps (samplers, storage, RNG, ...) under "ranks"
+# (2: one rank's, at the top; 1: sampler states one per worker process, not per sampler)
+CHECKPOINT_FORMAT = 3
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

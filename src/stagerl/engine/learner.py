@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from stagerl.engine.aggregation import ExpertDataBuffer
+from stagerl.engine.distributed import Ranks
 from stagerl.engine.storage import RolloutStorage
 from stagerl.losses.base import Loss, RolloutBatch
 from stagerl.losses.offpolicy import OffPolicyBatch
@@ -66,11 +67,16 @@ def optimizer_step(
     parameters: list[nn.Parameter],
     total: torch.Tensor,
     max_grad_norm: float,
+    ranks: Ranks | None = None,
 ) -> float | None:
-    """Backward, clip the gradient norm, step; return the norm, or None (and no step) when the
-    loss or the gradient is not finite, so one bad batch cannot poison the parameters."""
+    """Backward, average the gradient over the trainer ranks, clip its norm, step; return the
+    norm, or None (and no step) when the loss or the gradient is not finite, so one bad batch
+    cannot poison the parameters. All ranks see the same mean loss and gradient, so they skip
+    or step together."""
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if ranks is not None:
+        total = ranks.average_gradients(parameters, total)
     grad_norm = nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     if not (torch.isfinite(total) and torch.isfinite(grad_norm)):
         return None
@@ -90,6 +96,7 @@ def update(
     max_grad_norm: float,
     generator: torch.Generator,
     aggregated: AggregatedData | None = None,
+    ranks: Ranks | None = None,
 ) -> UpdateResult:
     """Minimise the weighted sum of the stage's losses; clip the gradient norm at max_grad_norm.
 
@@ -109,7 +116,7 @@ def update(
                     model, old, aggregated.losses, stage_steps, info, prefix="aggregated/"
                 )
                 total = total + extra
-            grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm)
+            grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm, ranks)
             attempted += 1
             if grad_norm is None:
                 skipped += 1  # its numbers are not logged either, so averages stay finite

@@ -5,6 +5,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,27 +59,39 @@ class TrainingMetrics:
         return dict(self.count_values)
 
 
+def _no_merge(
+    sums: dict[str, float], counts: dict[str, int]
+) -> tuple[dict[str, float], dict[str, int]]:
+    return sums, counts
+
+
 class MetricsLogger:
     """Without `tensorboard_and_console` (`TrainingPipeline.should_log=False`) only
-    `metrics.jsonl` is written."""
+    `metrics.jsonl` is written; without a `run_dir` (trainer ranks other than 0) nothing is,
+    but rows are still made, for early stopping. `merge` adds up the sums and counts of all
+    ranks before a row is made."""
 
     def __init__(
         self,
-        run_dir: Path,
+        run_dir: Path | None,
         *,
         interval: int,
         total_steps: int,
         start_step: int = 0,
         state: dict[str, Any] | None = None,
         tensorboard_and_console: bool = True,
+        merge: Callable[[dict, dict], tuple[dict, dict]] = _no_merge,
     ) -> None:
         self.interval = interval
         self.total_steps = total_steps
-        run_dir.mkdir(parents=True, exist_ok=True)
-        jsonl = run_dir / "metrics.jsonl"
-        _truncate_jsonl(jsonl, start_step)
-        self.jsonl = jsonl.open("a")
-        self.writer = None
+        self.merge = merge
+        self.jsonl = self.writer = None
+        tensorboard_and_console = tensorboard_and_console and run_dir is not None
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            jsonl = run_dir / "metrics.jsonl"
+            _truncate_jsonl(jsonl, start_step)
+            self.jsonl = jsonl.open("a")
         if tensorboard_and_console:
             self.writer = SummaryWriter(
                 str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None
@@ -137,12 +150,13 @@ class MetricsLogger:
         ):
             return None
         now = time.monotonic()
-        row: dict[str, Any] = {key: self.sums[key] / self.counts[key] for key in sorted(self.sums)}
+        sums, counts = self.merge(self.sums, self.counts)
+        row: dict[str, Any] = {key: sums[key] / counts[key] for key in sorted(sums)}
         row["fps"] = (step - self.last_emit_step) / max(now - self.last_emit_time, 1e-9)
         row["time"] = self.earlier_seconds + now - self.start_time  # training seconds so far
         row = self.write_row(step, stage_index, stage, row)
         self._print_progress(row, now)
-        self.last_counts = dict(self.counts)
+        self.last_counts = dict(counts)
         self.sums.clear()
         self.counts.clear()
         self.last_emit_step, self.last_emit_time = step, now
@@ -157,8 +171,9 @@ class MetricsLogger:
             if self.writer is not None:
                 self.writer.add_scalar(key, value, step)
         row = {"step": step, "stage": stage, **row}
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.jsonl.flush()
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps(row) + "\n")
+            self.jsonl.flush()
         return row
 
     def log_validation(
@@ -198,4 +213,5 @@ class MetricsLogger:
         self.progress.stop()
         if self.writer is not None:
             self.writer.close()
-        self.jsonl.close()
+        if self.jsonl is not None:
+            self.jsonl.close()

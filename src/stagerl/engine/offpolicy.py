@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import UpdateResult, WeightedLoss, optimizer_step, weighted_loss
 from stagerl.errors import ConfigError
 from stagerl.losses.offpolicy import OffPolicyBatch
@@ -42,8 +43,10 @@ class OffPolicyLearner:
         iterator: Any,
         losses: list[WeightedLoss],
         device: torch.device | str = "cpu",
+        ranks: Ranks | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.ranks = ranks or Ranks()
         self.updates = component.updates
         self.iterator = iterator
         self.losses = losses
@@ -82,9 +85,10 @@ class OffPolicyLearner:
             batch = self._batch(next(self.iterator), model)
             info: dict[str, float] = {}
             total, memory = weighted_loss(model, batch, self.losses, stage_steps, info)
-            grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm)
+            grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm, self.ranks)
             self.memory = memory.detach()
-            self.samples += batch.actions.numel()
+            # over all ranks: each reads batches of the same shape from its share of the data
+            self.samples += batch.actions.numel() * self.ranks.world_size
             self.epoch = batch.epoch
             if grad_norm is None:
                 skipped += 1
@@ -105,8 +109,9 @@ class OffPolicyLearner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a `state_dict()`."""
-        self.iterator.load_state_dict(state["iterator"])
+        """Continue from a `state_dict()` (one without the iterator's place restarts it)."""
+        if state["iterator"] is not None:
+            self.iterator.load_state_dict(state["iterator"])
         memory = state["memory"]
         self.memory = None if memory is None else memory.to(self.device)
         self.samples, self.epoch = state["samples"], state["epoch"]

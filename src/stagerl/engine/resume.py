@@ -17,6 +17,7 @@ from stagerl.engine.checkpoint import (
     load_latest,
     new_run_dir,
 )
+from stagerl.engine.storage import join_carry_states, slice_carry_state
 from stagerl.errors import CheckpointError
 from stagerl.experiment import LoadedExperiment
 
@@ -130,3 +131,73 @@ def plan_resume(
         step = payload["state"]["total_steps"]
         (run_dir / f"config_change_at_{step}.diff").write_text("\n".join(diff) + "\n")
     return ResumePlan(checkpoint, payload, run_dir, branched_from)
+
+
+@dataclass
+class RankShare:
+    """What one rank continues from a checkpoint: its samplers' states, the storage carried
+    into the next rollout, its RNG states (None: re-seed), DAgger buffer, off-policy learners
+    and metric sums; and notes on anything that could not continue as it was."""
+
+    samplers: list[bytes]
+    storage: dict[str, Any]
+    rng: dict[str, Any] | None
+    dagger_buffer: dict[str, Any] | None
+    offpolicy: dict[int, dict[str, Any]]
+    logger: dict[str, Any]
+    notes: list[str]
+
+
+def rank_share(
+    payload: dict[str, Any], rank: int, world_size: int, first_task: int, num_tasks: int
+) -> RankShare:
+    """Rank `rank`'s share of a checkpoint. Written by as many ranks: that rank's part as it
+    was. By another number: tasks keep their samplers and carried storage (the global task
+    order is the same on any number of ranks); RNG streams are re-seeded; a rank keeps the
+    DAgger buffer of the old rank with its index (if any); off-policy iterators restart this
+    rank's share of their dataset; rank 0 takes all ranks' pending metric sums."""
+    parts = payload["ranks"]
+    if len(parts) == world_size:
+        part = parts[rank]
+        return RankShare(
+            part["samplers"],
+            part["storage"],
+            part["rng"],
+            part["dagger_buffer"],
+            part["offpolicy"],
+            part["logger"],
+            [],
+        )
+    tasks = slice(first_task, first_task + num_tasks)
+    logger = dict(parts[0]["logger"], sums={}, counts={})
+    if rank == 0:
+        for part in parts:
+            for key, value in part["logger"]["sums"].items():
+                logger["sums"][key] = logger["sums"].get(key, 0.0) + value
+                logger["counts"][key] = logger["counts"].get(key, 0) + part["logger"]["counts"][key]
+    offpolicy = {
+        index: {**state, "iterator": None, "memory": None}
+        for index, state in parts[0]["offpolicy"].items()
+    }
+    notes = [
+        f"the checkpoint was written by {len(parts)} trainer ranks and this run has "
+        f"{world_size}: every task continues its sampler and carried memory; the ranks' random "
+        "streams are re-seeded from the seed and step"
+        + ("; off-policy iterators restart each rank's share of the dataset" if offpolicy else "")
+        + (
+            "; DAgger buffers of ranks beyond the new count are dropped"
+            if len(parts) > world_size
+            else ""
+        )
+    ]
+    return RankShare(
+        samplers=[state for part in parts for state in part["samplers"]][tasks],
+        storage=slice_carry_state(
+            join_carry_states([part["storage"] for part in parts]), first_task, num_tasks
+        ),
+        rng=None,
+        dagger_buffer=parts[rank]["dagger_buffer"] if rank < len(parts) else None,
+        offpolicy=offpolicy,
+        logger=logger,
+        notes=notes,
+    )

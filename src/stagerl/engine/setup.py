@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from stagerl.engine.distributed import Ranks
 from stagerl.engine.offpolicy import build_iterator, iterator_seed
 from stagerl.engine.resume import check_experiment
 from stagerl.errors import CheckpointError, ConfigError
@@ -61,18 +62,24 @@ def build_samplers(
     mode: str,
     seed: int,
     max_sampler_processes: int | None = None,
+    ranks: Ranks | None = None,
 ) -> tuple[MachineParams, list[TaskSampler]]:
     """`machine_params(mode)` and its `nprocesses` samplers, each from its
-    `<mode>_task_sampler_args`; `max_sampler_processes` (the CLI's `-m`) overrides the config's."""
+    `<mode>_task_sampler_args`; `max_sampler_processes` (the CLI's `-m`) overrides the config's.
+    With `ranks`, only this rank's share: the samplers a single process would build at the
+    same global indices and seeds, so a run means the same on any number of ranks."""
     machine = experiment.machine_params(mode)
     if max_sampler_processes is not None:
         machine = replace(machine, max_sampler_processes=max_sampler_processes)
     total = machine.nprocesses
     if total == 0:
         raise ConfigError(f"{experiment.name}.machine_params({mode!r}) gives nprocesses=0")
+    first = 0
+    if ranks is not None:
+        machine, first = machine.for_rank(ranks.rank, ranks.world_size)
     seeds = sampler_seeds(seed, total)
     samplers = []
-    for index in range(total):
+    for index in range(first, first + machine.nprocesses):
         args = experiment.call(
             f"{mode}_task_sampler_args",
             process_ind=index,
@@ -158,9 +165,13 @@ class TrainingSetup:
     expert_uuid: str | None
     validation: tuple[MachineParams, list[TaskSampler]] | None  # its machine and samplers
     offpolicy_iterators: dict[int, Any]  # stage index -> its dataset iterator
+    ranks: Ranks
+    total_tasks: int  # over all ranks
+    first_task: int  # the global index of this rank's first task
 
     @property
     def num_tasks(self) -> int:
+        """This rank's tasks."""
         return len(self.samplers)
 
     @property
@@ -214,7 +225,11 @@ def _validation_samplers(
 
 
 def offpolicy_iterators(
-    pipeline: TrainingPipeline, samplers: list[TaskSampler], seed: int, first_stage: int
+    pipeline: TrainingPipeline,
+    samplers: list[TaskSampler],
+    seed: int,
+    first_stage: int,
+    ranks: Ranks,
 ) -> dict[int, Any]:
     """Iterators for the remaining stages' off-policy components: built (and their datasets
     checked) now, so that a bad dataset stops the run before any worker starts."""
@@ -225,21 +240,23 @@ def offpolicy_iterators(
         iterators[index] = build_iterator(
             stage.offpolicy_component,
             f"pipeline_stages[{index}].offpolicy_component",
-            rank=0,
-            world_size=1,
-            seed=iterator_seed(seed, index, rank=0),
+            rank=ranks.rank,
+            world_size=ranks.world_size,
+            seed=iterator_seed(seed, index, rank=ranks.rank),
             observation_space=samplers[0].observation_space,
             env_ids=getattr(samplers[0], "env_ids", None),
         )
     return iterators
 
 
-def _check_resumable(resume: dict[str, Any], experiment: LoadedExperiment, num_tasks: int) -> None:
+def _check_resumable(
+    resume: dict[str, Any], experiment: LoadedExperiment, total_tasks: int
+) -> None:
     check_experiment(resume, experiment)
-    if resume["num_tasks"] != num_tasks:
+    if resume["num_tasks"] != total_tasks:
         raise CheckpointError(
             f"checkpoint has {resume['num_tasks']} task samplers, machine_params('train') now "
-            f"gives nprocesses={num_tasks}; resume with the nprocesses the run started with"
+            f"gives nprocesses={total_tasks}; resume with the nprocesses the run started with"
         )
 
 
@@ -257,17 +274,27 @@ def build_training_setup(
     seed: int,
     resume: dict[str, Any] | None = None,
     max_sampler_processes: int | None = None,
+    ranks: Ranks | None = None,
 ) -> TrainingSetup:
-    """Build and check the pipeline, samplers, model, optimizer and datasets of a (resumed) run."""
+    """Build and check the pipeline, samplers, model, optimizer and datasets of a (resumed)
+    run, or of this rank's share of it; only rank 0 validates."""
+    ranks = ranks or Ranks()
     pipeline = build_pipeline(experiment)
     configure_trainer_process()
-    machine, samplers = build_samplers(experiment, "train", seed, max_sampler_processes)
+    machine, samplers = build_samplers(experiment, "train", seed, max_sampler_processes, ranks)
+    everyone = experiment.machine_params("train")
+    total_tasks, first_task = (
+        everyone.nprocesses,
+        everyone.for_rank(ranks.rank, ranks.world_size)[1],
+    )
     device = trainer_device(machine)
     pipeline.check_task_count(len(samplers))
     expert_uuid = _expert_uuid(pipeline, samplers)
-    validation = _validation_samplers(experiment, pipeline, seed, max_sampler_processes)
+    validation = None
+    if ranks.is_main:
+        validation = _validation_samplers(experiment, pipeline, seed, max_sampler_processes)
     first_stage = resume["state"]["stage_index"] if resume else 0
-    offpolicy = offpolicy_iterators(pipeline, samplers, seed, first_stage)
+    offpolicy = offpolicy_iterators(pipeline, samplers, seed, first_stage, ranks)
     model = build_model(experiment, samplers[0].action_space, device)
     optimizer = user_call(
         "TrainingPipeline.optimizer_builder", pipeline.optimizer_builder, model.parameters()
@@ -278,7 +305,7 @@ def build_training_setup(
             "TrainingPipeline.lr_scheduler_builder", pipeline.lr_scheduler_builder, optimizer
         )
     if resume:
-        _check_resumable(resume, experiment, len(samplers))
+        _check_resumable(resume, experiment, total_tasks)
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         if scheduler is not None and resume["lr_scheduler"] is not None:
@@ -295,4 +322,7 @@ def build_training_setup(
         expert_uuid=expert_uuid,
         validation=validation,
         offpolicy_iterators=offpolicy,
+        ranks=ranks,
+        total_tasks=total_tasks,
+        first_task=first_task,
     )

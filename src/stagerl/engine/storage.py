@@ -172,3 +172,27 @@ class RolloutStorage:
         self.masks[0] = state["masks"]
         self.prev_actions[0] = state["prev_actions"]
         self.memory = state["memory"].to(self.device, copy=True)
+
+
+def join_carry_states(states: list[dict]) -> dict:
+    """The carry states of several ranks as one, tasks in rank order."""
+    return {
+        "observations": {
+            uuid: torch.cat([s["observations"][uuid] for s in states])
+            for uuid in states[0]["observations"]
+        },
+        "masks": torch.cat([s["masks"] for s in states]),
+        "prev_actions": torch.cat([s["prev_actions"] for s in states]),
+        "memory": torch.cat([s["memory"] for s in states], dim=1),  # [layers, tasks, hidden]
+    }
+
+
+def slice_carry_state(state: dict, first: int, count: int) -> dict:
+    """The carry state of tasks `first` .. `first + count - 1`."""
+    tasks = slice(first, first + count)
+    return {
+        "observations": {uuid: obs[tasks] for uuid, obs in state["observations"].items()},
+        "masks": state["masks"][tasks],
+        "prev_actions": state["prev_actions"][tasks],
+        "memory": state["memory"][:, tasks],
+    }

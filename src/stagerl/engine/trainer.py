@@ -8,6 +8,7 @@ forcing follow the stage's step count.
 import contextlib
 import random
 import signal
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import torch
 
 from stagerl.engine.aggregation import ExpertDataBuffer
 from stagerl.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger, TrainingMetrics
 from stagerl.engine.offpolicy import OffPolicyLearner
+from stagerl.engine.resume import RankShare, rank_share
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
 from stagerl.engine.setup import TrainingSetup, build_training_setup
 from stagerl.engine.storage import RolloutStorage
@@ -39,8 +42,9 @@ class NonFiniteLossError(StagerlError):
 class Interrupted(StagerlError):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
 
-    def __init__(self, signum: int, checkpoint: Path) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {checkpoint}")
+    def __init__(self, signum: int, checkpoint: Path | None) -> None:
+        where = checkpoint or "written by rank 0"
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {where}")
         self.exit_code = 128 + signum
 
 
@@ -79,6 +83,11 @@ def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]
         generator.set_state(state[name])
 
 
+def rank_seed(seed: int, rank: int, total_steps: int) -> int:
+    """The seed of a rank's random streams, other than rank 0's at the start (which is `seed`)."""
+    return int(np.random.SeedSequence([seed, rank, total_steps]).generate_state(1)[0])
+
+
 def seed_everything(seed: int) -> dict[str, torch.Generator]:
     """Seed python, numpy and torch; return the trainer's own generators (minibatches, teacher)."""
     random.seed(seed)
@@ -103,20 +112,37 @@ class Trainer:
         max_nonfinite_updates: int = 10,
         resume: dict[str, Any] | None = None,
         max_sampler_processes: int | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.experiment = experiment
         self.run_dir = run_dir
         self.keep_checkpoints = keep_checkpoints
         self.max_nonfinite_updates = max_nonfinite_updates
+        self.ranks = ranks = ranks or Ranks()
         self.seed = resume["seed"] if resume else seed
-        self.generators = seed_everything(self.seed)
+        self.generators = seed_everything(self.seed)  # the same on every rank: the same model
         self.setup: TrainingSetup = build_training_setup(
-            experiment, seed=self.seed, resume=resume, max_sampler_processes=max_sampler_processes
+            experiment,
+            seed=self.seed,
+            resume=resume,
+            max_sampler_processes=max_sampler_processes,
+            ranks=ranks,
         )
+        ranks.broadcast_parameters(self.setup.model)
         self.pipeline = self.setup.pipeline
         self.state = TrainingState(**resume["state"]) if resume else TrainingState()
+        self.share: RankShare | None = None  # this rank's part of the checkpoint resumed
         if resume:
-            _set_rng_state(resume["rng"], self.generators)
+            setup = self.setup
+            self.share = rank_share(
+                resume, ranks.rank, ranks.world_size, setup.first_task, setup.num_tasks
+            )
+        if self.share is not None and self.share.rng is not None:
+            _set_rng_state(self.share.rng, self.generators)
+        elif ranks.rank > 0 or self.share is not None:  # each rank samples its own actions
+            self.generators = seed_everything(
+                rank_seed(self.seed, ranks.rank, self.state.total_steps)
+            )
         self.resume = resume
         self.stop_signal: int | None = None
         self.buffer: ExpertDataBuffer | None = None
@@ -139,8 +165,10 @@ class Trainer:
         for index, iterator in self.setup.offpolicy_iterators.items():
             component = self.pipeline.pipeline_stages[index].offpolicy_component
             losses = self._weighted(component.loss_names, component.loss_weights)
-            learners[index] = OffPolicyLearner(component, iterator, losses, self.setup.device)
-            saved = (self.resume or {}).get("offpolicy", {}).get(index)
+            learners[index] = OffPolicyLearner(
+                component, iterator, losses, self.setup.device, self.ranks
+            )
+            saved = self.share.offpolicy.get(index) if self.share else None
             if saved is not None:
                 learners[index].load_state_dict(saved)
         return learners
@@ -183,7 +211,8 @@ class Trainer:
             bootstrap_time_limit=pipeline.bootstrap_time_limit,
         )
         aggregated = self._aggregated(self.state.stage_index, storage)
-        torch.set_num_threads(self.setup.machine.update_threads)  # the workers are idle now
+        torch.set_num_threads(self.setup.machine.threads_for_updates())  # the workers idle now
+        start, allreduce_before = time.perf_counter(), self.ranks.allreduce_seconds
         outcome = update(
             model=model,
             optimizer=self.setup.optimizer,
@@ -195,8 +224,12 @@ class Trainer:
             max_grad_norm=pipeline.setting(stage, "max_grad_norm"),
             generator=self.generators["minibatch_rng"],
             aggregated=aggregated,
+            ranks=self.ranks,
         )
         torch.set_num_threads(1)
+        if self.ranks.distributed:
+            allreduce = self.ranks.allreduce_seconds - allreduce_before
+            logger.add({"allreduce_share": allreduce / (time.perf_counter() - start)})
         if aggregated is not None:
             aggregated.buffer.add(storage)
             logger.add({"aggregated_sequences": aggregated.buffer.size})
@@ -209,7 +242,7 @@ class Trainer:
     ) -> None:
         model = self.setup.model
         model.train()
-        torch.set_num_threads(self.setup.machine.update_threads)
+        torch.set_num_threads(self.setup.machine.threads_for_updates())
         outcome = learner.update(
             model=model,
             optimizer=self.setup.optimizer,
@@ -237,9 +270,11 @@ class Trainer:
         try:
             result = collect_rollout(model=model, sampler=sampler, storage=storage, teacher=teacher)
         except WorkerError as error:
+            if self.ranks.distributed:  # the other ranks cannot join a checkpoint now
+                raise WorkerError(f"rank {self.ranks.rank}: {error}") from None
             checkpoint = self._save(storage, logger, **boundary)
             raise WorkerError(f"{error}\ncheckpoint before this rollout: {checkpoint}") from None
-        steps = pipeline.num_steps * storage.num_tasks
+        steps = pipeline.num_steps * self.setup.total_tasks  # frames of all ranks
         state.stage_steps += steps
         state.total_steps += steps
         state.rollout_count += 1
@@ -264,10 +299,10 @@ class Trainer:
             sampler.next_scene()
 
     def _restore_buffer(self, storage: RolloutStorage) -> None:
-        if self.resume.get("dagger_buffer") is None:
+        if self.share.dagger_buffer is None:
             return
         aggregated = self._aggregated(self.resume["dagger_buffer_stage"], storage)
-        aggregated.buffer.load_state_dict(self.resume["dagger_buffer"])
+        aggregated.buffer.load_state_dict(self.share.dagger_buffer)
 
     def _check_finite(self, skipped: int, attempted: int) -> None:
         self.state.nonfinite_in_a_row = (
@@ -286,28 +321,36 @@ class Trainer:
         *,
         samplers: list[bytes],
         rng: dict[str, Any],
-    ) -> Path:
-        """Checkpoint the run as of the given sampler snapshots and RNG states."""
+    ) -> Path | None:
+        """Checkpoint the run as of the given sampler snapshots and RNG states: every rank
+        hands its part to rank 0, which writes (and returns the path; the others None)."""
         setup = self.setup
         self.state.last_save_steps = self.state.total_steps
+        part = {
+            "samplers": samplers,
+            "rng": rng,
+            "storage": storage.carry_state(),
+            "logger": logger.state_dict(),
+            "dagger_buffer": self.buffer.state_dict() if self.buffer else None,
+            "offpolicy": {index: learner.state_dict() for index, learner in self.offpolicy.items()},
+        }
+        parts = self.ranks.gather(part, "a checkpoint")
+        if parts is None:
+            return None
         payload = {
             "format": CHECKPOINT_FORMAT,
             "experiment": self.experiment.name,
             "tag": self.experiment.call("tag"),
             "config_source": self.experiment.source,
             "seed": self.seed,
-            "num_tasks": storage.num_tasks,
+            "num_tasks": setup.total_tasks,
+            "world_size": self.ranks.world_size,
             "model": setup.model.state_dict(),
             "optimizer": setup.optimizer.state_dict(),
             "lr_scheduler": setup.lr_scheduler.state_dict() if setup.lr_scheduler else None,
             "state": asdict(self.state),
-            "rng": rng,
-            "samplers": samplers,
-            "storage": storage.carry_state(),
-            "logger": logger.state_dict(),
-            "dagger_buffer": self.buffer.state_dict() if self.buffer else None,
             "dagger_buffer_stage": self.buffer_stage,
-            "offpolicy": {index: learner.state_dict() for index, learner in self.offpolicy.items()},
+            "ranks": parts,
         }
         return save_checkpoint(
             self.run_dir, self.state.total_steps, payload, keep=self.keep_checkpoints
@@ -315,7 +358,7 @@ class Trainer:
 
     def _save_now(
         self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
-    ) -> Path:
+    ) -> Path | None:
         return self._save(
             storage, logger, samplers=sampler.snapshot(), rng=_rng_state(self.generators)
         )
@@ -325,9 +368,9 @@ class Trainer:
             raise KeyboardInterrupt  # second signal: stop at once
         self.stop_signal = signum
 
-    def train(self, stop_after_steps: int | None = None) -> Path:
+    def train(self, stop_after_steps: int | None = None) -> Path | None:
         """Run the remaining stages (or stop once `stop_after_steps` total steps are done, for
-        smoke tests); return the final checkpoint's path."""
+        smoke tests); return the final checkpoint's path (on rank 0; None on the others)."""
         setup, state, pipeline = self.setup, self.state, self.pipeline
         storage = RolloutStorage(
             num_steps=pipeline.num_steps,
@@ -337,12 +380,13 @@ class Trainer:
             device=setup.device,
         )
         logger = MetricsLogger(
-            self.run_dir,
+            self.run_dir if self.ranks.is_main else None,
             interval=pipeline.metric_accumulate_interval,
             total_steps=pipeline.total_steps,
             tensorboard_and_console=pipeline.should_log,
             start_step=state.total_steps,
-            state=self.resume["logger"] if self.resume else None,
+            state=self.share.logger if self.share else None,
+            merge=self.ranks.merge_metrics,
         )
         previous = {
             s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)
@@ -353,9 +397,9 @@ class Trainer:
                 self._start_validator() or contextlib.nullcontext() as validator,
             ):
                 self.validator = validator
-                if self.resume:
-                    sampler.restore(self.resume["samplers"])
-                    storage.load_carry_state(self.resume["storage"])
+                if self.share:
+                    sampler.restore(self.share.samplers)
+                    storage.load_carry_state(self.share.storage)
                     self._restore_buffer(storage)
                 else:
                     storage.set_observations(0, sampler.reset())
@@ -370,7 +414,7 @@ class Trainer:
             logger.close()
 
     def _start_validator(self) -> Validator | None:
-        """The validation workers, when the pipeline asks for validation."""
+        """The validation workers, when the pipeline asks for validation (rank 0's only)."""
         if self.setup.validation is None:
             return None
         machine, samplers = self.setup.validation
@@ -388,7 +432,7 @@ class Trainer:
         storage: RolloutStorage,
         logger: MetricsLogger,
         stop_after_steps: int | None,
-    ) -> Path:
+    ) -> Path | None:
         state, stages = self.state, self.pipeline.pipeline_stages
         save_interval = self.pipeline.save_interval
         stop_at = stop_after_steps or float("inf")
@@ -408,8 +452,9 @@ class Trainer:
                 metrics = TrainingMetrics.from_row(row, logger.last_counts)
                 stop = stage.early_stopping_criterion(state.stage_steps, state.total_steps, metrics)
                 state.stopped_early = bool(stop)
-            if self.stop_signal is not None:
-                raise Interrupted(self.stop_signal, self._save_now(sampler, storage, logger))
+            if self.ranks.end_rollout(self.stop_signal is not None, self.setup.model):
+                signum = self.stop_signal or signal.SIGTERM  # the signal another rank got
+                raise Interrupted(signum, self._save_now(sampler, storage, logger))
             if save_interval and state.total_steps - state.last_save_steps >= save_interval:
                 self._checkpoint(sampler, storage, logger)
             elif self._validation_due():
@@ -433,7 +478,7 @@ class Trainer:
 
     def _checkpoint(
         self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
-    ) -> Path:
+    ) -> Path | None:
         """Save, then validate the saved model (when the pipeline asks to): a validation worker
         that fails cannot cost the checkpoint, which records this step's validation as done."""
         state = self.state

@@ -1,0 +1,262 @@
+"""Several trainer processes ("ranks") training one experiment, started by torchrun.
+
+Each rank steps its own share of the task samplers and runs the same update on its own rollout;
+gradients are averaged across ranks every minibatch, so all ranks keep equal parameters (checked
+every rollout by a checksum). Only rank 0 writes. A single process (no torchrun) is a world of
+one, where every method here does nothing.
+
+A lost rank: a rank that dies breaks the others' next collective at once; one that hangs
+makes it time out after `MachineParams.rank_timeout`. Either way each rank's heartbeat (a counter
+it bumps in the rendezvous store every second, from a thread) tells the others which rank went
+silent, and they stop with an error naming it; torchrun then stops what is left of the run.
+"""
+
+import contextlib
+import os
+import pickle
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from stagerl.errors import StagerlError
+
+T = TypeVar("T")
+BEAT_SECONDS = 1.0
+
+
+class RankError(StagerlError):
+    """Another trainer rank died, hung, stopped with an error, or drifted apart."""
+
+    exit_code = 1
+
+
+class Heartbeat:
+    """A counter per rank in torchrun's rendezvous store, bumped every second by a thread of
+    the rank; a rank whose counter stops moving is dead or hung (clocks of different machines
+    never need to agree)."""
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        run = os.environ.get("TORCHELASTIC_RUN_ID", "run")
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            is_master=False,
+            timeout=timedelta(seconds=10),
+        )
+        self.store = dist.PrefixStore(f"stagerl/{run}/{attempt}", store)
+        self.rank, self.world_size = rank, world_size
+        self.store.set(f"who/{rank}", f"{socket.gethostname()} pid {os.getpid()}")
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="stagerl-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(BEAT_SECONDS):
+            with contextlib.suppress(Exception):  # the store going away is reported elsewhere
+                self.store.add(f"beat/{self.rank}", 1)
+
+    def silent_ranks(self, wait: float = 3 * BEAT_SECONDS) -> list[str]:
+        """The other ranks whose counter did not move in `wait` seconds, described."""
+        others = [r for r in range(self.world_size) if r != self.rank]
+        before = {r: self.store.add(f"beat/{r}", 0) for r in others}
+        time.sleep(wait)
+        silent = [r for r in others if self.store.add(f"beat/{r}", 0) == before[r]]
+        return [f"rank {r} ({self.store.get(f'who/{r}').decode()})" for r in silent]
+
+    def close(self) -> None:
+        self.stopped.set()
+
+
+@dataclass
+class Ranks:
+    """This process's place among the trainer ranks, and the collectives the trainer uses."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    heartbeat: Heartbeat | None = field(default=None, repr=False)
+    device: torch.device = field(default=torch.device("cpu"), repr=False)
+    allreduce_seconds: float = 0.0  # spent averaging gradients, for the logs
+
+    @classmethod
+    def from_environment(cls) -> "Ranks":
+        """The ranks torchrun describes in `RANK`, `WORLD_SIZE` and `LOCAL_RANK`; one rank
+        without them."""
+        env = os.environ
+        return cls(
+            rank=int(env.get("RANK", "0")),
+            world_size=int(env.get("WORLD_SIZE", "1")),
+            local_rank=int(env.get("LOCAL_RANK", "0")),
+        )
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, the one that writes the run directory."""
+        return self.rank == 0
+
+    def start(self, device: torch.device, timeout: float) -> None:
+        """Join the process group: nccl when this rank trains on a GPU, else gloo; collectives
+        that wait longer than `timeout` seconds fail."""
+        if not self.distributed or dist.is_initialized():
+            return
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        self.device = device
+        if "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
+            self.heartbeat = Heartbeat(self.rank, self.world_size)
+
+    def close(self) -> None:
+        """Leave the process group."""
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+        if dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+
+    @contextlib.contextmanager
+    def _collective(self, what: str) -> Iterator[None]:
+        """Turn a failed collective into an error naming the ranks that went silent."""
+        try:
+            yield
+        except RankError:
+            raise
+        except Exception as error:
+            raise RankError(self._lost(what, error)) from None
+
+    def _lost(self, what: str, error: BaseException) -> str:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        try:
+            silent = self.heartbeat.silent_ranks() if self.heartbeat else []
+        except Exception:
+            return f"rank {self.rank}: {what} failed and the rendezvous store is gone ({detail})"
+        if silent:
+            return f"rank {self.rank}: lost {', '.join(silent)} during {what} ({detail})"
+        return (
+            f"rank {self.rank}: {what} failed, though every rank's heartbeat is alive: another "
+            f"rank stopped with its own error (see its output above) ({detail})"
+        )
+
+    def _tensor(self, values: list[float], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype, device=self.device)
+
+    def average_gradients(self, parameters: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+        """Replace each gradient by its mean over the ranks (a missing one counts as zero);
+        return the ranks' mean loss, so all ranks agree on whether the step is finite."""
+        if not self.distributed:
+            return loss
+        start = time.perf_counter()
+        flat = torch.cat(
+            [
+                p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel())
+                for p in parameters
+            ]
+            + [loss.detach().reshape(1).to(parameters[0].dtype)]
+        )
+        with self._collective("the gradient all-reduce"):
+            dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for p in parameters:
+            mean = flat[offset : offset + p.numel()].view_as(p)
+            if p.grad is None:
+                p.grad = mean.clone()
+            else:
+                p.grad.copy_(mean)
+            offset += p.numel()
+        self.allreduce_seconds += time.perf_counter() - start
+        return flat[-1]
+
+    def broadcast_parameters(self, model: nn.Module) -> None:
+        """Give every rank rank 0's parameters and buffers."""
+        if not self.distributed:
+            return
+        with self._collective("the start-up broadcast of the model"), torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+
+    def end_rollout(self, stop: bool, model: nn.Module) -> bool:
+        """Once per rollout: whether any rank was asked to stop (so all stop at the same
+        rollout), and a check that all ranks still hold the same parameters."""
+        if not self.distributed:
+            return stop
+        with torch.no_grad():
+            checksum = sum(p.detach().double().sum().item() for p in model.parameters())
+        mine = self._tensor([float(stop), checksum])
+        everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
+        with self._collective("the end-of-rollout check"):
+            dist.all_gather(everyone, mine)
+        sums = [float(t[1]) for t in everyone]
+        if any(s != sums[0] for s in sums):
+            raise RankError(
+                f"rank {self.rank}: the ranks' parameters differ (checksums {sums}); a loss or "
+                "model that changes parameters outside the optimizer step, or a gradient that "
+                "depends on the rank, breaks distributed training"
+            )
+        return any(bool(t[0]) for t in everyone)
+
+    def all_gather(self, value: T, what: str) -> list[T]:
+        """Every rank's `value`, in rank order."""
+        if not self.distributed:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        with self._collective(what):
+            dist.all_gather_object(gathered, value)
+        return gathered
+
+    def gather(self, value: T, what: str) -> list[T] | None:
+        """Every rank's `value` on rank 0 (None elsewhere)."""
+        if not self.distributed:
+            return [value]
+        gathered: list[Any] | None = [None] * self.world_size if self.is_main else None
+        with self._collective(what):
+            dist.gather_object(value, gathered, dst=0)
+        return gathered
+
+    def from_main(self, compute: Callable[[], T], what: str) -> T:
+        """`compute()` on rank 0, its result (or its error) given to every rank."""
+        if not self.distributed:
+            return compute()
+        box: list[Any] = [None]
+        if self.is_main:
+            try:
+                box[0] = ("ok", compute())
+            except StagerlError as error:
+                box[0] = ("error", pickle.dumps(error))
+        with self._collective(what):
+            dist.broadcast_object_list(box, src=0)
+        status, value = box[0]
+        if status == "error":
+            error = pickle.loads(value)
+            if not self.is_main:
+                error = RankError(f"rank {self.rank}: rank 0 stopped: {error}")
+            raise error
+        return value
+
+    def merge_metrics(
+        self, sums: dict[str, float], counts: dict[str, int]
+    ) -> tuple[dict[str, float], dict[str, int]]:
+        """Metric sums and counts added up over the ranks (a key some ranks lack counts 0)."""
+        if not self.distributed:
+            return sums, counts
+        merged_sums: dict[str, float] = {}
+        merged_counts: dict[str, int] = {}
+        for rank_sums, rank_counts in self.all_gather((dict(sums), dict(counts)), "metrics"):
+            for key, value in rank_sums.items():
+                merged_sums[key] = merged_sums.get(key, 0.0) + value
+                merged_counts[key] = merged_counts.get(key, 0) + rank_counts[key]
+        return merged_sums, merged_counts
