@@ -284,7 +284,8 @@ class Trainer:
             logger.add(
                 {
                     "teacher_forcing": teacher.probability,
-                    "expert_action_fraction": result.expert_steps / steps,
+                    "expert_action_fraction": result.expert_steps
+                    / (storage.num_steps * storage.num_tasks),
                 }
             )
         if stage.loss_names:

@@ -1,0 +1,181 @@
+"""Training on several trainer ranks started by torchrun, against the same run on one rank."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from stagerl.engine.resume import rank_share
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny_ranks.py"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+
+
+def _train_command(ranks: int, output: Path, *extra: str) -> list[str]:
+    train = ["-m", "stagerl", "train", str(FIXTURE), "-o", str(output), "-s", "5", *extra]
+    if ranks == 1:
+        return [sys.executable, *train]
+    return [*TORCHRUN, "--nproc-per-node", str(ranks), *train]
+
+
+def _train(ranks: int, output: Path, *extra: str) -> str:
+    done = subprocess.run(
+        _train_command(ranks, output, *extra), capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+def _run_dirs(output: Path) -> list[Path]:
+    return sorted(p.parent for p in output.glob("TinyRanks/*/metrics.jsonl"))
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _checkpoints(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt_*.pt"))
+
+
+def _model(run_dir: Path, steps: int) -> dict[str, torch.Tensor]:
+    path = run_dir / "checkpoints" / f"ckpt_{steps:012d}.pt"
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[int, Path]:
+    """The fixture trained on 1 rank with 4 tasks and on 2 ranks with 2 tasks each."""
+    output = tmp_path_factory.mktemp("runs")
+    return {ranks: _single_run(ranks, output / f"ranks{ranks}") for ranks in (1, 2)}
+
+
+def _single_run(ranks: int, output: Path) -> Path:
+    _train(ranks, output)
+    (run_dir,) = _run_dirs(output)
+    return run_dir
+
+
+@pytest.mark.timeout(600)
+def test_two_ranks_count_switch_and_update_as_one_rank_with_all_tasks(runs):
+    one, two = runs[1], runs[2]
+    steps_and_stages = [[(r["step"], r["stage_index"]) for r in _rows(d)] for d in (one, two)]
+    assert steps_and_stages[0] == steps_and_stages[1]
+    assert steps_and_stages[0][-1] == (1088, 1)  # 64 + 1024 steps, 64 per rollout of 4 tasks
+    assert _checkpoints(one) == _checkpoints(two)
+    # the imitation rollout is the expert's on either side, so its update sees the same data:
+    # the mean of the ranks' gradients is the gradient of the whole batch
+    first, second = _model(one, 64), _model(two, 64)
+    assert max((first[k] - second[k]).abs().max().item() for k in first) < 1e-6
+    later = [_model(d, 1088) for d in (one, two)]
+    assert max((later[0][k] - later[1][k]).abs().max().item() for k in first) > 1e-3
+    record = json.loads((two / "run.json").read_text())
+    assert record["world_size"] == 2 and record["launcher"]["name"] == "torchrun"
+    assert [(r["rank"], r["first_task"], r["tasks"]) for r in record["ranks"]] == [
+        (0, 0, 2),
+        (1, 2, 2),
+    ]
+    seeds = json.loads((one / "run.json").read_text())["ranks"][0]["sampler_seeds"]
+    assert record["ranks"][0]["sampler_seeds"] + record["ranks"][1]["sampler_seeds"] == seeds
+    assert {"stagerl", "torch", "gymnasium"} <= set(record["versions"])
+    assert "stagerl train" in record["command"] and record["seed"] == 5
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("written_by", "resumed_on"), [(2, 1), (1, 2)])
+def test_a_checkpoint_resumes_on_another_number_of_ranks(runs, tmp_path, written_by, resumed_on):
+    checkpoint = runs[written_by] / "checkpoints" / "ckpt_000000000320.pt"
+    log = _train(resumed_on, tmp_path, "--resume", str(checkpoint))
+    assert f"written by {written_by} trainer ranks and this run has {resumed_on}" in log
+    branch = next(d for d in _run_dirs(runs[written_by].parent.parent) if d != runs[written_by])
+    rows = _rows(branch)
+    assert [r["step"] for r in rows if r["step"] > 320][0] == 384  # goes on from its step
+    assert rows[-1]["step"] == 1088 and rows[-1]["stage_index"] == 1
+    assert json.loads((branch / "run.json").read_text())["world_size"] == resumed_on
+
+
+def test_a_rank_share_keeps_every_task_in_global_order():
+    def part(first: int, count: int) -> dict:
+        tasks = torch.arange(first, first + count)
+        return {
+            "samplers": [bytes([t]) for t in range(first, first + count)],
+            "storage": {
+                "observations": {"x": tasks.float()[:, None]},
+                "masks": torch.ones(count, 1),
+                "prev_actions": tasks,
+                "memory": tasks.float()[None, :, None].repeat(2, 1, 3),
+            },
+            "rng": {"rank": first},
+            "dagger_buffer": None,
+            "offpolicy": {},
+            "logger": {"sums": {"loss": 1.0}, "counts": {"loss": 1}, "last_emit_step": 0},
+        }
+
+    by_two = {"ranks": [part(0, 2), part(2, 3)]}
+    assert rank_share(by_two, 1, 2, 2, 3).rng == {"rank": 2}  # same ranks: as it was
+    share = rank_share(by_two, 1, 3, 3, 2)  # 5 tasks on 3 ranks: tasks 3 and 4
+    assert share.samplers == [b"\x03", b"\x04"] and share.rng is None and share.notes
+    assert share.storage["prev_actions"].tolist() == [3, 4]
+    assert share.storage["memory"][:, :, 0].tolist() == [[3.0, 4.0], [3.0, 4.0]]
+    assert share.logger["sums"] == {}  # rank 0 alone takes the pending metric sums
+    assert rank_share(by_two, 0, 1, 0, 5).logger["sums"] == {"loss": 2.0}
+
+
+def _rank_process(torchrun: psutil.Process, rank: int) -> psutil.Process:
+    for child in torchrun.children():
+        if child.environ().get("RANK") == str(rank):
+            return child
+    raise AssertionError(f"no rank {rank} under torchrun")
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_rank_stops_the_others_naming_it_and_leaves_no_process(tmp_path):
+    env = {**os.environ, "TINY_RANKS_PPO_STEPS": "100000000"}
+    log = tmp_path / "log.txt"
+    with log.open("w") as out:
+        torchrun = subprocess.Popen(
+            _train_command(2, tmp_path / "out"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "out").glob("TinyRanks/*/metrics.jsonl")):
+            assert time.monotonic() < deadline and torchrun.poll() is None, log.read_text()
+            time.sleep(0.5)
+        time.sleep(2)  # a few rollouts into training
+        _rank_process(psutil.Process(torchrun.pid), 1).send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        returncode = torchrun.wait(timeout=60)
+        assert time.monotonic() - killed < 60
+    finally:
+        if torchrun.poll() is None:
+            os.killpg(torchrun.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert returncode != 0
+    assert "stagerl: error: rank 0: lost rank 1" in output, output[-3000:]
+    deadline = time.monotonic() + 10
+    while _session(torchrun.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _session(torchrun.pid) == []
+
+
+def _session(sid: int) -> list[str]:
+    """Processes left of the session torchrun led."""
+    left = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getsid(process.pid) == sid:
+                left.append(" ".join(process.info["cmdline"] or []))
+        except (ProcessLookupError, PermissionError):
+            pass
+    return left
