@@ -157,11 +157,14 @@ SYNCHRONOUS = """    @classmethod
 """
 
 
-def run_training(config: Path, output: str) -> tuple[float, float]:
-    """`stagerl train config -o output` in a subprocess: its wall seconds from the start
-    (start-up included) and its process tree's peak PSS in MiB. Its stderr goes to a file:
-    a pipe fills up on a long run and stalls it."""
+def run_training(config: Path, output: str, ranks: int = 1) -> tuple[float, float]:
+    """`stagerl train config -o output` in a subprocess (under torchrun with `ranks` > 1): its
+    wall seconds from the start (start-up included) and its process tree's peak PSS in MiB.
+    Its stderr goes to a file: a pipe fills up on a long run and stalls it."""
     command = [sys.executable, "-m", "stagerl", "train", str(config), "-o", output]
+    if ranks > 1:
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
+        command = [sys.executable, *launcher, *command[1:]]
     with (Path(output) / "stderr.log").open("w+") as log:
         start = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)

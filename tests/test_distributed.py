@@ -135,38 +135,59 @@ def _rank_process(torchrun: psutil.Process, rank: int) -> psutil.Process:
     raise AssertionError(f"no rank {rank} under torchrun")
 
 
-@pytest.mark.timeout(300)
-def test_a_killed_rank_stops_the_others_naming_it_and_leaves_no_process(tmp_path):
-    env = {**os.environ, "TINY_RANKS_PPO_STEPS": "100000000"}
-    log = tmp_path / "log.txt"
+def _start_long_run(output: Path, log: Path, **env: str) -> subprocess.Popen:
+    """2 ranks training for ever, led by torchrun in a session of its own; once training ran
+    a few rollouts."""
+    env = {**os.environ, "TINY_RANKS_PPO_STEPS": "100000000", **env}
     with log.open("w") as out:
         torchrun = subprocess.Popen(
-            _train_command(2, tmp_path / "out"),
+            _train_command(2, output),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
+    deadline = time.monotonic() + 120
+    while not list(output.glob("TinyRanks/*/metrics.jsonl")):
+        assert time.monotonic() < deadline and torchrun.poll() is None, log.read_text()
+        time.sleep(0.5)
+    time.sleep(2)
+    return torchrun
+
+
+def _stopped_by_rank_1(tmp_path: Path, signum: int, limit: float, **env: str) -> str:
+    """Send rank 1 `signum`; torchrun must exit non-zero within `limit` seconds, leaving no
+    process of its session. Its output."""
+    log = tmp_path / "log.txt"
+    torchrun = _start_long_run(tmp_path / "out", log, **env)
     try:
-        deadline = time.monotonic() + 120
-        while not list((tmp_path / "out").glob("TinyRanks/*/metrics.jsonl")):
-            assert time.monotonic() < deadline and torchrun.poll() is None, log.read_text()
-            time.sleep(0.5)
-        time.sleep(2)  # a few rollouts into training
-        _rank_process(psutil.Process(torchrun.pid), 1).send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        returncode = torchrun.wait(timeout=60)
-        assert time.monotonic() - killed < 60
+        _rank_process(psutil.Process(torchrun.pid), 1).send_signal(signum)
+        sent = time.monotonic()
+        returncode = torchrun.wait(timeout=limit)
+        assert time.monotonic() - sent < limit and returncode != 0
     finally:
         if torchrun.poll() is None:
             os.killpg(torchrun.pid, signal.SIGKILL)
-    output = log.read_text()
-    assert returncode != 0
-    assert "stagerl: error: rank 0: lost rank 1" in output, output[-3000:]
     deadline = time.monotonic() + 10
     while _session(torchrun.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _session(torchrun.pid) == []
+    return log.read_text()
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_rank_stops_the_others_naming_it_and_leaves_no_process(tmp_path):
+    output = _stopped_by_rank_1(tmp_path, signal.SIGKILL, limit=60)
+    assert "stagerl: error: rank 0: lost rank 1" in output, output[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_a_hung_rank_is_named_after_the_rank_timeout(tmp_path):
+    # rank 0 gives up after rank_timeout (5 s) plus the heartbeat check; torchrun then
+    # SIGKILLs the stopped rank after its own grace period
+    output = _stopped_by_rank_1(tmp_path, signal.SIGSTOP, limit=90, TINY_RANKS_RANK_TIMEOUT="5")
+    assert "stagerl: error: rank 0: lost rank 1" in output, output[-3000:]
+    assert "Timed out" in output
 
 
 def _session(sid: int) -> list[str]:
