@@ -195,8 +195,8 @@ class Ranks:
         if not self.distributed:
             return stop
         with torch.no_grad():
-            checksum = sum(p.detach().double().sum().item() for p in model.parameters())
-        mine = self._tensor([float(stop), checksum])
+            checksum = torch.stack([p.double().sum() for p in model.parameters()]).sum()
+        mine = torch.stack([self._tensor([float(stop)])[0], checksum.to(self.device)])
         everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
         with self._collective("the end-of-rollout check"):
             dist.all_gather(everyone, mine)
