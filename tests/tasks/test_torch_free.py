@@ -1,4 +1,5 @@
-"""Workers stay light: nothing they import (tasks, samplers, MiniGrid plugin) imports torch."""
+"""Workers stay light: nothing they import (tasks, samplers, the MiniGrid and MiniWorld plugins)
+imports torch."""
 
 import subprocess
 import sys
@@ -12,6 +13,9 @@ def test_worker_import_path_does_not_import_torch():
         "from stagerl import ExpertActionSensor\n"
         "sampler = MiniGridTaskSampler(env_ids='BabyAI-GoToObj-v0',\n"
         "    sensors=[EgocentricMiniGridSensor(view_channels=3), ExpertActionSensor(7)])\n"
+        "pickle.loads(pickle.dumps(sampler)).next_task().get_observations()\n"
+        "from stagerl.plugins.miniworld import ObjectNavTaskSampler, RGBSensor\n"
+        "sampler = ObjectNavTaskSampler(scenes=[5000], sensors=[RGBSensor(), ExpertActionSensor(6)])\n"
         "pickle.loads(pickle.dumps(sampler)).next_task().get_observations()\n"
         "print('torch' in sys.modules)\n"
     )

@@ -1,0 +1,142 @@
+"""ObjectNav on MiniWorld: the task's rules by hand on a tiny scene, the expert, scene
+advancing in training, and two rollouts of each seed project; rendered headless (EGL)."""
+
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
+from stagerl.engine.evaluator import evaluate
+from stagerl.engine.trainer import Trainer
+from stagerl.experiment import load_experiment
+from stagerl.plugins.miniworld import GoalObjectTypeSensor, ObjectNavTaskSampler, RGBSensor
+from stagerl.plugins.miniworld.scenes import Scene, SceneObject, scene_ids
+from stagerl.plugins.miniworld.tasks import (
+    END,
+    LOOK_DOWN,
+    LOOK_UP,
+    MOVE_AHEAD,
+    STEP_PENALTY,
+    SUCCESS_REWARD,
+    ObjectNavTask,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny_objectnav.py"
+SENSORS = [RGBSensor(width=32, height=24), GoalObjectTypeSensor()]
+
+
+@pytest.fixture(scope="module")
+def sampler():
+    sampler = ObjectNavTaskSampler(scenes=scene_ids("test", 10), sensors=SENSORS, max_steps=50)
+    yield sampler
+    sampler.close()
+
+
+def _box_ahead(sampler: ObjectNavTaskSampler) -> ObjectNavTask:
+    """A 4 x 4 m room with a box at (2, 3); the agent at (2, 1.2) facing it: the box's
+    surface 1.8 - 0.57 = 1.23 m away."""
+    scene = Scene(scene_id=-1, width=4.0, depth=4.0, objects=(SceneObject("Box", 2.0, 3.0),))
+    task = ObjectNavTask(
+        sampler=sampler,
+        scene=scene,
+        target_type="Box",
+        episode_seed=0,
+        sensors=sampler.sensor_suite,
+        max_steps=50,
+    )
+    agent = task.world().agent
+    agent.pos, agent.dir, agent.cam_pitch = torch.tensor([2.0, 0.0, 1.2]).numpy(), -math.pi / 2, 0
+    task.optimal_distance = task.distance()
+    return task
+
+
+def test_objectnav_end_far_from_the_target_fails_and_ends_the_episode(sampler):
+    task = _box_ahead(sampler)
+    result = task.step(END)
+    assert result.done and result.reward == pytest.approx(STEP_PENALTY)
+    assert task.metrics()["success"] == 0.0 and task.metrics()["spl"] == 0.0
+
+
+def test_objectnav_steps_reward_progress_and_succeed_on_end_in_view(sampler):
+    task = _box_ahead(sampler)
+    start = task.distance()
+    moved = task.step(MOVE_AHEAD)  # surface now 0.98 m away: within reach, below the view
+    progress = start - task.distance()
+    assert progress == pytest.approx(0.25, abs=0.06)
+    assert moved.reward == pytest.approx(STEP_PENALTY + progress)
+    assert not task.target_visible()  # the box's base is 40 degrees below the horizon
+    task.step(LOOK_DOWN)
+    assert task.world().agent.cam_pitch == -30 and task.target_visible()
+    ended = task.step(END)
+    assert ended.done and ended.reward == pytest.approx(STEP_PENALTY + SUCCESS_REWARD)
+    metrics = task.metrics()
+    assert metrics["success"] == 1.0 and metrics["ep_length"] == 3
+    assert metrics["spl"] == pytest.approx(task.optimal_distance / max(task.optimal_distance, 0.25))
+    assert ended.observation["goal_object_type_ind"].tolist() == [1]  # Ball, Box, Duckie, Key
+
+
+def test_objectnav_camera_pitch_stays_within_its_range(sampler):
+    task = _box_ahead(sampler)
+    for _ in range(3):
+        task.step(LOOK_UP)
+    assert task.world().agent.cam_pitch == 30
+    for _ in range(5):
+        task.step(LOOK_DOWN)
+    assert task.world().agent.cam_pitch == -60
+
+
+def test_objectnav_task_resumes_from_a_pickle_at_its_pose(sampler):
+    task = sampler.next_task()
+    for _ in range(3):
+        task.step(MOVE_AHEAD)
+    pose = task.world().agent.pos.copy()
+    copy_sampler, copy = pickle.loads(pickle.dumps((sampler, task)))
+    assert copy.env is None and copy.sampler is copy_sampler
+    assert (copy.world().agent.pos == pose).all()
+    copy_sampler.close()
+
+
+def test_objectnav_expert_succeeds_on_test_episodes():
+    sampler = ObjectNavTaskSampler(
+        scenes=scene_ids("test", 10), sensors=SENSORS, max_steps=100, deterministic=True
+    )
+    results = []
+    for _ in range(8):
+        task = sampler.next_task()
+        while not task.is_done():
+            task.step(task.query_expert()[0])
+        results.append(task.metrics())
+    sampler.close()
+    assert all(r["success"] == 1.0 for r in results), results
+    assert min(r["spl"] for r in results) > 0.7
+
+
+@pytest.mark.timeout(300)
+def test_objectnav_samplers_move_to_their_next_scene_every_period(tmp_path):
+    experiment = load_experiment(FIXTURE)
+    Trainer(experiment, run_dir=tmp_path, seed=3, keep_checkpoints=10).train()
+    checkpoints = sorted(list_checkpoints(tmp_path), key=lambda p: p.name)
+    assert len(checkpoints) == 5  # one a rollout
+    for rollouts, path in enumerate(checkpoints, start=1):
+        states = load_checkpoint(path)["ranks"][0]["samplers"]
+        samplers = [pickle.loads(state)[0] for state in states]
+        assert [s.scene_index for s in samplers] == [rollouts // 2] * 4, path.name
+        # sampler i of 4 goes through training scenes i, i + 4, ...
+        assert [s.scenes[s.scene_index] for s in samplers] == [
+            scene_ids("train", 40)[i + 4 * (rollouts // 2)] for i in range(4)
+        ]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("project", ["ppo.py", "dagger_then_ppo.py"])
+def test_objectnav_projects_train_two_rollouts_and_evaluate_on_test_scenes(tmp_path, project):
+    experiment = load_experiment(ROOT / "projects" / "objectnav" / project)
+    rollout = 128 * 16  # the seed's num_steps x the projects' samplers
+    final = Trainer(experiment, run_dir=tmp_path, seed=1).train(stop_after_steps=2 * rollout)
+    assert final.name == f"ckpt_{2 * rollout:012d}.pt"
+    results = evaluate(experiment, final, episodes=4, seed=0)
+    assert results["episodes"] == 4 and {"success", "spl", "dist_to_target"} <= set(results)
