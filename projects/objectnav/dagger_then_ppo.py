@@ -26,7 +26,7 @@ from stagerl.plugins.miniworld import (
 
 class ObjectNavMiniWorldDaggerThenPPOExperimentConfig(MiniWorldObjectNavExperimentConfig):
     MAX_STEPS = 100
-    NUM_TRAIN_SAMPLERS = 16
+    NUM_TRAIN_SAMPLERS = 8
     ADVANCE_SCENE_ROLLOUT_PERIOD = 1
     SENSORS = [
         RGBSensor(width=80, height=60),
@@ -41,8 +41,8 @@ class ObjectNavMiniWorldDaggerThenPPOExperimentConfig(MiniWorldObjectNavExperime
 
     @classmethod
     def training_pipeline(cls, **kwargs):
-        dagger_steps = int(3e4) # Much smaller number of steps as we're using imitation learning
-        ppo_steps = int(1.7e5)  # the seed: 1e4 and 1e6; here 200,000 in all, as ppo.py
+        dagger_steps = int(1e5) # Much smaller number of steps as we're using imitation learning
+        ppo_steps = int(1e5)  # the seed: 1e4 and 1e6; here 200,000 in all, as ppo.py
         lr = 2.5e-4
         num_mini_batch = 1 if not torch.cuda.is_available() else 6
         update_repeats = 4

@@ -17,7 +17,7 @@ from stagerl.plugins.miniworld import (
 class ObjectNavMiniWorldPPOExperimentConfig(MiniWorldObjectNavExperimentConfig):
     SENSORS = [RGBSensor(width=80, height=60), GoalObjectTypeSensor()]
     MAX_STEPS = 100
-    NUM_TRAIN_SAMPLERS = 16
+    NUM_TRAIN_SAMPLERS = 8
     ADVANCE_SCENE_ROLLOUT_PERIOD = 1
 
     @classmethod

@@ -5,8 +5,8 @@ import math
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
 from stagerl.engine.evaluator import evaluate
@@ -49,7 +49,7 @@ def _box_ahead(sampler: ObjectNavTaskSampler) -> ObjectNavTask:
         max_steps=50,
     )
     agent = task.world().agent
-    agent.pos, agent.dir, agent.cam_pitch = torch.tensor([2.0, 0.0, 1.2]).numpy(), -math.pi / 2, 0
+    agent.pos, agent.dir, agent.cam_pitch = np.array([2.0, 0.0, 1.2]), -math.pi / 2, 0
     task.optimal_distance = task.distance()
     return task
 

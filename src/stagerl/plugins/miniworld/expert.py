@@ -1,5 +1,6 @@
-"""The ObjectNav expert: the shortest path on the navigation map to the nearest object of the
-target type, then turn to face it, look down until it is in view, and End."""
+"""The ObjectNav expert: along the shortest path on the navigation map to the nearest object of
+the target type (turning towards a point 1 m down the path, then walking straight), then turn
+to face the object, look down until it is in view, and End."""
 
 import math
 from typing import Any
@@ -20,7 +21,8 @@ from stagerl.plugins.miniworld.tasks import (
 )
 
 FACING_DEGREES = 20  # close enough to facing an object to look down at it
-PREFER_STRAIGHT = 0.05  # m: keep going straight unless a turn gains more than this
+LOOK_AHEAD = 1.0  # m down the shortest path: the point the expert walks towards
+DETOUR_STEPS = 4  # steps the expert keeps to its detour rule once an object is in the way
 
 
 def _bearing(agent: Any, target: np.ndarray) -> float:
@@ -55,20 +57,52 @@ def expert_action(task: Any) -> int:
 
 
 def _step_on_the_map(task: Any, world: Any) -> int:
-    """MoveAhead if that makes the most progress down the distance field (within a margin),
-    else turn towards the heading that would."""
+    """Turn towards the farthest point of the next LOOK_AHEAD m of the shortest path that the
+    agent can walk to in a straight line, until it is within FACING_DEGREES of ahead; then
+    move. Turns come in runs and walks are straight, which a policy can learn from pixels.
+    Where no point of the path is in a straight line (skirting an object), take the heading
+    that gets closest to the goal (`_detour`)."""
     agent = world.agent
+    if task.num_steps_taken < getattr(task, "detour_until", -1):
+        return _detour(task, world)
+    x, _, z = agent.pos
+    points = task.map.path(float(x), float(z), LOOK_AHEAD)
+    clear = [p for p in points if _clear(world, agent, np.array([p[0], 0.0, p[1]]))]
+    if clear:
+        angle = _bearing(agent, np.array([clear[-1][0], 0.0, clear[-1][1]]))
+        if abs(angle) > FACING_DEGREES:
+            return _turn_towards(angle)
+        if not world.intersect(agent, agent.pos + agent.dir_vec * MOVE_STEP, agent.radius):
+            return MOVE_AHEAD
+    # skirting an object: detour for a few steps (by the step count, so asking twice in a
+    # step gives one answer), or the two rules would undo each other's turns
+    task.detour_until = task.num_steps_taken + DETOUR_STEPS
+    return _detour(task, world)
+
+
+def _detour(task: Any, world: Any) -> int:
+    """MoveAhead if it is free and gets closer to the goal, else turn towards the free
+    heading (in ROTATE_DEGREES steps) whose next step gets closest."""
+    agent = world.agent
+    here = task.map.distance_from(float(agent.pos[0]), float(agent.pos[2]))
     values = {}
-    for turns in range(-5, 7):  # every heading in ROTATE_DEGREES steps
+    for turns in range(-5, 7):
         heading = agent.dir + math.radians(turns * ROTATE_DEGREES)
-        step = np.array([math.cos(heading), 0.0, -math.sin(heading)]) * MOVE_STEP
-        position = agent.pos + step
-        if world.intersect(agent, position, agent.radius):
-            continue
-        values[turns] = task.map.distance_from(float(position[0]), float(position[2]))
+        position = agent.pos + np.array([math.cos(heading), 0.0, -math.sin(heading)]) * MOVE_STEP
+        if not world.intersect(agent, position, agent.radius):
+            values[turns] = task.map.distance_from(float(position[0]), float(position[2]))
+    if 0 in values and values[0] < here - 0.05:
+        return MOVE_AHEAD
     if not values:
         return ROTATE_LEFT
     best = min(values, key=lambda turns: (values[turns], abs(turns)))
-    if 0 in values and values[0] <= values[best] + PREFER_STRAIGHT:
-        return MOVE_AHEAD
-    return _turn_towards(best)
+    return _turn_towards(best if best else 1)
+
+
+def _clear(world: Any, agent: Any, point: np.ndarray) -> bool:
+    """The agent could walk from where it is to `point` in a straight line."""
+    distance = float(np.linalg.norm(point - agent.pos))
+    for fraction in np.linspace(0.0, 1.0, max(2, int(distance / 0.1)) + 1)[1:]:
+        if world.intersect(agent, agent.pos + (point - agent.pos) * fraction, agent.radius):
+            return False
+    return True

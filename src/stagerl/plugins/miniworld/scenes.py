@@ -125,6 +125,26 @@ class NavigationMap:
             i, j = int(nearest[0]), int(nearest[1])
         return float(self.distance[i, j] + np.hypot(self.x[i, j] - x, self.z[i, j] - z))
 
+    def path(self, x: float, z: float, ahead: float) -> list[tuple[float, float]]:
+        """The cells (their centres) of the first `ahead` m of the shortest path from a floor
+        point to the goal region, descending the distance field cell by cell."""
+        i, j = self.cell(x, z)
+        points: list[tuple[float, float]] = []
+        travelled = 0.0
+        while travelled < ahead and self.distance[i, j] > 0:
+            best = (self.distance[i, j], i, j)
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    a, b = i + di, j + dj
+                    if 0 <= a < self.free.shape[0] and 0 <= b < self.free.shape[1]:
+                        best = min(best, (self.distance[a, b], a, b))
+            if (best[1], best[2]) == (i, j):
+                break
+            travelled += CELL * float(np.hypot(best[1] - i, best[2] - j))
+            i, j = best[1], best[2]
+            points.append((float(self.x[i, j]), float(self.z[i, j])))
+        return points
+
 
 def _geodesic(free: np.ndarray, goal: np.ndarray) -> np.ndarray:
     """Distances over free cells (8-connected, diagonals sqrt 2) to the nearest goal cell, in
