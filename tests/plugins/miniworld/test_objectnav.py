@@ -135,7 +135,7 @@ def test_objectnav_samplers_move_to_their_next_scene_every_period(tmp_path):
 @pytest.mark.parametrize("project", ["ppo.py", "dagger_then_ppo.py"])
 def test_objectnav_projects_train_two_rollouts_and_evaluate_on_test_scenes(tmp_path, project):
     experiment = load_experiment(ROOT / "projects" / "objectnav" / project)
-    rollout = 128 * 16  # the seed's num_steps x the projects' samplers
+    rollout = 128 * experiment.machine_params("train").nprocesses  # the seed's num_steps
     final = Trainer(experiment, run_dir=tmp_path, seed=1).train(stop_after_steps=2 * rollout)
     assert final.name == f"ckpt_{2 * rollout:012d}.pt"
     results = evaluate(experiment, final, episodes=4, seed=0)

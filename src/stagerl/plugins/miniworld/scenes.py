@@ -116,14 +116,17 @@ class NavigationMap:
         return i, j
 
     def distance_from(self, x: float, z: float) -> float:
-        """Geodesic distance (m) from a floor point to the goal region: the distance field at
-        the nearest free cell, plus the straight way to that cell's centre."""
+        """Geodesic distance (m) from a floor point to the goal region: over the cells around
+        the point's, the least field value plus the straight way to that cell's centre (the
+        nearest free cell's, where none around is reachable)."""
         i, j = self.cell(x, z)
-        if not self.free[i, j]:
-            free = np.argwhere(self.free)
-            nearest = free[np.argmin(np.hypot(self.x[self.free] - x, self.z[self.free] - z))]
-            i, j = int(nearest[0]), int(nearest[1])
-        return float(self.distance[i, j] + np.hypot(self.x[i, j] - x, self.z[i, j] - z))
+        around = (slice(max(i - 1, 0), i + 2), slice(max(j - 1, 0), j + 2))
+        values = self.distance[around] + np.hypot(self.x[around] - x, self.z[around] - z)
+        if np.isfinite(values).any():
+            return float(values.min())
+        reachable = np.isfinite(self.distance)
+        ways = np.hypot(self.x[reachable] - x, self.z[reachable] - z)
+        return float((self.distance[reachable] + ways).min())
 
     def path(self, x: float, z: float, ahead: float) -> list[tuple[float, float]]:
         """The cells (their centres) of the first `ahead` m of the shortest path from a floor
