@@ -298,6 +298,54 @@ class ExperimentConfig(ABC):
         raise NotImplementedError(f"{type(self).__name__} defines no test tasks")
 
 
+class SplitSamplerArgs:
+    """`train_`, `valid_` and `test_task_sampler_args` as one `_sampler_args(split,
+    process_ind, total_processes, seeds)`, for experiment base classes whose splits differ
+    only in data (a plugin's config mixes it in before ExperimentConfig)."""
+
+    @classmethod
+    def _sampler_args(
+        cls, split: str, process_ind: int, total_processes: int, seeds: list[int] | None
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def train_task_sampler_args(
+        cls,
+        process_ind: int,
+        total_processes: int,
+        devices: list[str] | None = None,
+        seeds: list[int] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Training sampler `process_ind`'s arguments."""
+        return cls._sampler_args("train", process_ind, total_processes, seeds)
+
+    @classmethod
+    def valid_task_sampler_args(
+        cls,
+        process_ind: int,
+        total_processes: int,
+        devices: list[str] | None = None,
+        seeds: list[int] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Validation sampler `process_ind`'s arguments."""
+        return cls._sampler_args("valid", process_ind, total_processes, seeds)
+
+    @classmethod
+    def test_task_sampler_args(
+        cls,
+        process_ind: int,
+        total_processes: int,
+        devices: list[str] | None = None,
+        seeds: list[int] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Test sampler `process_ind`'s arguments."""
+        return cls._sampler_args("test", process_ind, total_processes, seeds)
+
+
 @dataclass(frozen=True)
 class LoadedExperiment:
     """An experiment class with where it came from (module name and path for the workers) and

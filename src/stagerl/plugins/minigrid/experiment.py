@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
-from stagerl.experiment import ExperimentConfig, MachineParams
+from stagerl.experiment import ExperimentConfig, MachineParams, SplitSamplerArgs
 from stagerl.models.base import ActorCriticModel
 from stagerl.plugins.minigrid.babyai_model import BabyAIRecurrentACModel
 from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor, MiniGridMissionSensor
@@ -11,7 +11,7 @@ from stagerl.plugins.minigrid.tasks import MiniGridTaskSampler, make_minigrid_en
 from stagerl.tasks.sensors import ExpertActionSensor, Sensor, SensorSuite
 
 
-class MiniGridExperimentConfig(ExperimentConfig):
+class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
     """Tasks from `ENV_ID` observed by `SENSORS`, `NUM_TRAIN_SAMPLERS` of them at once (packed
     into at most `MAX_SAMPLER_PROCESSES` processes, default one per core) on `DEVICES`, and a
     `MODEL` built from the tasks' action space and the sensors' observation space.
@@ -81,36 +81,3 @@ class MiniGridExperimentConfig(ExperimentConfig):
             num_slots=total_processes,
             max_steps=cls.MAX_STEPS,
         )
-
-    @classmethod
-    def train_task_sampler_args(
-        cls,
-        process_ind: int,
-        total_processes: int,
-        devices: list[str] | None = None,
-        seeds: list[int] | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        return cls._sampler_args("train", process_ind, total_processes, seeds)
-
-    @classmethod
-    def valid_task_sampler_args(
-        cls,
-        process_ind: int,
-        total_processes: int,
-        devices: list[str] | None = None,
-        seeds: list[int] | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        return cls._sampler_args("valid", process_ind, total_processes, seeds)
-
-    @classmethod
-    def test_task_sampler_args(
-        cls,
-        process_ind: int,
-        total_processes: int,
-        devices: list[str] | None = None,
-        seeds: list[int] | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        return cls._sampler_args("test", process_ind, total_processes, seeds)

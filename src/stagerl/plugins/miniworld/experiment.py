@@ -5,7 +5,7 @@ from typing import Any
 
 from gymnasium import spaces
 
-from stagerl.experiment import ExperimentConfig, MachineParams
+from stagerl.experiment import ExperimentConfig, MachineParams, SplitSamplerArgs
 from stagerl.models.base import ActorCriticModel
 from stagerl.plugins.miniworld.models import ObjectNavActorCritic
 from stagerl.plugins.miniworld.scenes import scene_ids
@@ -14,7 +14,7 @@ from stagerl.plugins.miniworld.tasks import ACTIONS, ObjectNavTaskSampler
 from stagerl.tasks.sensors import ExpertActionSensor, Sensor, SensorSuite
 
 
-class MiniWorldObjectNavExperimentConfig(ExperimentConfig):
+class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
     """ObjectNav tasks observed by `SENSORS`: `NUM_TRAIN_SAMPLERS` samplers, sampler i of n
     cycling through training scenes i, i+n, ... of `NUM_TRAIN_SCENES` (one move per
     `advance_scene_rollout_period` rollouts); `NUM_TEST_EPISODES` fixed episodes over
@@ -78,39 +78,6 @@ class MiniWorldObjectNavExperimentConfig(ExperimentConfig):
             num_slots=total_processes,
             max_tasks=episodes,
         )
-
-    @classmethod
-    def train_task_sampler_args(
-        cls,
-        process_ind: int,
-        total_processes: int,
-        devices: list[str] | None = None,
-        seeds: list[int] | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        return cls._sampler_args("train", process_ind, total_processes, seeds)
-
-    @classmethod
-    def valid_task_sampler_args(
-        cls,
-        process_ind: int,
-        total_processes: int,
-        devices: list[str] | None = None,
-        seeds: list[int] | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        return cls._sampler_args("valid", process_ind, total_processes, seeds)
-
-    @classmethod
-    def test_task_sampler_args(
-        cls,
-        process_ind: int,
-        total_processes: int,
-        devices: list[str] | None = None,
-        seeds: list[int] | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        return cls._sampler_args("test", process_ind, total_processes, seeds)
 
 
 __all__ = ["ACTIONS", "MiniWorldObjectNavExperimentConfig"]
