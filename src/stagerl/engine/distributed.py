@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from stagerl.engine.logging import add_up_metrics
 from stagerl.errors import StagerlError
 
 T = TypeVar("T")
@@ -82,20 +83,16 @@ class Ranks:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     heartbeat: Heartbeat | None = field(default=None, repr=False)
     device: torch.device = field(default=torch.device("cpu"), repr=False)
     allreduce_seconds: float = 0.0  # spent averaging gradients, for the logs
 
     @classmethod
     def from_environment(cls) -> "Ranks":
-        """The ranks torchrun describes in `RANK`, `WORLD_SIZE` and `LOCAL_RANK`; one rank
-        without them."""
-        env = os.environ
+        """The ranks torchrun describes in `RANK` and `WORLD_SIZE`; one rank without them
+        (the local rank, which picks the device, is `experiment.local_rank()`)."""
         return cls(
-            rank=int(env.get("RANK", "0")),
-            world_size=int(env.get("WORLD_SIZE", "1")),
-            local_rank=int(env.get("LOCAL_RANK", "0")),
+            rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1"))
         )
 
     @property
@@ -151,9 +148,6 @@ class Ranks:
             f"rank stopped with its own error (see its output above) ({detail})"
         )
 
-    def _tensor(self, values: list[float], dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        return torch.tensor(values, dtype=dtype, device=self.device)
-
     def average_gradients(self, parameters: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
         """Replace each gradient by its mean over the ranks (a missing one counts as zero);
         return the ranks' mean loss, so all ranks agree on whether the step is finite."""
@@ -196,7 +190,7 @@ class Ranks:
             return stop
         with torch.no_grad():
             checksum = torch.stack([p.double().sum() for p in model.parameters()]).sum()
-        mine = torch.stack([self._tensor([float(stop)])[0], checksum.to(self.device)])
+        mine = torch.stack([checksum.new_tensor(float(stop)), checksum]).to(self.device)
         everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
         with self._collective("the end-of-rollout check"):
             dist.all_gather(everyone, mine)
@@ -250,13 +244,7 @@ class Ranks:
     def merge_metrics(
         self, sums: dict[str, float], counts: dict[str, int]
     ) -> tuple[dict[str, float], dict[str, int]]:
-        """Metric sums and counts added up over the ranks (a key some ranks lack counts 0)."""
+        """Metric sums and counts added up over the ranks."""
         if not self.distributed:
             return sums, counts
-        merged_sums: dict[str, float] = {}
-        merged_counts: dict[str, int] = {}
-        for rank_sums, rank_counts in self.all_gather((dict(sums), dict(counts)), "metrics"):
-            for key, value in rank_sums.items():
-                merged_sums[key] = merged_sums.get(key, 0.0) + value
-                merged_counts[key] = merged_counts.get(key, 0) + rank_counts[key]
-        return merged_sums, merged_counts
+        return add_up_metrics(self.all_gather((dict(sums), dict(counts)), "metrics"))

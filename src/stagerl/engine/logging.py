@@ -5,7 +5,7 @@ import json
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,19 @@ class TrainingMetrics:
 
     def counts(self) -> dict[str, int]:
         return dict(self.count_values)
+
+
+def add_up_metrics(
+    parts: Iterable[tuple[dict[str, float], dict[str, int]]],
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Several `(sums, counts)` of metrics as one (a key some parts lack counts 0 there)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for part_sums, part_counts in parts:
+        for key, value in part_sums.items():
+            sums[key] = sums.get(key, 0.0) + value
+            counts[key] = counts.get(key, 0) + part_counts[key]
+    return sums, counts
 
 
 def _no_merge(

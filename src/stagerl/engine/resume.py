@@ -17,6 +17,7 @@ from stagerl.engine.checkpoint import (
     load_latest,
     new_run_dir,
 )
+from stagerl.engine.logging import add_up_metrics
 from stagerl.engine.storage import join_carry_states, slice_carry_state
 from stagerl.errors import CheckpointError
 from stagerl.experiment import LoadedExperiment
@@ -169,12 +170,9 @@ def rank_share(
             [],
         )
     tasks = slice(first_task, first_task + num_tasks)
-    logger = dict(parts[0]["logger"], sums={}, counts={})
-    if rank == 0:
-        for part in parts:
-            for key, value in part["logger"]["sums"].items():
-                logger["sums"][key] = logger["sums"].get(key, 0.0) + value
-                logger["counts"][key] = logger["counts"].get(key, 0) + part["logger"]["counts"][key]
+    pending = [(part["logger"]["sums"], part["logger"]["counts"]) for part in parts]
+    sums, counts = add_up_metrics(pending if rank == 0 else [])
+    logger = dict(parts[0]["logger"], sums=sums, counts=counts)
     offpolicy = {
         index: {**state, "iterator": None, "memory": None}
         for index, state in parts[0]["offpolicy"].items()

@@ -57,26 +57,31 @@ def trainer_device(machine: MachineParams) -> torch.device:
     return device
 
 
-def build_samplers(
-    experiment: LoadedExperiment,
-    mode: str,
-    seed: int,
-    max_sampler_processes: int | None = None,
-    ranks: Ranks | None = None,
-) -> tuple[MachineParams, list[TaskSampler]]:
-    """`machine_params(mode)` and its `nprocesses` samplers, each from its
-    `<mode>_task_sampler_args`; `max_sampler_processes` (the CLI's `-m`) overrides the config's.
-    With `ranks`, only this rank's share: the samplers a single process would build at the
-    same global indices and seeds, so a run means the same on any number of ranks."""
+def sampler_machine(
+    experiment: LoadedExperiment, mode: str, max_sampler_processes: int | None = None
+) -> MachineParams:
+    """`machine_params(mode)`; `max_sampler_processes` (the CLI's `-m`) overrides the
+    config's; an error if it gives no sampler."""
     machine = experiment.machine_params(mode)
     if max_sampler_processes is not None:
         machine = replace(machine, max_sampler_processes=max_sampler_processes)
-    total = machine.nprocesses
-    if total == 0:
+    if machine.nprocesses == 0:
         raise ConfigError(f"{experiment.name}.machine_params({mode!r}) gives nprocesses=0")
-    first = 0
-    if ranks is not None:
-        machine, first = machine.for_rank(ranks.rank, ranks.world_size)
+    return machine
+
+
+def make_samplers(
+    experiment: LoadedExperiment,
+    mode: str,
+    machine: MachineParams,
+    seed: int,
+    first: int = 0,
+    total: int | None = None,
+) -> list[TaskSampler]:
+    """`machine.nprocesses` samplers, each from its `<mode>_task_sampler_args`, at global
+    indices `first`, `first + 1`, ... of a run of `total` (default: these alone); a rank's
+    share gets the samplers a single process would build at the same indices and seeds."""
+    total = machine.nprocesses if total is None else total
     seeds = sampler_seeds(seed, total)
     samplers = []
     for index in range(first, first + machine.nprocesses):
@@ -99,7 +104,18 @@ def build_samplers(
                 "expected a TaskSampler"
             )
         samplers.append(sampler)
-    return machine, samplers
+    return samplers
+
+
+def build_samplers(
+    experiment: LoadedExperiment,
+    mode: str,
+    seed: int,
+    max_sampler_processes: int | None = None,
+) -> tuple[MachineParams, list[TaskSampler]]:
+    """`machine_params(mode)` (`sampler_machine`) and all its samplers (`make_samplers`)."""
+    machine = sampler_machine(experiment, mode, max_sampler_processes)
+    return machine, make_samplers(experiment, mode, machine, seed)
 
 
 def start_sampler(
@@ -281,12 +297,10 @@ def build_training_setup(
     ranks = ranks or Ranks()
     pipeline = build_pipeline(experiment)
     configure_trainer_process()
-    machine, samplers = build_samplers(experiment, "train", seed, max_sampler_processes, ranks)
-    everyone = experiment.machine_params("train")
-    total_tasks, first_task = (
-        everyone.nprocesses,
-        everyone.for_rank(ranks.rank, ranks.world_size)[1],
-    )
+    everyone = sampler_machine(experiment, "train", max_sampler_processes)
+    total_tasks = everyone.nprocesses
+    machine, first_task = everyone.for_rank(ranks.rank, ranks.world_size)
+    samplers = make_samplers(experiment, "train", machine, seed, first_task, total_tasks)
     device = trainer_device(machine)
     pipeline.check_task_count(len(samplers))
     expert_uuid = _expert_uuid(pipeline, samplers)

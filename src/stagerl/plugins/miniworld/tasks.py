@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from stagerl.errors import ConfigError
-from stagerl.plugins.miniworld.scenes import AGENT_RADIUS, NavigationMap, Scene, build_scene
+from stagerl.plugins.miniworld.scenes import NavigationMap, Scene, build_scene
 from stagerl.tasks.base import Task, TaskSampler
 from stagerl.tasks.sensors import Sensor, SensorSuite
 
@@ -279,4 +279,4 @@ class ObjectNavTaskSampler(TaskSampler):
         return f"ObjectNavTaskSampler(scene {self.scenes[self.scene_index]}, slot {self.slot})"
 
 
-__all__ = ["ACTIONS", "AGENT_RADIUS", "ObjectNavTask", "ObjectNavTaskSampler"]
+__all__ = ["ACTIONS", "ObjectNavTask", "ObjectNavTaskSampler"]
