@@ -19,6 +19,7 @@ from stagerl.plugins.miniworld.tasks import (
     LOOK_DOWN,
     LOOK_UP,
     MOVE_AHEAD,
+    ROTATE_LEFT,
     STEP_PENALTY,
     SUCCESS_REWARD,
     ObjectNavTask,
@@ -64,17 +65,18 @@ def test_objectnav_end_far_from_the_target_fails_and_ends_the_episode(sampler):
 def test_objectnav_steps_reward_progress_and_succeed_on_end_in_view(sampler):
     task = _box_ahead(sampler)
     start = task.distance()
-    moved = task.step(MOVE_AHEAD)  # surface now 0.98 m away: within reach, below the view
+    moved = task.step(MOVE_AHEAD)  # surface now 0.98 m away: within reach
     progress = start - task.distance()
     assert progress == pytest.approx(0.25, abs=0.06)
     assert moved.reward == pytest.approx(STEP_PENALTY + progress)
-    assert not task.target_visible()  # the box's base is 40 degrees below the horizon
+    assert task.target_visible()  # its base 24 degrees below the horizon, the view 37.5
+    task.step(LOOK_UP)
+    assert task.world().agent.cam_pitch == 30 and not task.target_visible()
     task.step(LOOK_DOWN)
-    assert task.world().agent.cam_pitch == -30 and task.target_visible()
     ended = task.step(END)
     assert ended.done and ended.reward == pytest.approx(STEP_PENALTY + SUCCESS_REWARD)
     metrics = task.metrics()
-    assert metrics["success"] == 1.0 and metrics["ep_length"] == 3
+    assert metrics["success"] == 1.0 and metrics["ep_length"] == 4
     assert metrics["spl"] == pytest.approx(task.optimal_distance / max(task.optimal_distance, 0.25))
     assert ended.observation["goal_object_type_ind"].tolist() == [1]  # Ball, Box, Duckie, Key
 
@@ -113,6 +115,20 @@ def test_objectnav_expert_succeeds_on_test_episodes():
     sampler.close()
     assert all(r["success"] == 1.0 for r in results), results
     assert min(r["spl"] for r in results) > 0.7
+
+
+def test_objectnav_expert_looks_around_to_the_left_until_the_target_is_in_view(sampler):
+    """The box 120 degrees to the right: the map's way is three turns right, but a policy
+    that sees only pixels could not know it, so the expert turns left (seven turns) until the
+    box is in view; then it walks to it and succeeds."""
+    task = _box_ahead(sampler)
+    task.world().agent.dir = math.radians(30)
+    actions = []
+    while not task.is_done():
+        actions.append(task.query_expert()[0])
+        task.step(actions[-1])
+    assert actions[:7] == [ROTATE_LEFT] * 7
+    assert task.metrics()["success"] == 1.0
 
 
 @pytest.mark.timeout(300)

@@ -1,6 +1,11 @@
-"""The ObjectNav expert: along the shortest path on the navigation map to the nearest object of
-the target type (turning towards a point 1 m down the path, then walking straight), then turn
-to face the object, look down until it is in view, and End."""
+"""The ObjectNav expert: while no object of the target type is in view, turn left on the spot
+(one full turn at most); else along the shortest path on the navigation map to the nearest
+one (turning towards a point 1 m down the path, then walking straight), turn to face it, look
+down until it is in view, and End.
+
+The search is there for the student, not for the expert: a policy that sees only pixels cannot
+learn which way an unseen object lies (the map tells only the expert), but it can learn to look
+around until it sees one and then to walk to it."""
 
 import math
 from typing import Any
@@ -23,6 +28,9 @@ from stagerl.plugins.miniworld.tasks import (
 FACING_DEGREES = 20  # close enough to facing an object to look down at it
 LOOK_AHEAD = 1.0  # m down the shortest path: the point the expert walks towards
 DETOUR_STEPS = 4  # steps the expert keeps to its detour rule once an object is in the way
+SEARCH_TURNS = 360 // ROTATE_DEGREES  # the longest search: one full turn
+BASE_HEIGHT = 0.2  # m of an object's base that miniworld's occlusion query tests
+MEMORY_STEPS = 4  # steps the expert keeps to its path after the last target went out of view
 
 
 def _bearing(agent: Any, target: np.ndarray) -> float:
@@ -52,8 +60,39 @@ def expert_action(task: Any) -> int:
             return LOOK_DOWN
         return MOVE_AHEAD  # looked fully down and still hidden: go closer
     if agent.cam_pitch < 0:
-        return LOOK_UP  # walk looking ahead
+        return LOOK_UP  # walk (and search) looking ahead
+    if _searching(task, world, targets):
+        return ROTATE_LEFT
     return _step_on_the_map(task, world)
+
+
+def _searching(task: Any, world: Any, targets: list) -> bool:
+    """Whether to look around: no target has been in view for more than MEMORY_STEPS steps
+    (or none yet), and the search that began then has made less than a full turn; after a
+    full turn in vain the expert walks its path until a target comes into view. The answer
+    depends only on the state, so asking twice in a step gives one answer."""
+    step = task.num_steps_taken
+    if _in_view(world, targets):
+        task.target_seen_at = step
+    seen = getattr(task, "target_seen_at", None)
+    began = 0 if seen is None else seen + MEMORY_STEPS + 1
+    return began <= step < began + SEARCH_TURNS
+
+
+def _in_view(world: Any, targets: list) -> bool:
+    """Some target is in the agent's view: found by the occlusion query (which tests an
+    object's base), or within the horizontal field of view and so near that its base is
+    below the view."""
+    agent, frame = world.agent, world.obs_fb
+    half_fov = math.radians(agent.cam_fov_y / 2)
+    half_width = math.degrees(math.atan(math.tan(half_fov) * frame.width / frame.height))
+    lowest_ray = min(half_fov - math.radians(agent.cam_pitch), math.radians(89))
+    below_view = (agent.cam_height - BASE_HEIGHT) / math.tan(lowest_ray)  # m from the camera
+    for target in targets:
+        near = np.hypot(*(target.pos - agent.pos)[[0, 2]]) < below_view
+        if near and abs(_bearing(agent, target.pos)) < half_width:
+            return True
+    return not world.get_visible_ents().isdisjoint(targets)
 
 
 def _step_on_the_map(task: Any, world: Any) -> int:
@@ -67,9 +106,12 @@ def _step_on_the_map(task: Any, world: Any) -> int:
         return _detour(task, world)
     x, _, z = agent.pos
     points = task.map.path(float(x), float(z), LOOK_AHEAD)
-    clear = [p for p in points if _clear(world, agent, np.array([p[0], 0.0, p[1]]))]
-    if clear:
-        angle = _bearing(agent, np.array([clear[-1][0], 0.0, clear[-1][1]]))
+    # the farthest point first: usually it is clear, and the nearer ones need not be checked
+    farthest = next(
+        (p for p in reversed(points) if _clear(world, agent, np.array([p[0], 0.0, p[1]]))), None
+    )
+    if farthest is not None:
+        angle = _bearing(agent, np.array([farthest[0], 0.0, farthest[1]]))
         if abs(angle) > FACING_DEGREES:
             return _turn_towards(angle)
         if not world.intersect(agent, agent.pos + agent.dir_vec * MOVE_STEP, agent.radius):

@@ -21,6 +21,11 @@ from stagerl.plugins.miniworld.scenes import (  # noqa: E402
     build_scene,
 )
 
+# A small robot's camera, low and wide as in AI2-THOR's ObjectNav: from miniworld's 1.5 m and
+# 60 degrees, an object within reach lies below the view (and only looking down finds it).
+CAMERA_HEIGHT = 0.9  # m
+FIELD_OF_VIEW = 75  # degrees, vertical (about 90 across an 80x60 frame)
+
 
 def _entity(type_name: str) -> Entity:
     kind, colour, _ = OBJECT_TYPES[type_name]
@@ -48,6 +53,8 @@ class ObjectNavWorld(MiniWorldEnv):
         """Build `scene`'s room and objects (the agent is placed by the task)."""
         self.scene = scene
         self.reset(seed=scene.scene_id % 2**31)
+        # after reset, which sets the agent's camera from miniworld's defaults
+        self.agent.cam_height, self.agent.cam_fov_y = CAMERA_HEIGHT, FIELD_OF_VIEW
 
     def _gen_world(self) -> None:
         scene = self.scene
