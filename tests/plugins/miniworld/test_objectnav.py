@@ -131,6 +131,31 @@ def test_objectnav_expert_looks_around_to_the_left_until_the_target_is_in_view(s
     assert task.metrics()["success"] == 1.0
 
 
+def test_objectnav_expert_heads_straight_for_a_target_in_clear_view(sampler):
+    """The box 25 degrees to the left across an open room, at a heading the map's grid path
+    approximates only with bends: one turn left brings it within 20 degrees of ahead, then
+    the expert walks straight at it and Ends."""
+    scene = Scene(scene_id=-1, width=5.0, depth=4.0, objects=(SceneObject("Box", 4.0, 2.6),))
+    task = ObjectNavTask(
+        sampler=sampler,
+        scene=scene,
+        target_type="Box",
+        episode_seed=0,
+        sensors=sampler.sensor_suite,
+        max_steps=50,
+    )
+    agent = task.world().agent
+    agent.pos, agent.cam_pitch = np.array([0.8, 0.0, 1.2]), 0
+    agent.dir = math.atan2(-(2.6 - 1.2), 4.0 - 0.8) - math.radians(25)
+    actions = []
+    while not task.is_done():
+        actions.append(task.query_expert()[0])
+        task.step(actions[-1])
+    walks = len(actions) - 2
+    assert actions == [ROTATE_LEFT] + [MOVE_AHEAD] * walks + [END]
+    assert walks >= 7 and task.metrics()["success"] == 1.0
+
+
 @pytest.mark.timeout(300)
 def test_objectnav_samplers_move_to_their_next_scene_every_period(tmp_path):
     experiment = load_experiment(FIXTURE)

@@ -30,6 +30,7 @@ LOOK_AHEAD = 1.0  # m down the shortest path: the point the expert walks towards
 DETOUR_STEPS = 4  # steps the expert keeps to its detour rule once an object is in the way
 SEARCH_TURNS = 360 // ROTATE_DEGREES  # the longest search: one full turn
 BASE_HEIGHT = 0.2  # m of an object's base that miniworld's occlusion query tests
+APPROACH_DISTANCE = 0.6  # m from a target's surface that a direct approach walks to
 MEMORY_STEPS = 4  # steps the expert keeps to its path after the last target went out of view
 
 
@@ -104,6 +105,9 @@ def _step_on_the_map(task: Any, world: Any) -> int:
     agent = world.agent
     if task.num_steps_taken < getattr(task, "detour_until", -1):
         return _detour(task, world)
+    direct = _direct_step(task, world)
+    if direct is not None:
+        return direct
     x, _, z = agent.pos
     points = task.map.path(float(x), float(z), LOOK_AHEAD)
     # the farthest point first: usually it is clear, and the nearer ones need not be checked
@@ -120,6 +124,24 @@ def _step_on_the_map(task: Any, world: Any) -> int:
     # step gives one answer), or the two rules would undo each other's turns
     task.detour_until = task.num_steps_taken + DETOUR_STEPS
     return _detour(task, world)
+
+
+def _direct_step(task: Any, world: Any) -> int | None:
+    """Where the way to the nearest target is a clear straight line (the shortest path, which
+    the grid's path only approximates), head for the target itself: turn until it is within
+    FACING_DEGREES of ahead, then walk. The action then follows from where the target lies
+    in the frame. None where the line is blocked."""
+    agent = world.agent
+    target = min(world.objects_of(task.target_type), key=task.surface_distance)
+    offset = (target.pos - agent.pos) * np.array([1.0, 0.0, 1.0])
+    centre_distance = float(np.linalg.norm(offset))
+    stop = target.pos - offset / centre_distance * (target.radius + APPROACH_DISTANCE)
+    if not _clear(world, agent, stop):
+        return None
+    angle = _bearing(agent, target.pos)
+    if abs(angle) > FACING_DEGREES:
+        return _turn_towards(angle)
+    return MOVE_AHEAD
 
 
 def _detour(task: Any, world: Any) -> int:
