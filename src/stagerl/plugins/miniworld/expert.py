@@ -1,7 +1,7 @@
 """The ObjectNav expert: while no object of the target type is in view, turn left on the spot
-(one full turn at most); else along the shortest path on the navigation map to the nearest
-one (turning towards a point 1 m down the path, then walking straight), turn to face it, look
-down until it is in view, and End.
+(one full turn at most); else along the shortest path to the nearest one (straight at it
+where the line is clear, else on the navigation map, turning towards a point 1 m down the
+path, then walking straight), turn to face it, look down until it is in view, and End.
 
 The search is there for the student, not for the expert: a policy that sees only pixels cannot
 learn which way an unseen object lies (the map tells only the expert), but it can learn to look
