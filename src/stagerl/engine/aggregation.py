@@ -40,6 +40,7 @@ class ExpertDataBuffer:
 
     @property
     def nbytes(self) -> int:
+        """Memory the buffer holds, in bytes."""
         tensors = [*self.observations.values(), self.masks, self.prev_actions, self.memory]
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -56,6 +57,7 @@ class ExpertDataBuffer:
         self.size = min(self.size + storage.num_tasks, self.capacity)
 
     def sample(self, count: int, generator: torch.Generator) -> RolloutBatch:
+        """`count` stored sequences drawn uniformly with replacement, as a minibatch."""
         rows = torch.randint(0, self.size, (count,), generator=generator).to(self.device)
         zeros = torch.zeros(self.num_steps, count, device=self.device)
         return RolloutBatch(
@@ -71,6 +73,7 @@ class ExpertDataBuffer:
         )
 
     def state_dict(self) -> dict:
+        """The stored sequences and the write position, for checkpoints."""
         return {
             "observations": self.observations,
             "masks": self.masks,
@@ -81,6 +84,7 @@ class ExpertDataBuffer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from what `state_dict()` saved."""
         for key in ("masks", "prev_actions", "memory"):
             setattr(self, key, state[key].to(self.device))
         self.observations = {

@@ -74,6 +74,7 @@ class Heartbeat:
         return [f"rank {r} ({self.store.get(f'who/{r}').decode()})" for r in silent]
 
     def close(self) -> None:
+        """Stop beating."""
         self.stopped.set()
 
 
@@ -97,6 +98,7 @@ class Ranks:
 
     @property
     def distributed(self) -> bool:
+        """True when more than one trainer rank runs."""
         return self.world_size > 1
 
     @property

@@ -53,9 +53,11 @@ class TrainingMetrics:
         )
 
     def means(self) -> dict[str, float]:
+        """Each metric's mean over the window."""
         return dict(self.mean_values)
 
     def counts(self) -> dict[str, int]:
+        """How many values each mean is over."""
         return dict(self.count_values)
 
 
@@ -136,6 +138,7 @@ class MetricsLogger:
         self.start_step = start_step
 
     def state_dict(self) -> dict[str, Any]:
+        """The open window's sums and the time trained so far, for checkpoints."""
         return {
             "sums": dict(self.sums),
             "counts": dict(self.counts),
@@ -144,6 +147,7 @@ class MetricsLogger:
         }
 
     def add(self, values: dict[str, float], prefix: str = "") -> None:
+        """Add one value per metric to the open window."""
         for key, value in values.items():
             self.sums[prefix + key] += value
             self.counts[prefix + key] += 1
@@ -223,6 +227,7 @@ class MetricsLogger:
         )
 
     def close(self) -> None:
+        """Stop the progress line and flush the TensorBoard writer."""
         self.progress.stop()
         if self.writer is not None:
             self.writer.close()

@@ -73,6 +73,7 @@ class _TimeLimitCuts:
     actions: list[torch.Tensor] = field(default_factory=list)
 
     def add(self, t: int, tasks: slice, step: StepBatch, acted: _Acted) -> None:
+        """Keep what bootstrapping the tasks cut off by a time limit at step `t` needs."""
         cut = step.truncated.nonzero()[0]
         if len(cut) == 0:
             return

@@ -192,6 +192,7 @@ class TrainingSetup:
 
     @property
     def observation_space(self) -> spaces.Dict:
+        """The training samplers' observation space."""
         return self.samplers[0].observation_space
 
     def start_sampler(self) -> VectorSampler:

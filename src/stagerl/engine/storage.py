@@ -65,6 +65,7 @@ class RolloutStorage:
     def set_observations(
         self, row: int, observations: dict[str, np.ndarray], tasks: slice = ALL
     ) -> None:
+        """Write one step's observations into row `row` for the tasks `tasks`."""
         for uuid, target in self.observations.items():
             target[row, tasks].copy_(torch.from_numpy(observations[uuid]))
 
@@ -135,6 +136,7 @@ class RolloutStorage:
             yield self.batch(tasks)
 
     def batch(self, tasks: torch.Tensor) -> RolloutBatch:
+        """The whole rollout of the tasks `tasks` (indices), as one minibatch."""
         steps, tasks = self.num_steps, tasks.to(self.device)
         return RolloutBatch(
             observations={uuid: obs[:steps, tasks] for uuid, obs in self.observations.items()},
@@ -167,6 +169,7 @@ class RolloutStorage:
         }
 
     def load_carry_state(self, state: dict) -> None:
+        """Continue from what `carry_state()` saved."""
         for uuid, obs in self.observations.items():
             obs[0].copy_(state["observations"][uuid])
         self.masks[0] = state["masks"]

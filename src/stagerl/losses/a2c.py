@@ -20,6 +20,7 @@ class A2C(Loss):
     def loss(
         self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Policy gradient with the advantages, value regression to the returns, entropy bonus."""
         dist = actor_critic_output.distributions
         action_loss = -(dist.log_prob(batch.actions) * batch.advantages).mean()
         value_loss = 0.5 * (actor_critic_output.values - batch.returns).pow(2).mean()

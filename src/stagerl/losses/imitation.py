@@ -41,6 +41,7 @@ class Imitation(Loss):
     def loss(
         self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy of the policy against the expert's actions, where they are valid."""
         expert = batch.observations[self.expert_uuid]
         actions, valid = expert[..., 0].long(), expert[..., 1].float()
         log_probs = actor_critic_output.distributions.log_prob(actions)

@@ -72,6 +72,7 @@ class PPO(Loss):
     def loss(
         self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The clipped surrogate, the (optionally clipped) value loss and the entropy bonus."""
         clip = self.clip_param * self.clip_decay(step_count)
         advantages = self._advantages(batch)
 

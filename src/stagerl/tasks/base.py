@@ -36,7 +36,8 @@ class Task(ABC):
 
     @property
     @abstractmethod
-    def action_space(self) -> spaces.Discrete: ...
+    def action_space(self) -> spaces.Discrete:
+        """The actions this task takes, numbered from 0."""
 
     @abstractmethod
     def _step(self, action: int) -> tuple[float, bool]:
@@ -47,9 +48,11 @@ class Task(ABC):
         """True when the episode ended for real (not cut off by a step limit)."""
 
     def get_observations(self) -> dict[str, np.ndarray]:
+        """What every sensor of the suite reads now."""
         return self.sensor_suite.get_observations(self.env, self)
 
     def step(self, action: int) -> RLStepResult:
+        """Take `action`, count the step and return what followed."""
         if self.is_done():
             raise RuntimeError(f"{self!r}: step() called on a finished task")
         reward, _ = self._step(action)
@@ -58,6 +61,7 @@ class Task(ABC):
         return RLStepResult(self.get_observations(), reward, self.is_done())
 
     def is_done(self) -> bool:
+        """True once the episode ended or reached `max_steps`."""
         return self.reached_terminal_state() or self.num_steps_taken >= self.max_steps
 
     def metrics(self) -> dict[str, float]:
@@ -94,7 +98,8 @@ class TaskSampler(ABC):
 
     @property
     @abstractmethod
-    def action_space(self) -> spaces.Discrete: ...
+    def action_space(self) -> spaces.Discrete:
+        """The action space of every task this sampler hands out."""
 
     @property
     def length(self) -> float:
@@ -106,7 +111,8 @@ class TaskSampler(ABC):
         """The next task, or None when this sampler has none left."""
 
     @abstractmethod
-    def set_seed(self, seed: int) -> None: ...
+    def set_seed(self, seed: int) -> None:
+        """Seed the sequence of tasks (and the environments behind them)."""
 
     def reset(self) -> None:
         """Start the sequence of tasks over."""

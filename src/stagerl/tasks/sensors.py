@@ -17,7 +17,8 @@ class Sensor(ABC):
     observation_space: spaces.Box
 
     @abstractmethod
-    def get_observation(self, env: Any, task: Any) -> np.ndarray: ...
+    def get_observation(self, env: Any, task: Any) -> np.ndarray:
+        """This sensor's reading of `env` during `task`, shaped as `observation_space`."""
 
 
 class SensorSuite:
@@ -39,9 +40,11 @@ class SensorSuite:
         return self.observation_space
 
     def get_observations(self, env: Any, task: Any) -> dict[str, np.ndarray]:
+        """Every sensor's reading, keyed by uuid."""
         return {uuid: s.get_observation(env, task) for uuid, s in self.sensors.items()}
 
     def has(self, sensor_type: type[Sensor]) -> bool:
+        """True if some sensor of the suite is a `sensor_type`."""
         return any(isinstance(s, sensor_type) for s in self.sensors.values())
 
 
@@ -93,6 +96,7 @@ class ExpertActionSensor(Sensor):
         )
 
     def get_observation(self, env: Any, task: Any) -> np.ndarray:
+        """`[action, valid]` from the task's expert (action 0 where it has none)."""
         action, valid = task.query_expert()
         if valid and not 0 <= action < self.nactions:
             raise ValueError(f"{task!r}: expert action {action} outside [0, {self.nactions})")

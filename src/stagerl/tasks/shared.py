@@ -32,6 +32,7 @@ class SharedArrays:
 
     @staticmethod
     def nbytes(layout: dict[str, ArraySpec]) -> int:
+        """Bytes of one block holding every array of `layout`, each 64-byte aligned."""
         total = 0
         for spec in layout.values():
             total = -(-total // 64) * 64 + int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
@@ -39,6 +40,7 @@ class SharedArrays:
 
     @classmethod
     def create(cls, context: Any, layout: dict[str, ArraySpec]) -> "SharedArrays":
+        """A new shared block from the multiprocessing `context`, viewed as `layout`."""
         return cls(context.RawArray("b", cls.nbytes(layout)), layout)
 
     def __getitem__(self, name: str) -> np.ndarray:

@@ -184,6 +184,7 @@ class VectorSampler:
         raise WorkerError(f"sampler worker {w} (tasks: {self.descriptions[w]}) {cause}")
 
     def reset(self) -> dict[str, np.ndarray]:
+        """Start every slot's sampler over; the first observations of all slots."""
         self._call_all("reset")
         return self._views("obs")
 
@@ -220,6 +221,7 @@ class VectorSampler:
         return self._batch(self.groups[group], finished)
 
     def next_scene(self) -> None:
+        """Move every worker's samplers to their next scene."""
         self._call_all("next_scene")
 
     def snapshot(self) -> list[bytes]:
@@ -231,6 +233,7 @@ class VectorSampler:
         return states
 
     def restore(self, snapshots: list[bytes]) -> dict[str, np.ndarray]:
+        """Continue from `snapshot()`; the restored tasks' current observations."""
         if len(snapshots) != self.num_tasks:
             raise ConfigError(
                 f"checkpoint holds {len(snapshots)} task samplers' states but the experiment now "
@@ -241,6 +244,7 @@ class VectorSampler:
 
     @property
     def active(self) -> np.ndarray:
+        """Per slot, whether it still has a task (evaluation slots run out)."""
         return self.arrays["active"]
 
     def close(self, graceful: bool = True) -> None:

@@ -41,6 +41,7 @@ class _ExperimentUnpickler(pickle.Unpickler):
         self.experiment = experiment
 
     def find_class(self, module: str, name: str) -> Any:
+        """Load the experiment file as `module` the first time one of its classes is asked for."""
         experiment = self.experiment
         if experiment and module == experiment.module_name and module not in sys.modules:
             spec = importlib.util.spec_from_file_location(module, experiment.path)
@@ -83,6 +84,7 @@ class WorkerLoop:
         self.uuids = list(samplers[0].observation_space.spaces)
 
     def describe(self) -> str:
+        """The slot and task being worked on, for error messages."""
         if 0 <= self.current < len(self.tasks):
             task = self.tasks[self.current]
             return f"slot {self.slots[self.current]}, task {task!r}"
@@ -147,6 +149,7 @@ class WorkerLoop:
         return finished
 
     def next_scene(self, _: Any = None) -> None:
+        """Move every sampler of this worker to its next scene."""
         for sampler in self.samplers:
             sampler.next_scene()
 
@@ -159,6 +162,7 @@ class WorkerLoop:
         ]
 
     def restore(self, slots: list[bytes]) -> None:
+        """Continue from `snapshot()`'s bytes, one entry per slot."""
         for slot, data in enumerate(slots):
             self.samplers[slot], self.tasks[slot], self.tasks_started[slot] = pickle.loads(data)
         for slot, task in enumerate(self.tasks):
@@ -168,6 +172,7 @@ class WorkerLoop:
                 self._write("obs", slot, task.get_observations())
 
     def close(self, _: Any = None) -> None:
+        """Close every sampler (and its environments)."""
         for sampler in self.samplers:
             sampler.close()
 

@@ -106,6 +106,7 @@ class BabyAIRecurrentACModel(ActorCriticModel):
 
     @property
     def memory_shape(self) -> tuple[int, int]:
+        """The LSTM's hidden and cell state side by side, or none without memory."""
         return (1, 2 * self.memory_dim) if self.memory_rnn is not None else (0, 0)
 
     def _encode_missions(self, missions: torch.Tensor) -> torch.Tensor:
@@ -144,6 +145,7 @@ class BabyAIRecurrentACModel(ActorCriticModel):
         return torch.stack([self._encodings[key] for key in keys])
 
     def train(self, mode: bool = True) -> "BabyAIRecurrentACModel":
+        """Switch mode and forget the cached mission encodings."""
         self._encodings, self._encodings_stamp = {}, None
         return super().train(mode)
 
@@ -154,6 +156,7 @@ class BabyAIRecurrentACModel(ActorCriticModel):
         prev_actions: torch.Tensor,
         masks: torch.Tensor,
     ) -> tuple[ActorCriticOutput, torch.Tensor]:
+        """Convolutions over the view, LSTM memory, the instruction's encoding; actor, critic."""
         image = observations["minigrid_ego_image"]
         steps, tasks = image.shape[:2]
         grid = image.reshape(steps * tasks, *image.shape[2:]).permute(0, 3, 1, 2).float()

@@ -36,10 +36,12 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
 
     @classmethod
     def tag(cls) -> str:
+        """The class name, which names the run's folder."""
         return cls.__name__
 
     @classmethod
     def machine_params(cls, mode: str = "train", **kwargs: Any) -> MachineParams:
+        """The task slots and devices of a mode (`train`, `valid` or `test`)."""
         return MachineParams(
             nprocesses=cls.NUM_TRAIN_SAMPLERS if mode == "train" else cls.NUM_TEST_SAMPLERS,
             devices=list(cls.DEVICES),
@@ -59,6 +61,7 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
 
     @classmethod
     def make_sampler_fn(cls, **kwargs: Any) -> MiniGridTaskSampler:
+        """The task sampler the `*_task_sampler_args` describe."""
         return MiniGridTaskSampler(**kwargs)
 
     @classmethod

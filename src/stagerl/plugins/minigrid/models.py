@@ -89,6 +89,7 @@ class MiniGridActorCritic(ActorCriticModel):
 
     @property
     def memory_shape(self) -> tuple[int, int]:
+        """One recurrent layer of `hidden_size` units, or none without a GRU."""
         return (1, self.hidden_size) if self.rnn is not None else (0, 0)
 
     def _encode(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -117,6 +118,7 @@ class MiniGridActorCritic(ActorCriticModel):
         prev_actions: torch.Tensor,
         masks: torch.Tensor,
     ) -> tuple[ActorCriticOutput, torch.Tensor]:
+        """Encode the view (and mission), run the GRU if any, then the actor and critic heads."""
         features = self._encode(observations)
         if self.rnn is not None:
             features, memory = run_recurrent(self.rnn, features, memory, masks)

@@ -102,6 +102,7 @@ class EgocentricMiniGridSensor(Sensor):
         )
 
     def get_observation(self, env: Any, task: Any) -> np.ndarray:
+        """The agent's egocentric view, its first `view_channels` channels."""
         image = task.last_obs["image"]
         if image.shape[:2] != self.observation_space.shape[:2]:
             raise ValueError(
@@ -128,6 +129,7 @@ class MiniGridMissionSensor(Sensor):
         self._cache: dict[str, np.ndarray] = {}
 
     def get_observation(self, env: Any, task: Any) -> np.ndarray:
+        """The mission's token ids."""
         mission = task.last_obs["mission"]
         tokens = self._cache.get(mission)
         if tokens is None:

@@ -60,6 +60,7 @@ class MiniGridTask(Task):
 
     @property
     def action_space(self) -> spaces.Discrete:
+        """The environment's actions."""
         return self.env.action_space
 
     @classmethod
@@ -75,12 +76,15 @@ class MiniGridTask(Task):
         return float(reward), self._terminated or self._env_truncated
 
     def reached_terminal_state(self) -> bool:
+        """True once the environment terminated the episode."""
         return self._terminated
 
     def is_done(self) -> bool:
+        """True once the environment ended or truncated the episode, or at `max_steps`."""
         return self._terminated or self._env_truncated or self.num_steps_taken >= self.max_steps
 
     def metrics(self) -> dict[str, float]:
+        """The base metrics and `success` (terminated with a positive reward)."""
         success = float(self._terminated and self.total_reward > 0)
         return {**super().metrics(), "success": success}
 
@@ -89,9 +93,11 @@ class MiniGridTask(Task):
         return self.env.unwrapped.get_frame(highlight=True, tile_size=32)
 
     def caption(self) -> str:
+        """The mission string."""
         return self.env.unwrapped.mission
 
     def query_expert(self) -> tuple[int, bool]:
+        """The expert's action and whether it gave one; invalid without an expert."""
         if self.expert is None:
             return 0, False
         return self.expert.expert_action()
@@ -115,10 +121,12 @@ class _MiniGridSampler(TaskSampler):
 
     @property
     def observation_space(self) -> spaces.Dict:
+        """The sensor suite's space."""
         return self.sensor_suite.observation_space
 
     @property
     def action_space(self) -> spaces.Discrete:
+        """The environment's actions."""
         return self._environment().action_space
 
     def _environment(self) -> Any: ...
@@ -134,6 +142,7 @@ class _MiniGridSampler(TaskSampler):
         )
 
     def close(self) -> None:
+        """Close the environment."""
         if self.env is not None:
             self.env.close()
             self.env = None
@@ -182,17 +191,21 @@ class MiniGridTaskSampler(_MiniGridSampler):
         return low + self.slot + self.num_sampled * self.num_slots
 
     def next_task(self) -> MiniGridTask:
+        """An episode of the current environment id, seeded from the split's range."""
         seed = self._episode_seed()
         self.num_sampled += 1
         return self._task(self.env_ids[self.scene], seed)
 
     def set_seed(self, seed: int) -> None:
+        """Seed the training episodes' seeds."""
         self.rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
+        """Start the fixed valid/test sequence over."""
         self.num_sampled = 0
 
     def next_scene(self) -> None:
+        """Move to the next environment id."""
         self.scene = (self.scene + 1) % len(self.env_ids)
 
     def __repr__(self) -> str:
@@ -253,6 +266,7 @@ class BabyAITaskSampler(_MiniGridSampler):
 
     @property
     def length(self) -> float:
+        """Tasks left: endless without `max_tasks`."""
         if self.max_tasks is None:
             return float("inf")
         return self.max_tasks - self.num_tasks_generated
@@ -266,6 +280,7 @@ class BabyAITaskSampler(_MiniGridSampler):
         return int(self.rng.choice(seeds))
 
     def next_task(self) -> MiniGridTask | None:
+        """An episode seeded from `task_seeds_list` (or at random), None when none are left."""
         if self.length <= 0:
             return None
         seed = self._episode_seed()
@@ -273,10 +288,12 @@ class BabyAITaskSampler(_MiniGridSampler):
         return self._task(self.env_id, seed)
 
     def set_seed(self, seed: int) -> None:
+        """Seed the episode draws."""
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
+        """Start the sequence of tasks over."""
         self.num_tasks_generated = 0
         self.rng = np.random.default_rng(self.seed)
 

@@ -35,10 +35,12 @@ class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
 
     @classmethod
     def tag(cls) -> str:
+        """The class name, which names the run's folder."""
         return cls.__name__
 
     @classmethod
     def machine_params(cls, mode: str = "train", **kwargs: Any) -> MachineParams:
+        """`NUM_TRAIN_SAMPLERS` task slots for training, `NUM_TEST_SAMPLERS` otherwise."""
         return MachineParams(
             nprocesses=cls.NUM_TRAIN_SAMPLERS if mode == "train" else cls.NUM_TEST_SAMPLERS,
             devices=list(cls.DEVICES),
@@ -53,6 +55,7 @@ class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
 
     @classmethod
     def make_sampler_fn(cls, **kwargs: Any) -> ObjectNavTaskSampler:
+        """An `ObjectNavTaskSampler` with the arguments the `*_task_sampler_args` give."""
         return ObjectNavTaskSampler(**kwargs)
 
     @classmethod

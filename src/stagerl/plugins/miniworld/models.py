@@ -50,6 +50,7 @@ class ObjectNavActorCritic(ActorCriticModel):
 
     @property
     def memory_shape(self) -> tuple[int, int]:
+        """One GRU layer of `hidden` units."""
         return (1, self.hidden)
 
     def forward(

@@ -34,6 +34,7 @@ class SceneObject:
 
     @property
     def radius(self) -> float:
+        """The object's footprint radius, in metres."""
         return OBJECT_TYPES[self.type][2]
 
 

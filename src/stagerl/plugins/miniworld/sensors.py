@@ -19,6 +19,7 @@ class RGBSensor(Sensor):
         self.observation_space = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
 
     def get_observation(self, env: Any, task: Any) -> np.ndarray:
+        """The frame the task rendered after its last step."""
         return task.frame
 
 
@@ -31,4 +32,5 @@ class GoalObjectTypeSensor(Sensor):
         self.observation_space = spaces.Box(0, len(TYPE_NAMES) - 1, (1,), dtype=np.int64)
 
     def get_observation(self, env: Any, task: Any) -> np.ndarray:
+        """The index of the episode's target type."""
         return np.array([self.object_types.index(task.target_type)], dtype=np.int64)

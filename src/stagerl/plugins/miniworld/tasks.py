@@ -78,6 +78,7 @@ class ObjectNavTask(Task):
 
     @property
     def action_space(self) -> spaces.Discrete:
+        """AllenAct's six ObjectNav actions."""
         return spaces.Discrete(len(ACTIONS))
 
     @classmethod
@@ -134,9 +135,11 @@ class ObjectNavTask(Task):
         return reward, self.ended
 
     def reached_terminal_state(self) -> bool:
+        """True once End was taken (successful or not)."""
         return self.ended
 
     def metrics(self) -> dict[str, float]:
+        """AllenAct's ObjectNav metrics: `success`, `spl`, `dist_to_target` and the base ones."""
         success = float(self.succeeded)
         spl = success * self.optimal_distance / max(self.optimal_distance, self.travelled, 1e-9)
         return {
@@ -147,6 +150,7 @@ class ObjectNavTask(Task):
         }
 
     def query_expert(self) -> tuple[int, bool]:
+        """The shortest-path expert's action (`expert.py`); always valid."""
         from stagerl.plugins.miniworld.expert import expert_action
 
         return expert_action(self), True
@@ -156,6 +160,7 @@ class ObjectNavTask(Task):
         return self.frame
 
     def caption(self) -> str:
+        """The goal, e.g. "find a ball"."""
         return f"find a {self.target_type}"
 
     def __getstate__(self) -> dict[str, Any]:
@@ -213,14 +218,17 @@ class ObjectNavTaskSampler(TaskSampler):
 
     @property
     def observation_space(self) -> spaces.Dict:
+        """The sensor suite's space."""
         return self.sensor_suite.observation_space
 
     @property
     def action_space(self) -> spaces.Discrete:
+        """AllenAct's six ObjectNav actions."""
         return spaces.Discrete(len(ACTIONS))
 
     @property
     def length(self) -> float:
+        """Episodes left: endless in training, `max_tasks` less those given otherwise."""
         return float("inf") if self.max_tasks is None else self.max_tasks - self.num_sampled
 
     def world(self) -> Any:
@@ -238,6 +246,7 @@ class ObjectNavTaskSampler(TaskSampler):
         return build_scene(self.scenes[self.scene_index])
 
     def next_task(self) -> ObjectNavTask | None:
+        """A random episode in the current scene (training), or the next of the fixed sequence."""
         if self.length <= 0:
             return None
         if self.deterministic:
@@ -257,17 +266,21 @@ class ObjectNavTaskSampler(TaskSampler):
         )
 
     def set_seed(self, seed: int) -> None:
+        """Seed the episode draws."""
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
+        """Start the sequence of episodes over."""
         self.num_sampled = 0
         self.rng = np.random.default_rng(self.seed)
 
     def next_scene(self) -> None:
+        """Move to this sampler's next training scene."""
         self.scene_index = (self.scene_index + 1) % len(self.scenes)
 
     def close(self) -> None:
+        """Close the OpenGL world."""
         if self._world is not None:
             self._world.close()
             self._world = None
