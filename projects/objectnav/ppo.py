@@ -1,5 +1,5 @@
 """The seed document's first example, ObjectNav with PPO, on MiniWorld: its `training_pipeline`
-pasted unchanged but for the step count (1e6 in the seed; 200,000 here, about 10 minutes on 2 CPU
+pasted unchanged but for the step count (1e6 in the seed; 200,000 here, about 11 minutes on 2 CPU
 cores; the seed's AI2-THOR scenes are MiniWorld rooms). 2 samplers: of the sampler counts
 tried (16, 8, 4, 2), the fewest gives the most updates per frame (the seed's CPU settings make
 a fixed number of updates per rollout, 4 epochs of 2 minibatches here, whatever its size)."""
