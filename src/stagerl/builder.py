@@ -1,4 +1,5 @@
-"""Deferred construction: the optimizer needs the model's parameters, the scheduler the optimizer."""
+"""Deferred construction: the optimizer needs the model's parameters, the scheduler the
+optimizer."""
 
 import copy
 from collections.abc import Mapping

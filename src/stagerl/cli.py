@@ -1,5 +1,7 @@
-"""`stagerl train|eval|show|plot|record-dataset`: the command line. Heavy imports happen inside the commands, so that
-`--help` is instant and spawned workers (which re-import the main module) stay torch-free."""
+"""`stagerl train|eval|show|plot|record-dataset`: the command line.
+
+Heavy imports happen inside the commands, so that `--help` is instant and spawned workers
+(which re-import the main module) stay torch-free."""
 
 import argparse
 import json

@@ -3,8 +3,9 @@
 Layout: observations, masks and previous actions have `T + 1` rows (row T is the first row of
 the next rollout); everything about actions has T rows. `masks[t] == 0` where step t starts an
 episode; `prev_actions[t]` is the action executed before step t even then (the model decides
-what a previous action from another episode means, usually nothing, through the mask). Recurrent memory is kept only at row 0: minibatches hold whole task sequences, so the
-model replays each sequence from there.
+what a previous action from another episode means, usually nothing, through the mask).
+Recurrent memory is kept only at row 0: minibatches hold whole task sequences, so the model
+replays each sequence from there.
 """
 
 from collections.abc import Iterator

@@ -10,9 +10,9 @@ from stagerl.models.base import ActorCriticModel, ActorCriticOutput, run_recurre
 
 
 class ObjectNavActorCritic(ActorCriticModel):
-    """Nature-DQN-style convolutions (32x8/4, 64x4/2, 32x3/1) and a linear layer to
-    `hidden` layer-normed features of the frame, joined with a `goal_dims` embedding of the goal type, into a
-    one-layer GRU of `hidden` units; linear policy and value heads."""
+    """Nature-DQN-style convolutions (32x8/4, 64x4/2, 32x3/1) and a linear layer to `hidden`
+    layer-normed features of the frame, joined with a `goal_dims` embedding of the goal type,
+    into a one-layer GRU of `hidden` units; linear policy and value heads."""
 
     def __init__(
         self,
