@@ -38,10 +38,14 @@ def sampler():
 
 
 def _box_task(
-    sampler: ObjectNavTaskSampler, room: tuple[float, float], box: tuple[float, float], **agent
+    sampler: ObjectNavTaskSampler,
+    room: tuple[float, float],
+    box: tuple[float, float],
+    position: np.ndarray,
+    heading: float,
 ) -> ObjectNavTask:
-    """A `room` (width, depth) with one box at `box` (x, z); the agent's attributes set from
-    `agent` (level camera), the optimal distance measured from there."""
+    """A `room` (width, depth) with one box at `box` (x, z); the agent at `position` facing
+    `heading` with a level camera, the optimal distance measured from there."""
     scene = Scene(scene_id=-1, width=room[0], depth=room[1], objects=(SceneObject("Box", *box),))
     task = ObjectNavTask(
         sampler=sampler,
@@ -51,10 +55,8 @@ def _box_task(
         sensors=sampler.sensor_suite,
         max_steps=50,
     )
-    world_agent = task.world().agent
-    world_agent.cam_pitch = 0
-    for name, value in agent.items():
-        setattr(world_agent, name, value)
+    agent = task.world().agent
+    agent.pos, agent.dir, agent.cam_pitch = position, heading, 0
     task.optimal_distance = task.distance()
     return task
 
@@ -63,7 +65,7 @@ def _box_ahead(sampler: ObjectNavTaskSampler) -> ObjectNavTask:
     """A 4 x 4 m room with a box at (2, 3); the agent at (2, 1.2) facing it: the box's
     surface 1.8 - 0.57 = 1.23 m away."""
     position = np.array([2.0, 0.0, 1.2])
-    return _box_task(sampler, (4.0, 4.0), (2.0, 3.0), pos=position, dir=-math.pi / 2)
+    return _box_task(sampler, (4.0, 4.0), (2.0, 3.0), position, -math.pi / 2)
 
 
 def test_objectnav_end_far_from_the_target_fails_and_ends_the_episode(sampler):
@@ -148,7 +150,7 @@ def test_objectnav_expert_heads_straight_for_a_target_in_clear_view(sampler):
     the expert walks straight at it and Ends."""
     heading = math.atan2(-(2.6 - 1.2), 4.0 - 0.8) - math.radians(25)
     position = np.array([0.8, 0.0, 1.2])
-    task = _box_task(sampler, (5.0, 4.0), (4.0, 2.6), pos=position, dir=heading)
+    task = _box_task(sampler, (5.0, 4.0), (4.0, 2.6), position, heading)
     actions = []
     while not task.is_done():
         actions.append(task.query_expert()[0])
