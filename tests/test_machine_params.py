@@ -74,3 +74,11 @@ def test_each_rank_gets_its_share_of_samplers_devices_and_cores(monkeypatch):
 def test_a_share_that_cannot_be_given_names_the_field(kwargs, world_size, named):
     with pytest.raises(ConfigError, match=named):
         MachineParams(**kwargs).for_rank(world_size - 1, world_size)
+
+
+def test_a_changed_copy_keeps_the_per_rank_sampler_counts():
+    # `stagerl train -m K` changes max_sampler_processes; the list form must survive it
+    machine = MachineParams(nprocesses=[1, 3]).changed(max_sampler_processes=1)
+    shares = [machine.for_rank(r, 2) for r in range(2)]
+    assert [(m.nprocesses, first) for m, first in shares] == [(1, 0), (3, 1)]
+    assert machine.max_sampler_processes == 1 and machine.nprocesses == 4

@@ -92,6 +92,13 @@ def test_sigkilled_run_resumes_to_the_same_parameters_and_steps(
     assert state == expected_state
     for name, tensor in expected_params.items():
         torch.testing.assert_close(params[name], tensor, rtol=0, atol=0)
+    # the metrics rows: no step lost or repeated across the kill, each in its stage
+    assert _steps_and_stages(output) == _steps_and_stages(tmp_path / "straight")
+
+
+def _steps_and_stages(output: Path) -> list[tuple[int, str]]:
+    rows = (next(output.glob("*/*")) / "metrics.jsonl").read_text().splitlines()
+    return [(row["step"], row["stage"]) for row in map(json.loads, rows)]
 
 
 def test_truncated_newest_checkpoint_is_skipped_by_resume_latest(tmp_path, capsys):
@@ -106,6 +113,7 @@ def test_truncated_newest_checkpoint_is_skipped_by_resume_latest(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"skipping checkpoint: {newest}: unreadable checkpoint" in err
     assert f"resuming {run_dir} from {previous.name}" in err
+    assert len((run_dir / "checkpoints" / f"{newest.name}.unreadable").read_bytes()) == 100
 
 
 def test_checkpoint_from_another_experiment_is_refused(tmp_path, capsys):
@@ -234,16 +242,22 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 
 def test_second_ctrl_c_exits_at_once_even_while_a_worker_hangs(tmp_path):
-    env = {**os.environ, "STAGERL_TEST_FAULT": "hang", "STAGERL_TEST_TIMEOUT": "600"}
+    marker = tmp_path / "hanging"
+    env = {
+        **os.environ,
+        "STAGERL_TEST_FAULT": "hang",
+        "STAGERL_TEST_TIMEOUT": "600",
+        "STAGERL_TEST_HANG_MARKER": str(marker),
+    }
     process = _stagerl(
-        "train", str(FIXTURES / "faulty_experiment.py"), "-o", str(tmp_path), env=env
+        "train", str(FIXTURES / "faulty_experiment.py"), "-o", str(tmp_path / "out"), env=env
     )
-    parent = psutil.Process(process.pid)
     deadline = time.monotonic() + 60
-    while len(parent.children(recursive=True)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(2)  # the hanging worker now blocks the trainer's step
-    children = parent.children(recursive=True)
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the worker never began to hang"
+    time.sleep(0.2)  # the trainer now waits on the hanging worker's step
+    children = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGINT)  # first: finish the rollout, then checkpoint and stop
     time.sleep(0.5)
     started = time.monotonic()
@@ -295,3 +309,6 @@ def test_resume_refuses_an_edited_config_unless_allowed_and_records_the_change(t
     assert cli.main(["train", str(config), "--resume", str(final), "--allow-config-change"]) == 0
     diff = (tmp_path / "r" / "config_change_at_256.diff").read_text()
     assert "+            optimizer_builder=Builder(optim.Adam, dict(lr=5e-4))," in diff
+    # the edited learning rate took effect: halfway, the linear decay gives 5e-4 / 2, not 1e-3 / 2
+    halfway = tmp_path / "r" / "checkpoints" / "ckpt_000000000512.pt"
+    assert load_checkpoint(halfway)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)

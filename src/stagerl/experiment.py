@@ -202,6 +202,13 @@ class MachineParams:
         )
         return share, sum(counts[:rank])
 
+    def changed(self, **changes: Any) -> "MachineParams":
+        """A copy with `changes`. Unlike `dataclasses.replace`, it keeps a per-rank
+        `nprocesses` list as given (`replace` would pass on only its sum)."""
+        counts = self.rank_task_counts
+        changes.setdefault("nprocesses", list(counts) if counts else self.nprocesses)
+        return replace(self, **changes)
+
     def sampler_processes(self, spare_core: bool = False) -> int:
         """How many worker processes step the samplers: `max_sampler_processes`, else one per
         core of this trainer's share of the machine (one core fewer with `spare_core`, which

@@ -41,3 +41,7 @@ def test_resume_with_no_readable_checkpoint_says_so(tmp_path):
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
         load_latest(tmp_path, warn=skipped.append)
     assert "ckpt_000000000100.pt: unreadable checkpoint" in skipped[0]
+    assert skipped[0].endswith("kept as ckpt_000000000100.pt.unreadable")
+    # set aside: kept whole, but no longer listed, so never counted among the newest to keep
+    assert list_checkpoints(tmp_path) == []
+    assert (tmp_path / "checkpoints" / "ckpt_000000000100.pt.unreadable").read_bytes() == b"garbage"

@@ -1,10 +1,12 @@
-"""Evaluation: the success rate's 95% interval, and `--seed` choosing the sampled actions."""
+"""Evaluation: the success rate's 95% interval, `--seed` choosing the sampled actions, and
+evaluation samplers seeded apart from training."""
 
 from pathlib import Path
 
 import pytest
 
 from stagerl.engine.evaluator import evaluate, success_interval
+from stagerl.engine.setup import sampler_seeds
 from stagerl.engine.trainer import Trainer
 from stagerl.experiment import load_experiment
 
@@ -27,3 +29,9 @@ def test_eval_seed_reproduces_its_episodes_and_another_seed_samples_others(tmp_p
     assert runs[0] == runs[1]
     assert runs[0]["ep_length"] != runs[2]["ep_length"]
     assert runs[0]["success_ci95_low"] <= runs[0]["success"] <= runs[0]["success_ci95_high"]
+
+
+def test_validation_and_test_samplers_are_seeded_apart_from_training():
+    seeds = [sampler_seeds(3, 8, mode) for mode in ("train", "valid", "test")]
+    assert len(set().union(*seeds)) == 24
+    assert sampler_seeds(3, 8, "valid") == seeds[1]  # reproducible

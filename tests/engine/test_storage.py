@@ -45,6 +45,9 @@ def test_minibatch_order_is_shuffled_by_the_generator():
     ]
     assert order(0) == order(0)
     assert sorted(order(1)) == list(range(8))
+    # shuffled, not in task order, and each seed its own order (8! orders: no chance repeat)
+    orders = {tuple(order(seed)) for seed in range(4)}
+    assert len(orders) == 4 and tuple(range(8)) not in orders
 
 
 def test_insert_sets_masks_from_terminated_and_truncated():

@@ -11,6 +11,7 @@ def test_flattens_every_observation_and_starts_near_uniform_with_sb3s_layer_size
     space = spaces.Dict(
         {"grid": spaces.Box(0, 255, (7, 7, 3), np.uint8), "extra": spaces.Box(0, 1, (4,))}
     )
+    torch.manual_seed(0)
     model = MLPActorCritic(spaces.Discrete(7), space)
     shapes = [tuple(p.shape) for p in model.policy_net.parameters()]
     assert shapes == [(64, 151), (64,), (64, 64), (64,)]  # 147 + 4 inputs

@@ -39,6 +39,8 @@ class CountingTask(Task):
             if self.fault == "segfault":
                 os.kill(os.getpid(), signal.SIGSEGV)
             if self.fault == "hang":
+                if os.environ.get("STAGERL_TEST_HANG_MARKER"):  # tells a test the hang began
+                    open(os.environ["STAGERL_TEST_HANG_MARKER"], "w").close()
                 time.sleep(3600)
         return float(action), False
 

@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, the last K kept, corrupt ones skipped with a reason."""
+"""Checkpoints: written atomically, the last K kept, corrupt ones skipped with a reason and
+set aside."""
 
 import os
 import re
@@ -65,12 +66,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_latest(run_dir: Path, warn: Any = print) -> tuple[Path, dict[str, Any]]:
-    """The newest readable checkpoint of a run; each one skipped is named with the reason."""
+    """The newest readable checkpoint of a run; each one skipped is named with the reason and
+    renamed to `<name>.unreadable`: kept, but no longer counted among the newest `keep` (where
+    it would make the resumed run delete its good checkpoints) nor resumed again."""
     for path in list_checkpoints(run_dir):
         try:
             return path, load_checkpoint(path)
         except CheckpointError as error:
-            warn(f"skipping checkpoint: {error}")
+            kept = path.rename(path.with_name(path.name + ".unreadable"))
+            warn(f"skipping checkpoint: {error}; kept as {kept.name}")
     raise CheckpointError(f"{run_dir}: no readable checkpoint to resume from")
 
 

@@ -2,6 +2,7 @@
 files, to `metrics.jsonl` (one row per interval) and to a live progress line."""
 
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -22,7 +23,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 def _truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop rows written after the checkpoint we resume from, so no step appears twice."""
+    """Drop rows written after the checkpoint we resume from, so no step appears twice. The
+    kept rows go to a new file that replaces the old one: a crash midway loses no history."""
     if not path.exists():
         return
     kept = []
@@ -32,7 +34,9 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError):
             pass  # a row cut short when the run was killed
-    path.write_text("".join(line + "\n" for line in kept))
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)
 
 
 @dataclass
@@ -136,6 +140,7 @@ class MetricsLogger:
             self.earlier_seconds = state.get("seconds", 0.0)
         self.last_emit_time = self.start_time = time.monotonic()
         self.start_step = start_step
+        self.window_start_step = start_step  # of the open window's frames/s (not before a resume)
 
     def state_dict(self) -> dict[str, Any]:
         """The open window's sums and the time trained so far, for checkpoints."""
@@ -143,7 +148,7 @@ class MetricsLogger:
             "sums": dict(self.sums),
             "counts": dict(self.counts),
             "last_emit_step": self.last_emit_step,
-            "seconds": self.earlier_seconds + time.monotonic() - self.start_time,
+            "seconds": self.seconds(),
         }
 
     def add(self, values: dict[str, float], prefix: str = "") -> None:
@@ -169,15 +174,21 @@ class MetricsLogger:
         now = time.monotonic()
         sums, counts = self.merge(self.sums, self.counts)
         row: dict[str, Any] = {key: sums[key] / counts[key] for key in sorted(sums)}
-        row["fps"] = (step - self.last_emit_step) / max(now - self.last_emit_time, 1e-9)
-        row["time"] = self.earlier_seconds + now - self.start_time  # training seconds so far
+        row["fps"] = (step - self.window_start_step) / max(now - self.last_emit_time, 1e-9)
+        row["time"] = self.seconds(now)
         row = self.write_row(step, stage_index, stage, row)
         self._print_progress(row, now)
         self.last_counts = dict(counts)
         self.sums.clear()
         self.counts.clear()
         self.last_emit_step, self.last_emit_time = step, now
+        self.window_start_step = step
         return row
+
+    def seconds(self, now: float | None = None) -> float:
+        """Training seconds so far, those before a resume included."""
+        now = time.monotonic() if now is None else now
+        return self.earlier_seconds + now - self.start_time
 
     def write_row(
         self, step: int, stage_index: int, stage: str, values: dict[str, float]
@@ -197,7 +208,7 @@ class MetricsLogger:
         self, step: int, stage_index: int, stage: str, values: dict[str, float]
     ) -> None:
         """A row of `valid/*` means of its own, and a line saying what they were."""
-        self.write_row(step, stage_index, stage, values)
+        self.write_row(step, stage_index, stage, {**values, "time": self.seconds()})
         shown = "  ".join(
             f"{key.removeprefix('valid/')} {values[key]:.3f}"
             for key in ("valid/success", "valid/ep_length", "valid/reward")

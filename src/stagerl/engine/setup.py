@@ -2,7 +2,7 @@
 
 import contextlib
 import ctypes
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ import torch
 from gymnasium import spaces
 
 from stagerl.engine.distributed import Ranks
+from stagerl.engine.learner import step_lr_scheduler
 from stagerl.engine.offpolicy import build_iterator, iterator_seed
 from stagerl.engine.resume import check_experiment
 from stagerl.errors import CheckpointError, ConfigError
@@ -30,9 +31,12 @@ def configure_trainer_process() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # -8: M_ARENA_MAX
 
 
-def sampler_seeds(seed: int, count: int) -> list[int]:
-    """Distinct, reproducible seeds for each task sampler of a run."""
-    return np.random.SeedSequence(seed).generate_state(count).tolist()
+def sampler_seeds(seed: int, count: int, mode: str = "train") -> list[int]:
+    """Distinct, reproducible seeds for each task sampler of a run; validation and test
+    samplers get streams of their own, so that a sampler seeded only by them never replays
+    training episodes."""
+    entropy = seed if mode == "train" else [seed, ("valid", "test").index(mode) + 1]
+    return np.random.SeedSequence(entropy).generate_state(count).tolist()
 
 
 def trainer_device(machine: MachineParams) -> torch.device:
@@ -64,7 +68,7 @@ def sampler_machine(
     config's; an error if it gives no sampler."""
     machine = experiment.machine_params(mode)
     if max_sampler_processes is not None:
-        machine = replace(machine, max_sampler_processes=max_sampler_processes)
+        machine = machine.changed(max_sampler_processes=max_sampler_processes)
     if machine.nprocesses == 0:
         raise ConfigError(f"{experiment.name}.machine_params({mode!r}) gives nprocesses=0")
     return machine
@@ -82,7 +86,7 @@ def make_samplers(
     indices `first`, `first + 1`, ... of a run of `total` (default: these alone); a rank's
     share gets the samplers a single process would build at the same indices and seeds."""
     total = machine.nprocesses if total is None else total
-    seeds = sampler_seeds(seed, total)
+    seeds = sampler_seeds(seed, total, mode)
     samplers = []
     for index in range(first, first + machine.nprocesses):
         args = experiment.call(
@@ -266,6 +270,24 @@ def offpolicy_iterators(
     return iterators
 
 
+def _resume_optimization(optimizer: Any, scheduler: Any, resume: dict, edited: bool) -> None:
+    """The optimizer's running state (Adam's moments, ...) from the checkpoint. Its settings
+    and the LR schedule are the checkpoint's too, unless the experiment file was edited since
+    (resumed with `--allow-config-change`): then they are the file's, the schedule evaluated at
+    the step reached, so that an edited learning rate takes effect."""
+    settings = [
+        {k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups
+    ]
+    optimizer.load_state_dict(resume["optimizer"])
+    if not edited:
+        if scheduler is not None and resume["lr_scheduler"] is not None:
+            scheduler.load_state_dict(resume["lr_scheduler"])
+        return
+    for group, setting in zip(optimizer.param_groups, settings, strict=True):
+        group.update(setting)
+    step_lr_scheduler(scheduler, resume["state"]["total_steps"])
+
+
 def _check_resumable(
     resume: dict[str, Any], experiment: LoadedExperiment, total_tasks: int
 ) -> None:
@@ -322,9 +344,8 @@ def build_training_setup(
     if resume:
         _check_resumable(resume, experiment, total_tasks)
         model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        if scheduler is not None and resume["lr_scheduler"] is not None:
-            scheduler.load_state_dict(resume["lr_scheduler"])
+        edited = resume.get("config_source") != experiment.source
+        _resume_optimization(optimizer, scheduler, resume, edited)
     return TrainingSetup(
         experiment=experiment,
         pipeline=pipeline,

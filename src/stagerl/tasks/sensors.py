@@ -101,3 +101,9 @@ class ExpertActionSensor(Sensor):
         if valid and not 0 <= action < self.nactions:
             raise ValueError(f"{task!r}: expert action {action} outside [0, {self.nactions})")
         return np.array([action if valid else 0, int(valid)], dtype=np.int64)
+
+
+def without_expert(sensors: Sequence[Sensor]) -> list[Sensor]:
+    """The sensors a policy may read: all but an `ExpertActionSensor`, whose reading is the
+    answer the policy learns to give (and which evaluation tasks do not have)."""
+    return [sensor for sensor in sensors if not isinstance(sensor, ExpertActionSensor)]

@@ -3,10 +3,13 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from stagerl import ExpertActionSensor
-from stagerl.plugins.minigrid import EgocentricMiniGridSensor, MiniGridTaskSampler
+from stagerl import ExpertActionSensor, MLPActorCritic
+from stagerl.plugins.minigrid import (
+    EgocentricMiniGridSensor,
+    MiniGridExperimentConfig,
+    MiniGridTaskSampler,
+)
 
 
 def _success_rate(env_id: str, episodes: int, random_fraction: float = 0.0) -> float:
@@ -25,16 +28,10 @@ def _success_rate(env_id: str, episodes: int, random_fraction: float = 0.0) -> f
     return successes / episodes
 
 
-@pytest.mark.parametrize(
-    ("env_id", "random_fraction", "threshold"),
-    [
-        ("BabyAI-GoToLocal-v0", 0.0, 0.99),
-        ("MiniGrid-LavaCrossingS9N1-v0", 0.0, 0.99),
-        ("BabyAI-GoToLocal-v0", 0.3, 0.9),
-    ],
-)
-def test_expert_actions_from_the_sensor_solve_test_episodes(env_id, random_fraction, threshold):
-    assert _success_rate(env_id, 200, random_fraction) >= threshold
+def test_expert_actions_from_the_sensor_solve_test_episodes_despite_other_actions_taken():
+    # The task tells its expert each action taken, so the plan survives 30% random actions
+    # (the experts alone: test_experts.py).
+    assert _success_rate("BabyAI-GoToLocal-v0", 100, random_fraction=0.3) >= 0.9
 
 
 def test_tasks_without_expert_sensor_never_build_an_expert():
@@ -45,7 +42,8 @@ def test_tasks_without_expert_sensor_never_build_an_expert():
     assert task.expert is None and task.query_expert() == (0, False)
 
 
-def test_train_valid_and_test_seeds_do_not_overlap():
+def test_evaluation_slots_never_repeat_each_others_episodes():
+    # (that the splits' seeds are disjoint: tests/engine/test_validation.py)
     def seeds(split, slots=4, per_slot=50):
         found = set()
         for slot in range(slots):
@@ -60,9 +58,7 @@ def test_train_valid_and_test_seeds_do_not_overlap():
             found |= {sampler.next_task().seed for _ in range(per_slot)}
         return found
 
-    train, valid, test = seeds("train"), seeds("valid"), seeds("test")
-    assert len(test) == len(valid) == 200  # no slot repeats another's episodes
-    assert not (train & valid) and not (train & test) and not (valid & test)
+    assert len(seeds("valid")) == len(seeds("test")) == 200
 
 
 def test_validation_and_test_tasks_of_an_imitation_experiment_build_no_expert():
@@ -75,3 +71,14 @@ def test_validation_and_test_tasks_of_an_imitation_experiment_build_no_expert():
         for mode in ("train", "valid", "test")
     }
     assert factories == {"train": {False}, "valid": {True}, "test": {True}}
+
+
+def test_the_model_of_an_imitation_experiment_does_not_read_the_expert():
+    class ImitationMLP(MiniGridExperimentConfig):
+        ENV_ID = "MiniGrid-Empty-5x5-v0"
+        SENSORS = [EgocentricMiniGridSensor(view_channels=3), ExpertActionSensor(nactions=7)]
+        MODEL = MLPActorCritic
+
+    model = ImitationMLP.create_model()
+    assert model.uuids == ["minigrid_ego_image"]
+    assert model.policy_net[0].in_features == 7 * 7 * 3

@@ -107,8 +107,17 @@ def _garbage(dataset: Path, tmp_path: Path) -> Path:
             r"views are 7x7x3.*\(5, 5, 1\)",
         ),
         (lambda d, t: d, {"instr_len": 3}, "instr_len=3 is too short"),
+        (lambda d, t: d, {"rank": 10, "world_size": 11}, "leave trainer rank 10 of 11 none"),
     ],
-    ids=["missing", "truncated", "not-hdf5", "other-env", "other-view", "short-instr_len"],
+    ids=[
+        "missing",
+        "truncated",
+        "not-hdf5",
+        "other-env",
+        "other-view",
+        "short-instr_len",
+        "more-ranks-than-episodes",
+    ],
 )
 def test_bad_dataset_is_an_error_naming_the_file(dataset, tmp_path, make, kwargs, message):
     path = make(dataset, tmp_path)

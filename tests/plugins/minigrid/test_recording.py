@@ -26,6 +26,7 @@ def test_recorded_dataset_loads_in_minari_and_replays_in_the_env(tmp_path, monke
     recorded = dataset.storage.metadata["stagerl"]
     assert (recorded["env_id"], recorded["seed"]) == ("BabyAI-GoToObj-v0", 3)
     assert recorded["vocabulary"][:3] == ["<pad>", "<unk>", "go"]
+    assert dataset.storage.metadata["algorithm_name"] == "stagerl record-dataset (BabyAIExpert)"
     # Each observation is the one its action was taken in: replaying the actions from the
     # episode's seed meets the same grids, and the expert's episode ends in success.
     episode = next(dataset.iterate_episodes([0]))
@@ -38,6 +39,14 @@ def test_recorded_dataset_loads_in_minari_and_replays_in_the_env(tmp_path, monke
         obs, reward, terminated, _, _ = env.step(action)
     assert terminated and reward > 0 and episode.terminations[-1]
     np.testing.assert_array_equal(episode.observations["image"][-1], obs["image"])
+
+
+def test_recording_an_env_without_an_expert_is_refused_naming_it(tmp_path, capsys):
+    out = tmp_path / "unlock-v0"
+    argv = ["record-dataset", "--env", "MiniGrid-Unlock-v0", "--episodes", "2", "--out", str(out)]
+    assert cli.main(argv) == 2
+    assert "MiniGrid-Unlock-v0: no expert to record" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_interrupted_recording_leaves_nothing_that_looks_like_a_dataset(tmp_path):

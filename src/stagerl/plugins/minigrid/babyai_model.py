@@ -122,8 +122,10 @@ class BabyAIRecurrentACModel(ActorCriticModel):
         if self.mission_place_values is None:
             missions, which = torch.unique(tokens, dim=0, return_inverse=True)
             return self._encode_missions(missions)[which]
-        # One exact number per mission: a flat unique is ~10x faster than unique rows.
-        keys, which = torch.unique(tokens @ self.mission_place_values, return_inverse=True)
+        # One exact number per mission: a flat unique is ~10x faster than unique rows. (A sum
+        # of products, not `@`: CUDA has no integer matmul.)
+        keys = (tokens * self.mission_place_values).sum(dim=-1)
+        keys, which = torch.unique(keys, return_inverse=True)
         rows = torch.arange(len(tokens), device=tokens.device)
         missions = tokens[torch.empty_like(keys).scatter_(0, which, rows)]
         if torch.is_grad_enabled():

@@ -8,7 +8,7 @@ from stagerl.models.base import ActorCriticModel
 from stagerl.plugins.minigrid.babyai_model import BabyAIRecurrentACModel
 from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor, MiniGridMissionSensor
 from stagerl.plugins.minigrid.tasks import MiniGridTaskSampler, make_minigrid_env
-from stagerl.tasks.sensors import ExpertActionSensor, Sensor, SensorSuite
+from stagerl.tasks.sensors import Sensor, SensorSuite, without_expert
 
 
 class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
@@ -53,7 +53,7 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
         """`MODEL(action_space, observation_space, **kwargs)`; the BabyAI model gets memory and
         reads the mission when SENSORS has one, unless `kwargs` say otherwise."""
         env_id = cls.ENV_ID if isinstance(cls.ENV_ID, str) else cls.ENV_ID[0]
-        observation_space = SensorSuite(cls.SENSORS).observation_space
+        observation_space = SensorSuite(without_expert(cls.SENSORS)).observation_space
         if issubclass(cls.MODEL, BabyAIRecurrentACModel):
             mission = "minigrid_mission" in observation_space.spaces
             kwargs = {"use_memory": True, "use_instr": mission, **kwargs}
@@ -70,11 +70,7 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
     ) -> dict[str, Any]:
         """Validation and test tasks leave out the expert: nothing reads it there, and the
         BabyAI bot's planning would cost more than the episodes."""
-        sensors = [
-            sensor
-            for sensor in cls.SENSORS
-            if split == "train" or not isinstance(sensor, ExpertActionSensor)
-        ]
+        sensors = list(cls.SENSORS) if split == "train" else without_expert(cls.SENSORS)
         return dict(
             env_ids=cls.ENV_ID,
             sensors=sensors,

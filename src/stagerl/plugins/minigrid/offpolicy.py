@@ -97,6 +97,11 @@ def create_minigrid_offpolicy_data_iterator(
         raise DatasetError(f"{path}: rank {rank} is not within world_size {world_size}")
     keys = ["image"] + (["mission"] if instr_len is not None else [])
     indices = np.arange(rank, int(metadata["total_episodes"]), world_size)
+    if not len(indices):
+        raise DatasetError(
+            f"{path}: {metadata['total_episodes']} episodes leave trainer rank {rank} of "
+            f"{world_size} none; record at least one episode per rank"
+        )
     episodes = read_episodes(path, keys, indices)
     observations = episodes.observations
     observations["image"] = observations["image"][..., : _sensor_channels(observation_space)]

@@ -64,13 +64,24 @@ def mission_tokens(mission: str, env_id: str) -> np.ndarray:
     return tokenize_mission(mission, MISSION_TOKENS)
 
 
+def _expert_for(env: Any, env_id: str) -> Any:
+    """The expert of a reset `env`; an error naming the env if it has none."""
+    expert = make_expert(env)
+    if expert is None:
+        raise ConfigError(
+            f"{env_id}: no expert to record (the BabyAI bot plays BabyAI levels, a shortest-"
+            "path expert MiniGrid tasks with a goal square)"
+        )
+    return expert
+
+
 def _play_episode(env: Any, env_id: str, seed: int) -> Any | None:
     """One expert episode as a Minari episode buffer, or None if the expert did not finish."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     with contextlib.redirect_stdout(io.StringIO()):  # BabyAI prints each rejected layout
         obs, _ = env.reset(seed=seed)
-    expert = make_expert(env)
+    expert = _expert_for(env, env_id)
     expert.reset(env)
     tokens = mission_tokens(obs["mission"], env_id)
     images, directions, actions, rewards, terminations, truncations = [], [], [], [], [], []
@@ -167,7 +178,9 @@ def record_dataset(
         raise DatasetError(f"{out} already exists; choose another --out or delete it")
     env = make_minigrid_env(env_id)  # fails here, naming the id, if it is not registered
     view = env.unwrapped.agent_view_size
-    expert_name = type(make_expert(env)).__name__
+    with contextlib.redirect_stdout(io.StringIO()):
+        env.reset(seed=seed)  # an expert is chosen by what the reset grid holds
+    expert_name = type(_expert_for(env, env_id)).__name__
     context = mp.get_context("spawn")  # workers never inherit the parent's state
     with (
         ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,

@@ -11,7 +11,7 @@ from stagerl.plugins.miniworld.models import ObjectNavActorCritic
 from stagerl.plugins.miniworld.scenes import scene_ids
 from stagerl.plugins.miniworld.sensors import GoalObjectTypeSensor, RGBSensor
 from stagerl.plugins.miniworld.tasks import ACTIONS, ObjectNavTaskSampler
-from stagerl.tasks.sensors import ExpertActionSensor, Sensor, SensorSuite
+from stagerl.tasks.sensors import Sensor, SensorSuite, without_expert
 
 
 class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
@@ -50,7 +50,7 @@ class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
     @classmethod
     def create_model(cls, **kwargs: Any) -> ActorCriticModel:
         """`MODEL(action_space, observation_space, **kwargs)`."""
-        observation_space = SensorSuite(cls.SENSORS).observation_space
+        observation_space = SensorSuite(without_expert(cls.SENSORS)).observation_space
         return cls.MODEL(spaces.Discrete(len(ACTIONS)), observation_space, **kwargs)
 
     @classmethod
@@ -63,7 +63,7 @@ class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
         cls, split: str, process_ind: int, total_processes: int, seeds: list[int] | None
     ) -> dict[str, Any]:
         training = split == "train"
-        sensors = [s for s in cls.SENSORS if training or not isinstance(s, ExpertActionSensor)]
+        sensors = list(cls.SENSORS) if training else without_expert(cls.SENSORS)
         if training:
             scenes = scene_ids("train", cls.NUM_TRAIN_SCENES)[process_ind::total_processes]
             episodes = None

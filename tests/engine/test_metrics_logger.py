@@ -1,0 +1,29 @@
+"""Rows of metrics.jsonl: frames/s over the frames of their own window, training time on every
+row, validation rows included."""
+
+import json
+
+from stagerl.engine.logging import MetricsLogger
+
+
+def test_rows_after_a_resume_count_only_frames_and_seconds_trained_since(tmp_path, monkeypatch):
+    clock = {"now": 100.0}
+    monkeypatch.setattr("stagerl.engine.logging.time.monotonic", lambda: clock["now"])
+    # resumed at step 9,000 of a run whose last row was at step 0, after 50 s of training
+    saved = {"sums": {}, "counts": {}, "last_emit_step": 0, "seconds": 50.0}
+    logger = MetricsLogger(
+        tmp_path,
+        interval=10_000,
+        total_steps=20_000,
+        start_step=9_000,
+        state=saved,
+        tensorboard_and_console=False,
+    )
+    clock["now"] = 102.0
+    row = logger.maybe_emit(10_000, 0, "ppo")
+    assert (row["fps"], row["time"]) == (500.0, 52.0)  # 1,000 frames in 2 s, not 10,000
+    clock["now"] = 103.0
+    logger.log_validation(10_000, 0, "ppo", {"valid/success": 1.0})
+    logger.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["time"]) for r in rows] == [(10_000, 52.0), (10_000, 53.0)]
