@@ -23,7 +23,8 @@ class Builder(Generic[T]):
     """`Builder(cls, kwargs, default)` builds `cls(*args, **arguments)` when called, where the
     arguments are `default` updated by `kwargs` updated by the call's own keyword arguments.
 
-    `default` is copied for every build, so objects built from one Builder share nothing.
+    `default` is deep-copied for every build, so no build changes what the next one gets;
+    the objects in `kwargs` are passed as they are (as in AllenAct).
     """
 
     def __init__(

@@ -30,8 +30,9 @@ def test_stages_switch_at_their_step_budget(tmp_path):
     assert {r["stage_index"] for r in rows} == {0, 1}  # also a TensorBoard scalar
     assert {r["stage"] for r in rows if r["step"] > 512} == {"1:ppo_loss"}
     stage0 = [r for r in rows if r["step"] <= 512]
-    # p at the start of each of the row's two 64-step rollouts: (1 + (1 - 64/512)) / 2
-    assert stage0[0]["teacher_forcing"] == pytest.approx(0.9375)
+    # p = 1 - frames/512, taken at each step of the row's two 64-frame rollouts (4 tasks x 16
+    # steps): the mean of 1 - 4t/512 over t = 0..31 is 1 - 62/512
+    assert stage0[0]["teacher_forcing"] == pytest.approx(1 - 62 / 512)
     assert all("teacher_forcing" not in r for r in rows if r["step"] > 512)
     assert all("loss/imitation_loss/imitation_loss" in r for r in stage0)
 

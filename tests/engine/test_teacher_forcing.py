@@ -26,7 +26,11 @@ class AlwaysZero(ActorCriticModel):
         return ActorCriticOutput(Categorical(logits=logits), torch.zeros(steps, tasks)), memory
 
 
-def _rollout(probability):
+def _rollout(schedule):
+    """A 10-step rollout of 4 counting tasks; `schedule` gives p at the stage's frames (a float:
+    p throughout)."""
+    if not callable(schedule):
+        schedule = (lambda p: lambda frames: p)(schedule)
     sensors = [CounterSensor(), ExpertActionSensor(nactions=3)]
     samplers = [CountingSampler(slot, length=5, sensors=sensors) for slot in range(4)]
     with VectorSampler(samplers, num_workers=1) as sampler:
@@ -37,7 +41,7 @@ def _rollout(probability):
         )
         storage.set_observations(0, sampler.reset())
         teacher = TeacherForcing(
-            probability, ExpertActionSensor.UUID, torch.Generator().manual_seed(0)
+            schedule, 0, 4, ExpertActionSensor.UUID, torch.Generator().manual_seed(0)
         )
         result = collect_rollout(model=model, sampler=sampler, storage=storage, teacher=teacher)
     expert = storage.observations[ExpertActionSensor.UUID][:10]
@@ -63,6 +67,14 @@ def test_teacher_forcing_at_half_mixes():
     storage, valid, _ = _rollout(0.5)
     expert_taken = (storage.actions[valid] == 2).float().mean().item()
     assert 0.2 < expert_taken < 0.8
+
+
+def test_the_probability_follows_the_schedule_step_by_step_within_a_rollout():
+    # 4 tasks: step t of the rollout is at stage frame 4t; p = 1 up to frame 16, then 0
+    storage, valid, result = _rollout(lambda frames: 1.0 if frames < 20 else 0.0)
+    assert result.teacher_forcing == [1.0] * 5 + [0.0] * 5
+    assert (storage.actions[:5][valid[:5]] == 2).all() and valid[:5].any()
+    assert (storage.actions[5:] == 0).all()
 
 
 def test_stored_log_prob_is_of_the_executed_action():

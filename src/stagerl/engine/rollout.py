@@ -7,6 +7,7 @@ executes the expert's action with probability p where that action is valid, and 
 keeps the action that was actually executed.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -18,19 +19,30 @@ from stagerl.tasks.vector import StepBatch, VectorSampler
 
 @dataclass
 class TeacherForcing:
-    """This rollout's probability of executing the expert's action, and where to read it."""
+    """The stage's schedule of the probability of executing the expert's action, and where
+    to read that action. As in AllenAct, the schedule is evaluated at every step, at the
+    stage's frames so far: `stage_steps` when the rollout starts, plus `frames_per_step` (the
+    tasks of all ranks) for each step taken since."""
 
-    probability: float
+    schedule: Callable[[int], float]
+    stage_steps: int
+    frames_per_step: int
     expert_uuid: str
     generator: torch.Generator
+
+    def probability(self, t: int) -> float:
+        """The probability at step `t` of the rollout."""
+        return float(self.schedule(self.stage_steps + t * self.frames_per_step))
 
 
 @dataclass
 class RolloutResult:
-    """Metrics of the episodes a rollout finished, and how many steps the expert acted."""
+    """Metrics of the episodes a rollout finished, how many steps the expert acted, and the
+    teacher-forcing probability of each step."""
 
     episodes: list[dict[str, float]] = field(default_factory=list)
     expert_steps: int = 0
+    teacher_forcing: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -51,12 +63,15 @@ def sample_actions(distribution: torch.distributions.Categorical) -> torch.Tenso
 
 
 def _teacher_forced(
-    actions: torch.Tensor, observations: dict[str, torch.Tensor], teacher: TeacherForcing | None
+    actions: torch.Tensor,
+    observations: dict[str, torch.Tensor],
+    teacher: TeacherForcing | None,
+    probability: float,
 ) -> tuple[torch.Tensor, int]:
-    if teacher is None or teacher.probability <= 0:
+    if teacher is None or probability <= 0:
         return actions, 0
     expert = observations[teacher.expert_uuid][0]
-    coin = torch.rand(actions.shape, generator=teacher.generator) < teacher.probability
+    coin = torch.rand(actions.shape, generator=teacher.generator) < probability
     use_expert = coin.to(actions.device) & expert[:, 1].bool()
     return torch.where(use_expert, expert[:, 0], actions), int(use_expert.sum())
 
@@ -117,7 +132,8 @@ def _act(
         storage.masks[t : t + 1, tasks],
     )
     actions = sample_actions(output.distributions)[0]
-    actions, expert_steps = _teacher_forced(actions, observations, teacher)
+    probability = teacher.probability(t) if teacher is not None else 0.0
+    actions, expert_steps = _teacher_forced(actions, observations, teacher, probability)
     result.expert_steps += expert_steps
     log_probs = output.distributions.logits[0].gather(-1, actions[:, None])[:, 0]
     return _Acted(actions, log_probs, output.values[0], next_memory)
@@ -165,6 +181,8 @@ def collect_rollout(
     acted: dict[int, _Acted] = {}  # per group, the decision its workers are stepping
     cuts = _TimeLimitCuts()
     for t in range(storage.num_steps):
+        if teacher is not None:
+            result.teacher_forcing.append(teacher.probability(t))
         for g, tasks in enumerate(sampler.groups):
             if t > 0:
                 step = sampler.receive_step(g)

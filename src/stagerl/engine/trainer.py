@@ -177,7 +177,9 @@ class Trainer:
         if stage.teacher_forcing is None:
             return None
         return TeacherForcing(
-            probability=stage.teacher_forcing(self.state.stage_steps),
+            schedule=stage.teacher_forcing,
+            stage_steps=self.state.stage_steps,
+            frames_per_step=self.setup.total_tasks,
             expert_uuid=self.setup.expert_uuid,
             generator=self.generators["teacher_rng"],
         )
@@ -283,7 +285,7 @@ class Trainer:
         if teacher is not None:
             logger.add(
                 {
-                    "teacher_forcing": teacher.probability,
+                    "teacher_forcing": sum(result.teacher_forcing) / len(result.teacher_forcing),
                     "expert_action_fraction": result.expert_steps
                     / (storage.num_steps * storage.num_tasks),
                 }

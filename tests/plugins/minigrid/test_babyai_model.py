@@ -103,3 +103,21 @@ def test_each_distinct_mission_is_encoded_as_if_alone():
         words = int((mission != 0).sum())
         outputs, _ = model.instr_rnn(model.word_embedding(mission[None, :words]))
         torch.testing.assert_close(encoded[row], outputs[0, -1])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_encodings_kept_while_acting_expire_with_an_optimizer_step(fused):
+    # a fused Adam step leaves the parameters' version counters as they were
+    torch.manual_seed(0)
+    model = BabyAIRecurrentACModel(ACTIONS, _space(mission=True), use_instr=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
+    tokens = torch.tensor([[2, 3, 4, 23, 30, 0, 0, 0]])
+    with torch.no_grad():
+        before = model._instruction(tokens)
+    model._instruction(tokens).sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = model._instruction(tokens)
+        fresh = model._encode_missions(tokens)
+    torch.testing.assert_close(after, fresh)
+    assert not torch.allclose(after, before)

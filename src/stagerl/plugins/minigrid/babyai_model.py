@@ -7,9 +7,21 @@ import torch
 from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from stagerl.errors import ConfigError
 from stagerl.models.base import ActorCriticModel, ActorCriticOutput, run_recurrent
+
+_optimizer_steps = [0]  # steps taken by any torch optimizer in this process
+
+
+def _count_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+    _optimizer_steps[0] += 1
+
+
+# A fused (or foreach-less) optimizer step can leave the parameters' version counters as they
+# were, so cached mission encodings also expire with any optimizer step.
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 def _unit_rows_(linear: nn.Linear) -> None:
@@ -134,10 +146,10 @@ class BabyAIRecurrentACModel(ActorCriticModel):
 
     def _acting_encodings(self, keys: list[int], missions: torch.Tensor) -> torch.Tensor:
         """Encodings kept by mission while no gradient is taken and the encoder's parameters
-        stay the same (an optimizer step or a load changes their version; `train()`/`eval()`
-        also start afresh): re-encoding every step was a quarter of the acting forward pass."""
+        stay the same (any optimizer step, or a load, which changes their version; `train()` and
+        `eval()` also start afresh): re-encoding every step was a quarter of the acting forward pass."""
         parameters = (*self.word_embedding.parameters(), *self.instr_rnn.parameters())
-        stamp = tuple((p.data_ptr(), p._version) for p in parameters)
+        stamp = (_optimizer_steps[0], *((p.data_ptr(), p._version) for p in parameters))
         if stamp != self._encodings_stamp or len(self._encodings) > 4096:
             self._encodings, self._encodings_stamp = {}, stamp
         missing = [i for i, key in enumerate(keys) if key not in self._encodings]

@@ -60,8 +60,8 @@ def expert_action(task: Any) -> int:
         if agent.cam_pitch > PITCH_RANGE[0]:
             return LOOK_DOWN
         return MOVE_AHEAD  # looked fully down and still hidden: go closer
-    if agent.cam_pitch < 0:
-        return LOOK_UP  # walk (and search) looking ahead
+    if agent.cam_pitch != 0:  # walk (and search) looking ahead
+        return LOOK_UP if agent.cam_pitch < 0 else LOOK_DOWN
     if _searching(task, world, targets):
         return ROTATE_LEFT
     return _step_on_the_map(task, world)
@@ -130,7 +130,7 @@ def _direct_step(task: Any, world: Any) -> int | None:
     """Where the way to the nearest target is a clear straight line (the shortest path, which
     the grid's path only approximates), head for the target itself: turn until it is within
     FACING_DEGREES of ahead, then walk. The action then follows from where the target lies
-    in the frame. None where the line is blocked."""
+    in the frame. None where the line or the step is blocked."""
     agent = world.agent
     target = min(world.objects_of(task.target_type), key=task.surface_distance)
     offset = (target.pos - agent.pos) * np.array([1.0, 0.0, 1.0])
@@ -141,6 +141,10 @@ def _direct_step(task: Any, world: Any) -> int | None:
     angle = _bearing(agent, target.pos)
     if abs(angle) > FACING_DEGREES:
         return _turn_towards(angle)
+    # the heading may be up to FACING_DEGREES off the clear line: a blocked step would be
+    # asked for again and again
+    if world.intersect(agent, agent.pos + agent.dir_vec * MOVE_STEP, agent.radius):
+        return None
     return MOVE_AHEAD
 
 
