@@ -23,9 +23,9 @@ def test_multi_linear_decay_chains_segments():
     assert ConstantSchedule(0.3)(12345) == 0.3
 
 
-def test_linear_decay_over_no_steps_is_at_its_end_and_non_numbers_are_rejected():
+def test_linear_decay_over_no_or_negative_steps_and_non_numbers_are_rejected():
     assert LinearDecay(steps=0)(0) == 0.0
-    assert LinearDecay(-1, startp=1.0, endp=0.3)(5) == 0.3
+    assert LinearDecay(-1, startp=1.0, endp=0.3)(5) == 1.0  # AllenAct: no decay at all
     with pytest.raises(ConfigError, match="LinearDecay.steps"):
         LinearDecay(steps="50k")
 

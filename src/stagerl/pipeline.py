@@ -178,7 +178,7 @@ def _check_update_settings(owner: str, settings: dict[str, Any]) -> None:
         if name in settings:
             _positive(name, settings[name], owner=owner)
     if "gamma" in settings:
-        require(0 < settings["gamma"] <= 1, f"{owner}.gamma", settings["gamma"], "in (0, 1]")
+        require(0 <= settings["gamma"] <= 1, f"{owner}.gamma", settings["gamma"], "in [0, 1]")
     if "gae_lambda" in settings:
         value = settings["gae_lambda"]
         require(0 <= value <= 1, f"{owner}.gae_lambda", value, "in [0, 1]")

@@ -8,8 +8,9 @@ from stagerl.errors import require
 class LinearDecay:
     """Linear interpolation from `startp` to `endp` over `steps`, then constant at `endp`.
 
-    A decay over `steps <= 0` is over before it starts: `endp` throughout (AllenAct's BabyAI
-    baselines build `LinearDecay(-1)` for losses that a pipeline then never uses).
+    A negative `steps` clamps the step to 0, as AllenAct's does: `startp` throughout (its BabyAI
+    baselines build such decays where they mean none). A decay over 0 steps, which AllenAct
+    divides by zero on, is over before it starts: `endp` throughout.
     """
 
     def __init__(self, steps: int, startp: float = 1.0, endp: float = 0.0) -> None:
@@ -24,7 +25,9 @@ class LinearDecay:
         self.endp = endp
 
     def __call__(self, epoch: int) -> float:
-        if self.steps <= 0:
+        if self.steps < 0:
+            return self.startp
+        if self.steps == 0:
             return self.endp
         fraction = min(max(epoch, 0) / self.steps, 1.0)
         return self.startp + (self.endp - self.startp) * fraction

@@ -37,6 +37,18 @@ def test_stages_switch_at_their_step_budget(tmp_path):
     assert all("loss/imitation_loss/imitation_loss" in r for r in stage0)
 
 
+def test_a_stage_ends_with_a_row_of_its_own_when_the_log_interval_does_not_divide_it(tmp_path):
+    config = fixture_variant(
+        tmp_path,
+        "tiny_dagger_ppo.py",
+        {"metric_accumulate_interval=128": "metric_accumulate_interval=384"},
+    )
+    Trainer(load_experiment(config), run_dir=tmp_path / "run", seed=0).train()
+    rows = [(r["step"], r["stage"]) for r in _rows(tmp_path / "run")]
+    stage0, stage1 = "0:imitation_loss", "1:ppo_loss"
+    assert rows == [(384, stage0), (512, stage0), (896, stage1), (1024, stage1)]
+
+
 def test_seed_dagger_then_ppo_pipeline_trains_through_both_stages(tmp_path):
     experiment = load_experiment(ROOT / "projects" / "seed" / "dagger_then_ppo_minigrid.py")
     final = Trainer(experiment, run_dir=tmp_path, seed=0).train(stop_after_steps=6 * 2048)

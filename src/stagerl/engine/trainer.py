@@ -442,6 +442,9 @@ class Trainer:
         while state.stage_index < len(stages) and state.total_steps < stop_at:
             stage = stages[state.stage_index]
             if state.stage_steps >= stage.max_stage_steps or state.stopped_early:
+                # the stage's last window is a row of its own, not the next stage's first
+                name = self.pipeline.stage_names[state.stage_index]
+                logger.maybe_emit(state.total_steps, state.stage_index, name, force=True)
                 more_stages = state.stage_index + 1 < len(stages)  # else the final save follows
                 if more_stages and state.last_save_steps != state.total_steps:
                     self._checkpoint(sampler, storage, logger)  # every stage's final model
