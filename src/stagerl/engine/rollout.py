@@ -66,9 +66,10 @@ def _teacher_forced(
     actions: torch.Tensor,
     observations: dict[str, torch.Tensor],
     teacher: TeacherForcing | None,
-    probability: float,
+    t: int,
 ) -> tuple[torch.Tensor, int]:
-    if teacher is None or probability <= 0:
+    probability = teacher.probability(t) if teacher is not None else 0.0
+    if probability <= 0:
         return actions, 0
     expert = observations[teacher.expert_uuid][0]
     coin = torch.rand(actions.shape, generator=teacher.generator) < probability
@@ -132,8 +133,7 @@ def _act(
         storage.masks[t : t + 1, tasks],
     )
     actions = sample_actions(output.distributions)[0]
-    probability = teacher.probability(t) if teacher is not None else 0.0
-    actions, expert_steps = _teacher_forced(actions, observations, teacher, probability)
+    actions, expert_steps = _teacher_forced(actions, observations, teacher, t)
     result.expert_steps += expert_steps
     log_probs = output.distributions.logits[0].gather(-1, actions[:, None])[:, 0]
     return _Acted(actions, log_probs, output.values[0], next_memory)
