@@ -66,10 +66,9 @@ def _teacher_forced(
     actions: torch.Tensor,
     observations: dict[str, torch.Tensor],
     teacher: TeacherForcing | None,
-    t: int,
+    probability: float,
 ) -> tuple[torch.Tensor, int]:
-    probability = teacher.probability(t) if teacher is not None else 0.0
-    if probability <= 0:
+    if teacher is None or probability <= 0:
         return actions, 0
     expert = observations[teacher.expert_uuid][0]
     coin = torch.rand(actions.shape, generator=teacher.generator) < probability
@@ -123,6 +122,7 @@ def _act(
     tasks: slice,
     memory: torch.Tensor,
     teacher: TeacherForcing | None,
+    probability: float,
     result: RolloutResult,
 ) -> _Acted:
     observations = storage.observations_at(t, tasks)
@@ -133,7 +133,7 @@ def _act(
         storage.masks[t : t + 1, tasks],
     )
     actions = sample_actions(output.distributions)[0]
-    actions, expert_steps = _teacher_forced(actions, observations, teacher, t)
+    actions, expert_steps = _teacher_forced(actions, observations, teacher, probability)
     result.expert_steps += expert_steps
     log_probs = output.distributions.logits[0].gather(-1, actions[:, None])[:, 0]
     return _Acted(actions, log_probs, output.values[0], next_memory)
@@ -181,13 +181,14 @@ def collect_rollout(
     acted: dict[int, _Acted] = {}  # per group, the decision its workers are stepping
     cuts = _TimeLimitCuts()
     for t in range(storage.num_steps):
+        probability = teacher.probability(t) if teacher is not None else 0.0
         if teacher is not None:
-            result.teacher_forcing.append(teacher.probability(t))
+            result.teacher_forcing.append(probability)
         for g, tasks in enumerate(sampler.groups):
             if t > 0:
                 step = sampler.receive_step(g)
                 _record(storage, t - 1, tasks, acted[g], step, result, cuts)
-            acted[g] = _act(model, storage, t, tasks, memory, teacher, result)
+            acted[g] = _act(model, storage, t, tasks, memory, teacher, probability, result)
             memory[:, tasks] = acted[g].memory
             sampler.send_step(g, acted[g].actions.cpu().numpy())
     for g, tasks in enumerate(sampler.groups):

@@ -41,6 +41,12 @@ def _bearing(agent: Any, target: np.ndarray) -> float:
     return (angle + 180) % 360 - 180
 
 
+def _step_blocked(world: Any) -> bool:
+    """Whether a MoveAhead from here would run into a wall or an object."""
+    agent = world.agent
+    return bool(world.intersect(agent, agent.pos + agent.dir_vec * MOVE_STEP, agent.radius))
+
+
 def _turn_towards(angle: float) -> int:
     return ROTATE_LEFT if angle > 0 else ROTATE_RIGHT
 
@@ -118,7 +124,7 @@ def _step_on_the_map(task: Any, world: Any) -> int:
         angle = _bearing(agent, np.array([farthest[0], 0.0, farthest[1]]))
         if abs(angle) > FACING_DEGREES:
             return _turn_towards(angle)
-        if not world.intersect(agent, agent.pos + agent.dir_vec * MOVE_STEP, agent.radius):
+        if not _step_blocked(world):
             return MOVE_AHEAD
     # skirting an object: detour for a few steps (by the step count, so asking twice in a
     # step gives one answer), or the two rules would undo each other's turns
@@ -143,7 +149,7 @@ def _direct_step(task: Any, world: Any) -> int | None:
         return _turn_towards(angle)
     # the heading may be up to FACING_DEGREES off the clear line: a blocked step would be
     # asked for again and again
-    if world.intersect(agent, agent.pos + agent.dir_vec * MOVE_STEP, agent.radius):
+    if _step_blocked(world):
         return None
     return MOVE_AHEAD
 
