@@ -1,7 +1,7 @@
 """What a stage or a pipeline may add to plain on-policy training: DAgger's dataset of expert
 sequences, validation during training, and an off-policy component."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,15 +70,19 @@ class OffPolicyPipelineComponent:
     rollout of the stage.
 
     `data_iterator_builder(**kwargs)` makes the stage's batch iterator. The trainer calls it
-    once, before any worker starts, with `rank`, `world_size`, `seed`, `observation_space`
-    (the experiment's sensors) and `env_ids` (the training tasks' environments where their
-    sampler names them), so that an iterator can check the dataset fits and ranks can split it.
+    once, before any worker starts, with those of `rank`, `world_size`, `seed`,
+    `observation_space` (the experiment's sensors) and `env_ids` (the training tasks'
+    environments where their sampler names them) that its signature takes, so that an iterator
+    can check the dataset fits and ranks can split it. As in AllenAct,
+    `data_iterator_kwargs_generator(rank, tasks_per_rank, seed)` (`seed` the same on every rank)
+    may return more keyword arguments for the builder; they win over the trainer's.
     """
 
     data_iterator_builder: Callable[..., Any]
     loss_names: list[str]
     updates: int = 1
     loss_weights: list[float] | None = None
+    data_iterator_kwargs_generator: Callable[[int, Sequence[int], int | None], dict] | None = None
 
     def __post_init__(self) -> None:
         require(
@@ -109,4 +113,11 @@ class OffPolicyPipelineComponent:
             "OffPolicyPipelineComponent.loss_weights",
             self.loss_weights,
             f"one weight per loss name ({len(self.loss_names)})",
+        )
+        require(
+            self.data_iterator_kwargs_generator is None
+            or callable(self.data_iterator_kwargs_generator),
+            "OffPolicyPipelineComponent.data_iterator_kwargs_generator",
+            self.data_iterator_kwargs_generator,
+            "None or a callable (rank, tasks_per_rank, seed) -> dict of builder arguments",
         )

@@ -1,15 +1,18 @@
-"""The off-policy step: stream memory carries from chunk to chunk and restarts at an epoch."""
+"""The off-policy step: stream memory carries from chunk to chunk and restarts at an epoch;
+building a stage's iterator the AllenAct way and ours."""
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical
 
 from stagerl.engine.learner import WeightedLoss
-from stagerl.engine.offpolicy import OffPolicyLearner
+from stagerl.engine.offpolicy import OffPolicyLearner, build_iterator
+from stagerl.errors import ConfigError
 from stagerl.losses.offpolicy import ExpertCELoss
 from stagerl.models.base import ActorCriticModel, ActorCriticOutput
 from stagerl.offpolicy.dataset import EpisodeArrays
@@ -57,3 +60,46 @@ def test_stream_memory_carries_between_chunks_and_resets_at_a_new_epoch():
     assert not model.memory_seen[1].requires_grad  # detached: truncated BPTT
     assert (learner.samples, learner.epoch, result.attempted) == (20, 1, 5)
     iterator.close()
+
+
+class ReadyIterator:
+    """An iterator with nothing to give: what a builder returns here only has to be one."""
+
+    def __init__(self, **arguments) -> None:
+        self.arguments = arguments
+
+    def __next__(self):
+        raise StopIteration
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+CONTEXT = {"rank": 1, "world_size": 2, "seed": 7, "observation_space": None, "env_ids": None}
+
+
+def test_builders_get_the_context_they_take_and_what_the_kwargs_generator_adds():
+    calls = []
+
+    def generator(rank, tasks_per_rank, seed):
+        calls.append((rank, tasks_per_rank, seed))
+        return {"part": f"{rank} of {len(tasks_per_rank)}", "seed": seed}
+
+    def allenact_style(part, seed):  # takes none of the context but `seed`
+        return ReadyIterator(part=part, seed=seed)
+
+    def build(builder, kwargs_generator=None):
+        component = OffPolicyPipelineComponent(
+            builder, ["bc"], data_iterator_kwargs_generator=kwargs_generator
+        )
+        return build_iterator(component, "stage", CONTEXT, [3, 2], shared_seed=99).arguments
+
+    assert build(lambda **kwargs: ReadyIterator(**kwargs)) == CONTEXT
+    assert build(lambda world_size: ReadyIterator(world_size=world_size)) == {"world_size": 2}
+    assert build(allenact_style, generator) == {"part": "1 of 2", "seed": 99}
+    assert calls == [(1, [3, 2], 99)]
+    with pytest.raises(ConfigError, match=r"stage.data_iterator_kwargs_generator returned list"):
+        build(allenact_style, lambda rank, tasks_per_rank, seed: [rank])

@@ -5,7 +5,9 @@ Each stream of the dataset iterator keeps its recurrent memory from one chunk to
 are counted apart from the stage's environment steps.
 """
 
+import inspect
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import UpdateResult, WeightedLoss, optimizer_step, weighted_loss
 from stagerl.errors import ConfigError
+from stagerl.experiment import user_call
 from stagerl.losses.offpolicy import OffPolicyBatch
 from stagerl.models.base import ActorCriticModel
 from stagerl.offpolicy.iterator import OffPolicyArrays
@@ -22,9 +25,26 @@ from stagerl.pipeline import OffPolicyPipelineComponent
 ITERATOR_METHODS = ("__next__", "state_dict", "load_state_dict")
 
 
-def build_iterator(component: OffPolicyPipelineComponent, where: str, **kwargs: Any) -> Any:
-    """The component's data iterator; an error naming the stage if it is not one."""
-    iterator = component.data_iterator_builder(**kwargs)
+def build_iterator(
+    component: OffPolicyPipelineComponent,
+    where: str,
+    context: dict[str, Any],
+    tasks_per_rank: Sequence[int],
+    shared_seed: int,
+) -> Any:
+    """The component's data iterator: its builder called with the `context` arguments it takes
+    and what `data_iterator_kwargs_generator` adds; an error naming the stage if it fails or
+    does not return an iterator."""
+    builder = component.data_iterator_builder
+    kwargs = _arguments_taken(builder, context)
+    generator = component.data_iterator_kwargs_generator
+    if generator is not None:
+        what = f"{where}.data_iterator_kwargs_generator"
+        extra = user_call(what, generator, context["rank"], list(tasks_per_rank), shared_seed)
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{what} returned {type(extra).__name__}, not a dict of arguments")
+        kwargs.update(extra)
+    iterator = user_call(f"{where}.data_iterator_builder", builder, **kwargs)
     missing = [name for name in ITERATOR_METHODS if not hasattr(iterator, name)]
     if missing:
         raise ConfigError(
@@ -32,6 +52,20 @@ def build_iterator(component: OffPolicyPipelineComponent, where: str, **kwargs: 
             f"{missing}; return e.g. create_minigrid_offpolicy_data_iterator(...)"
         )
     return iterator
+
+
+def _arguments_taken(function: Callable[..., Any], arguments: dict[str, Any]) -> dict[str, Any]:
+    """Those of `arguments` that `function` accepts by name (all of them given `**kwargs`), so
+    that a builder written for AllenAct, which passes none, works unchanged."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins): pass everything
+        return dict(arguments)
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return dict(arguments)
+    by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = {parameter.name for parameter in parameters if parameter.kind in by_name}
+    return {name: value for name, value in arguments.items() if name in names}
 
 
 class OffPolicyLearner:
@@ -123,6 +157,8 @@ class OffPolicyLearner:
             close()
 
 
-def iterator_seed(seed: int, stage_index: int, *, rank: int) -> int:
-    """A seed for one stage's iterator on one rank, distinct from the run's other streams."""
-    return int(np.random.SeedSequence([seed, stage_index, rank]).generate_state(1)[0])
+def iterator_seed(seed: int, stage_index: int, *, rank: int | None) -> int:
+    """A seed for one stage's iterator on one rank (`rank=None`: the seed all ranks share),
+    distinct from the run's other streams."""
+    entropy = [seed, stage_index] + ([] if rank is None else [rank])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])

@@ -251,6 +251,7 @@ def offpolicy_iterators(
     seed: int,
     first_stage: int,
     ranks: Ranks,
+    tasks_per_rank: list[int],
 ) -> dict[int, Any]:
     """Iterators for the remaining stages' off-policy components: built (and their datasets
     checked) now, so that a bad dataset stops the run before any worker starts."""
@@ -258,14 +259,19 @@ def offpolicy_iterators(
     for index, stage in enumerate(pipeline.pipeline_stages):
         if stage.offpolicy_component is None or index < first_stage:
             continue
+        context = {
+            "rank": ranks.rank,
+            "world_size": ranks.world_size,
+            "seed": iterator_seed(seed, index, rank=ranks.rank),
+            "observation_space": samplers[0].observation_space,
+            "env_ids": getattr(samplers[0], "env_ids", None),
+        }
         iterators[index] = build_iterator(
             stage.offpolicy_component,
             f"pipeline_stages[{index}].offpolicy_component",
-            rank=ranks.rank,
-            world_size=ranks.world_size,
-            seed=iterator_seed(seed, index, rank=ranks.rank),
-            observation_space=samplers[0].observation_space,
-            env_ids=getattr(samplers[0], "env_ids", None),
+            context,
+            tasks_per_rank,
+            shared_seed=iterator_seed(seed, index, rank=None),
         )
     return iterators
 
@@ -331,7 +337,10 @@ def build_training_setup(
     if ranks.is_main:
         validation = _validation_samplers(experiment, pipeline, seed, max_sampler_processes)
     first_stage = resume["state"]["stage_index"] if resume else 0
-    offpolicy = offpolicy_iterators(pipeline, samplers, seed, first_stage, ranks)
+    tasks_per_rank = [
+        everyone.for_rank(r, ranks.world_size)[0].nprocesses for r in range(ranks.world_size)
+    ]
+    offpolicy = offpolicy_iterators(pipeline, samplers, seed, first_stage, ranks, tasks_per_rank)
     model = build_model(experiment, samplers[0].action_space, device)
     optimizer = user_call(
         "TrainingPipeline.optimizer_builder", pipeline.optimizer_builder, model.parameters()

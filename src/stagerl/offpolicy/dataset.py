@@ -130,6 +130,22 @@ def _episode_groups(file: Any, hdf5_path: Path, episodes: int) -> list[Any]:
     return [file[name] for name in names]
 
 
+def episode_lengths(path: Path) -> np.ndarray:
+    """Every episode's number of actions, in recorded order (read without the data)."""
+    import h5py
+
+    metadata = read_metadata(path)
+    hdf5_path: Path = metadata["hdf5_path"]
+    try:
+        with h5py.File(hdf5_path, "r") as file:
+            groups = _episode_groups(file, hdf5_path, int(metadata["total_episodes"]))
+            return np.array([group["actions"].shape[0] for group in groups], dtype=np.int64)
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError) as error:
+        raise DatasetError(f"{hdf5_path}: corrupt or unreadable ({error})") from None
+
+
 def read_episodes(
     path: Path, observation_keys: list[str], episode_indices: np.ndarray
 ) -> EpisodeArrays:

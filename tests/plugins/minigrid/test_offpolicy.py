@@ -8,6 +8,7 @@ import pytest
 from gymnasium import spaces
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
+from stagerl.errors import ConfigError
 from stagerl.offpolicy.dataset import DatasetError, write_dataset
 from stagerl.plugins.minigrid.offpolicy import create_minigrid_offpolicy_data_iterator
 from stagerl.plugins.minigrid.recording import mission_tokens, observation_space
@@ -52,10 +53,9 @@ def dataset(tmp_path_factory) -> Path:
     return _hand_made(tmp_path_factory.mktemp("hand-made") / "hand-made-v0", episodes=10)
 
 
-def _episodes_seen(path: Path, rank: int) -> set[int]:
-    iterator = create_minigrid_offpolicy_data_iterator(
-        path, nrollouts=2, rollout_len=3, instr_len=5, rank=rank, world_size=2
-    )
+def _episodes_seen(path: Path, **kwargs) -> set[int]:
+    """The episodes (by number) an iterator's first epoch shows."""
+    iterator = create_minigrid_offpolicy_data_iterator(path, instr_len=5, **kwargs)
     seen = set()
     while True:
         batch = next(iterator)
@@ -67,9 +67,19 @@ def _episodes_seen(path: Path, rank: int) -> set[int]:
 
 
 def test_two_ranks_read_disjoint_episodes_that_cover_the_dataset(dataset):
-    first, second = _episodes_seen(dataset, rank=0), _episodes_seen(dataset, rank=1)
+    ranks = [dict(nrollouts=2, rollout_len=3, rank=rank, world_size=2) for rank in (0, 1)]
+    first, second = _episodes_seen(dataset, **ranks[0]), _episodes_seen(dataset, **ranks[1])
     assert first.isdisjoint(second)
     assert first | second <= set(range(10)) and len(first | second) >= 8  # epoch tails drop
+
+
+def test_restrict_max_steps_in_dataset_keeps_the_episodes_begun_within_it(dataset):
+    # episodes of 1, 2, 3, 1, ... steps: the first three begin at steps 0, 1, 3 (< 5), the
+    # fourth at 6; one stream in chunks of 2 plays their 6 steps with nothing left over
+    seen = _episodes_seen(dataset, nrollouts=1, rollout_len=2, restrict_max_steps_in_dataset=5)
+    assert seen == {0, 1, 2}
+    with pytest.raises(ConfigError, match=r"restrict_max_steps_in_dataset=0 is invalid"):
+        create_minigrid_offpolicy_data_iterator(dataset, 1, 2, 5, restrict_max_steps_in_dataset=0)
 
 
 def test_missions_become_instr_len_tokens(dataset):

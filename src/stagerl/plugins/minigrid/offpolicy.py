@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from stagerl.errors import require
 from stagerl.losses.offpolicy import ExpertCELoss
-from stagerl.offpolicy.dataset import DatasetError, read_episodes, read_metadata
+from stagerl.offpolicy.dataset import DatasetError, episode_lengths, read_episodes, read_metadata
 from stagerl.offpolicy.iterator import TruncatedBPTTIterator
 
 # Recorded key -> the uuid of the sensor that observes the same thing during training.
@@ -68,11 +69,25 @@ def _check_fits(
         )
 
 
+def _episodes_within(path: Path, max_steps: int) -> int:
+    """How many leading episodes are used when at most about `max_steps` steps are wanted."""
+    require(
+        isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1,
+        "restrict_max_steps_in_dataset",
+        max_steps,
+        "a positive number of steps",
+    )
+    lengths = episode_lengths(path)
+    steps_before = np.cumsum(lengths) - lengths
+    return int(np.count_nonzero(steps_before < max_steps))
+
+
 def create_minigrid_offpolicy_data_iterator(
     path: str | Path,
     nrollouts: int,
     rollout_len: int,
     instr_len: int | None,
+    restrict_max_steps_in_dataset: int | None = None,
     *,
     rank: int = 0,
     world_size: int = 1,
@@ -84,7 +99,9 @@ def create_minigrid_offpolicy_data_iterator(
     """Truncated-BPTT batches (`[rollout_len, nrollouts]`) of a recorded dataset, with the
     grid as `minigrid_ego_image` and, unless `instr_len` is None, the mission as
     `instr_len` tokens in `minigrid_mission`. Rank `rank` of `world_size` reads every
-    `world_size`-th episode from its `rank`-th on, so ranks never share an episode.
+    `world_size`-th episode from its `rank`-th on, so ranks never share an episode. Given
+    `restrict_max_steps_in_dataset`, only the first recorded episodes are used: each one while
+    fewer steps than that have been taken (as AllenAct counts, so the last may go past it).
 
     The trainer passes `rank`, `world_size`, `seed`, `observation_space` and `env_ids`; the
     dataset is checked against them before anything starts.
@@ -96,7 +113,10 @@ def create_minigrid_offpolicy_data_iterator(
     if not 0 <= rank < world_size:
         raise DatasetError(f"{path}: rank {rank} is not within world_size {world_size}")
     keys = ["image"] + (["mission"] if instr_len is not None else [])
-    indices = np.arange(rank, int(metadata["total_episodes"]), world_size)
+    episodes_used = int(metadata["total_episodes"])
+    if restrict_max_steps_in_dataset is not None:
+        episodes_used = _episodes_within(path, restrict_max_steps_in_dataset)
+    indices = np.arange(rank, episodes_used, world_size)
     if not len(indices):
         raise DatasetError(
             f"{path}: {metadata['total_episodes']} episodes leave trainer rank {rank} of "
