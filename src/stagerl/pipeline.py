@@ -206,6 +206,8 @@ class TrainingPipeline:
     `save_interval`: a checkpoint every that many steps, and always at the end of each stage;
     None or <= 0 saves at stage ends only (AllenAct's None saves nothing: stagerl always keeps
     the final model).
+    `advance_scene_rollout_period`: every that many rollouts each training sampler moves to its
+    next scene; episodes under way finish first (AllenAct abandons them).
     `should_log`: False leaves out TensorBoard and the console's metric lines (metrics.jsonl is
     still written).
     `validation`: `Validation(episodes=K)` evaluates every saved checkpoint on K validation
