@@ -1,9 +1,9 @@
 """Rows of metrics.jsonl: frames/s over the frames of their own window, training time on every
-row, validation rows included."""
+row, validation rows included; the episode metrics an early-stopping criterion sees."""
 
 import json
 
-from stagerl.engine.logging import MetricsLogger
+from stagerl.engine.logging import MetricsLogger, TrainingMetrics
 
 
 def test_rows_after_a_resume_count_only_frames_and_seconds_trained_since(tmp_path, monkeypatch):
@@ -27,3 +27,12 @@ def test_rows_after_a_resume_count_only_frames_and_seconds_trained_since(tmp_pat
     logger.close()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["time"]) for r in rows] == [(10_000, 52.0), (10_000, 53.0)]
+
+
+def test_a_criterion_sees_the_rows_episode_metrics_as_allenacts_tracker_gives_them():
+    row = {"train/success": 0.25, "train/ep_length": 10.0, "fps": 500.0, "loss/ppo": 0.1}
+    counts = {"train/success": 4, "train/ep_length": 4, "fps": 1, "loss/ppo": 8}
+    metrics = TrainingMetrics.from_row(row, counts)
+    assert metrics.means() == {"success": 0.25, "ep_length": 10.0}
+    assert metrics.counts() == {"success": 4, "ep_length": 4}
+    assert metrics.sums() == {"success": 1.0, "ep_length": 40.0}

@@ -58,15 +58,24 @@ def test_seed_dagger_then_ppo_pipeline_trains_through_both_stages(tmp_path):
     assert stages[0] == "0:imitation_loss" and stages[-1] == "1:ppo_loss"
 
 
-def test_early_stopping_criterion_ends_the_stage_at_the_first_metrics_it_accepts(tmp_path):
+@pytest.mark.parametrize(
+    "condition, stage_end",
+    [
+        # rollouts of 64 steps, rows every 128: asked after every rollout, with no metrics
+        # after one that closes no window (as AllenAct does) ...
+        ("stage_steps >= 192 and not metrics.means()", 192),
+        # ... and with the window's metrics after one that does
+        ("stage_steps >= 160 and 'ep_length' in metrics.means()", 256),
+    ],
+)
+def test_early_stopping_criterion_is_asked_after_every_rollout(tmp_path, condition, stage_end):
     criterion = (
-        "early_stopping_criterion=lambda stage_steps, total, metrics: "
-        "stage_steps >= 256 and 'ep_length' in metrics.means(),\n"
+        f"early_stopping_criterion=lambda stage_steps, total, metrics: {condition},\n"
         "                    teacher_forcing="
     )
     config = fixture_variant(tmp_path, "tiny_dagger_ppo.py", {"teacher_forcing=": criterion})
     final = Trainer(load_experiment(config), run_dir=tmp_path, seed=0).train()
     rows = _rows(tmp_path)
-    assert max(r["step"] for r in rows if r["stage"] == "0:imitation_loss") == 256
+    assert max(r["step"] for r in rows if r["stage"] == "0:imitation_loss") == stage_end
     state = load_checkpoint(final)["state"]
-    assert (state["stage_index"], state["total_steps"]) == (2, 256 + 512)
+    assert (state["stage_index"], state["total_steps"]) == (2, stage_end + 512)

@@ -41,8 +41,9 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
 
 @dataclass
 class TrainingMetrics:
-    """What an early-stopping criterion sees: the episode metrics of the last interval
-    (`success`, `ep_length`, `reward`, ...) as AllenAct's `ScalarMeanTracker` gives them."""
+    """What an early-stopping criterion sees: the episode metrics (`success`, `ep_length`,
+    `reward`, ...) of the window the last rollout closed, or none, as AllenAct's
+    `ScalarMeanTracker` gives them."""
 
     mean_values: dict[str, float]
     count_values: dict[str, int]
@@ -63,6 +64,10 @@ class TrainingMetrics:
     def counts(self) -> dict[str, int]:
         """How many values each mean is over."""
         return dict(self.count_values)
+
+    def sums(self) -> dict[str, float]:
+        """Each metric's total over the window (mean times count)."""
+        return {key: mean * self.count_values[key] for key, mean in self.mean_values.items()}
 
 
 def add_up_metrics(

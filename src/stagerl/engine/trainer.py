@@ -6,14 +6,12 @@ forcing follow the stage's step count.
 """
 
 import contextlib
-import random
 import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from stagerl.engine.aggregation import ExpertDataBuffer
@@ -24,11 +22,12 @@ from stagerl.engine.logging import MetricsLogger, TrainingMetrics
 from stagerl.engine.offpolicy import OffPolicyLearner
 from stagerl.engine.resume import RankShare, rank_share
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
+from stagerl.engine.seeding import rank_seed, rng_state, seed_everything, set_rng_state
 from stagerl.engine.setup import TrainingSetup, build_training_setup
 from stagerl.engine.storage import RolloutStorage
 from stagerl.engine.validation import Validator
 from stagerl.errors import StagerlError, WorkerError
-from stagerl.experiment import LoadedExperiment
+from stagerl.experiment import LoadedExperiment, user_call
 from stagerl.pipeline import PipelineStage
 from stagerl.tasks.vector import VectorSampler
 
@@ -60,43 +59,6 @@ class TrainingState:
     last_valid_steps: int = 0
     nonfinite_in_a_row: int = 0
     stopped_early: bool = False  # the stage's early_stopping_criterion said so
-
-
-def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    """Every random stream of the trainer; CUDA's too, where actions are sampled on a GPU."""
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-        **{name: g.get_state() for name, g in generators.items()},
-    }
-
-
-def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    for name, generator in generators.items():
-        generator.set_state(state[name])
-
-
-def rank_seed(seed: int, rank: int, total_steps: int) -> int:
-    """The seed of a rank's random streams, other than rank 0's at the start (which is `seed`)."""
-    return int(np.random.SeedSequence([seed, rank, total_steps]).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> dict[str, torch.Generator]:
-    """Seed python, numpy and torch; return the trainer's own generators (minibatches, teacher)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return {
-        "minibatch_rng": torch.Generator().manual_seed(seed + 1),
-        "teacher_rng": torch.Generator().manual_seed(seed + 2),
-    }
 
 
 class Trainer:
@@ -138,7 +100,7 @@ class Trainer:
                 resume, ranks.rank, ranks.world_size, setup.first_task, setup.num_tasks
             )
         if self.share is not None and self.share.rng is not None:
-            _set_rng_state(self.share.rng, self.generators)
+            set_rng_state(self.share.rng, self.generators)
         elif ranks.rank > 0 or self.share is not None:  # each rank samples its own actions
             self.generators = seed_everything(
                 rank_seed(self.seed, ranks.rank, self.state.total_steps)
@@ -268,7 +230,7 @@ class Trainer:
         model.eval()
         # Collecting changes only the samplers and RNGs; with these, a worker fault mid-rollout
         # can still be checkpointed exactly as of the rollout's start.
-        boundary = {"samplers": sampler.snapshot(), "rng": _rng_state(self.generators)}
+        boundary = {"samplers": sampler.snapshot(), "rng": rng_state(self.generators)}
         try:
             result = collect_rollout(model=model, sampler=sampler, storage=storage, teacher=teacher)
         except WorkerError as error:
@@ -363,7 +325,7 @@ class Trainer:
         self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
     ) -> Path | None:
         return self._save(
-            storage, logger, samplers=sampler.snapshot(), rng=_rng_state(self.generators)
+            storage, logger, samplers=sampler.snapshot(), rng=rng_state(self.generators)
         )
 
     def _handle_signal(self, signum: int, frame: Any) -> None:
@@ -454,10 +416,8 @@ class Trainer:
             self._rollout_and_update(sampler, storage, logger, stage)
             index = state.stage_index
             row = logger.maybe_emit(state.total_steps, index, self.pipeline.stage_names[index])
-            if row is not None and stage.early_stopping_criterion is not None:
-                metrics = TrainingMetrics.from_row(row, logger.last_counts)
-                stop = stage.early_stopping_criterion(state.stage_steps, state.total_steps, metrics)
-                state.stopped_early = bool(stop)
+            if stage.early_stopping_criterion is not None:
+                state.stopped_early = self._criterion_says_stop(stage, row, logger)
             if self.ranks.end_rollout(self.stop_signal is not None, self.setup.model):
                 signum = self.stop_signal or signal.SIGTERM  # the signal another rank got
                 raise Interrupted(signum, self._save_now(sampler, storage, logger))
@@ -468,6 +428,14 @@ class Trainer:
         last = min(state.stage_index, len(stages) - 1)
         logger.maybe_emit(state.total_steps, last, self.pipeline.stage_names[last], force=True)
         return self._checkpoint(sampler, storage, logger)
+
+    def _criterion_says_stop(self, stage: PipelineStage, row: dict | None, logger: Any) -> bool:
+        """Ask the stage's criterion after every rollout, as AllenAct does: with the episode
+        metrics of the window the rollout closed, else with none."""
+        state, metrics = self.state, TrainingMetrics.from_row(row or {}, logger.last_counts)
+        where = f"pipeline_stages[{state.stage_index}].early_stopping_criterion"
+        criterion = stage.early_stopping_criterion
+        return bool(user_call(where, criterion, state.stage_steps, state.total_steps, metrics))
 
     def _validation_due(self) -> bool:
         interval = self.validator and self.validator.settings.interval
