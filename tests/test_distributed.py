@@ -102,6 +102,17 @@ def test_a_checkpoint_resumes_on_another_number_of_ranks(runs, tmp_path, written
     assert json.loads((branch / "run.json").read_text())["world_size"] == resumed_on
 
 
+@pytest.mark.timeout(300)
+def test_rank_0s_early_stopping_criterion_ends_the_stage_on_every_rank(tmp_path, monkeypatch):
+    # rank 1's criterion would end the PPO stage after 128 steps, rank 0's after 256: were each
+    # rank to follow its own, they would part ways and wait on each other
+    monkeypatch.setenv("TINY_RANKS_STOP_AFTER", "256,128")
+    _train(2, tmp_path)
+    (run_dir,) = _run_dirs(tmp_path)
+    assert [(r["step"], r["stage_index"]) for r in _rows(run_dir)][-1] == (64 + 256, 1)
+    assert _checkpoints(run_dir)[-1] == f"ckpt_{64 + 256:012d}.pt"
+
+
 def test_a_rank_share_keeps_every_task_in_global_order():
     def part(first: int, count: int) -> dict:
         tasks = torch.arange(first, first + count)

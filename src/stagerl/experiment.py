@@ -171,19 +171,24 @@ class MachineParams:
     def _devices_field(self) -> str:
         return "MachineParams.gpu_ids" if self.gpu_ids is not None else "MachineParams.devices"
 
-    def for_rank(self, rank: int, world_size: int) -> tuple["MachineParams", int]:
-        """This rank's share: its task samplers (`nprocesses` per rank when a list, else the
-        total split as evenly as it goes, the first ranks taking one more) and its devices, and
-        the global index of its first sampler."""
+    def task_counts(self, world_size: int) -> tuple[int, ...]:
+        """Each rank's number of task samplers: `nprocesses` per rank when a list, else the
+        total split as evenly as it goes, the first ranks taking one more."""
         counts = self.rank_task_counts
         if counts is None:
             base, extra = divmod(self.nprocesses, world_size)
-            counts = tuple(base + int(r < extra) for r in range(world_size))
-        elif len(counts) != world_size:
+            return tuple(base + int(r < extra) for r in range(world_size))
+        if len(counts) != world_size:
             raise ConfigError(
                 f"MachineParams.nprocesses={list(counts)} gives samplers for {len(counts)} "
                 f"trainer processes, but torchrun started {world_size}"
             )
+        return tuple(counts)
+
+    def for_rank(self, rank: int, world_size: int) -> tuple["MachineParams", int]:
+        """This rank's share: its task samplers (`task_counts`) and its devices, and the global
+        index of its first sampler."""
+        counts = self.task_counts(world_size)
         if counts[rank] == 0:
             raise ConfigError(
                 f"MachineParams.nprocesses={self.nprocesses} leaves rank {rank} of {world_size} "

@@ -53,8 +53,9 @@ class TrainingSettings:
 
 
 class EarlyStoppingCriterion(ABC):
-    """`criterion(stage_steps, total_steps, training_metrics) -> bool`, asked each time training
-    metrics are accumulated (every `metric_accumulate_interval` steps); True ends the stage."""
+    """`criterion(stage_steps, total_steps, training_metrics) -> bool`, asked after every
+    rollout; True ends the stage. `training_metrics` (`means()`, `sums()`, `counts()`) holds the
+    episode metrics of the `metric_accumulate_interval` window the rollout closed, else none."""
 
     @abstractmethod
     def __call__(self, stage_steps: int, total_steps: int, training_metrics: Any) -> bool: ...

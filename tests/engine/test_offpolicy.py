@@ -1,6 +1,7 @@
 """The off-policy step: stream memory carries from chunk to chunk and restarts at an epoch;
 building a stage's iterator the AllenAct way and ours."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,10 @@ def test_builders_get_the_context_they_take_and_what_the_kwargs_generator_adds()
 
     assert build(lambda **kwargs: ReadyIterator(**kwargs)) == CONTEXT
     assert build(lambda world_size: ReadyIterator(world_size=world_size)) == {"world_size": 2}
+    assert build(functools.partial(allenact_style, seed=3), lambda *_: {"part": "p"}) == {
+        "part": "p",
+        "seed": 3,  # what the partial binds stands
+    }
     assert build(allenact_style, generator) == {"part": "1 of 2", "seed": 99}
     assert calls == [(1, [3, 2], 99)]
     with pytest.raises(ConfigError, match=r"stage.data_iterator_kwargs_generator returned list"):

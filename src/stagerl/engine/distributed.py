@@ -185,25 +185,28 @@ class Ranks:
             for tensor in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(tensor.data, src=0)
 
-    def end_rollout(self, stop: bool, model: nn.Module) -> bool:
+    def end_rollout(self, stop: bool, stage_done: bool, model: nn.Module) -> tuple[bool, bool]:
         """Once per rollout: whether any rank was asked to stop (so all stop at the same
-        rollout), and a check that all ranks still hold the same parameters."""
+        rollout) and whether rank 0's early-stopping criterion ended the stage (so all change
+        stage together, whatever a criterion reads), with a check that all ranks still hold
+        the same parameters."""
         if not self.distributed:
-            return stop
+            return stop, stage_done
         with torch.no_grad():
             checksum = torch.stack([p.double().sum() for p in model.parameters()]).sum()
-        mine = torch.stack([checksum.new_tensor(float(stop)), checksum]).to(self.device)
+        flags = checksum.new_tensor([float(stop), float(stage_done)])
+        mine = torch.cat([flags, checksum[None]]).to(self.device)
         everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
         with self._collective("the end-of-rollout check"):
             dist.all_gather(everyone, mine)
-        sums = [float(t[1]) for t in everyone]
+        sums = [float(t[2]) for t in everyone]
         if any(s != sums[0] for s in sums):
             raise RankError(
                 f"rank {self.rank}: the ranks' parameters differ (checksums {sums}); a loss or "
                 "model that changes parameters outside the optimizer step, or a gradient that "
                 "depends on the rank, breaks distributed training"
             )
-        return any(bool(t[0]) for t in everyone)
+        return any(bool(t[0]) for t in everyone), bool(everyone[0][1])
 
     def all_gather(self, value: T, what: str) -> list[T]:
         """Every rank's `value`, in rank order."""

@@ -5,6 +5,7 @@ Each stream of the dataset iterator keeps its recurrent memory from one chunk to
 are counted apart from the stage's environment steps.
 """
 
+import functools
 import inspect
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -56,13 +57,16 @@ def build_iterator(
 
 def _arguments_taken(function: Callable[..., Any], arguments: dict[str, Any]) -> dict[str, Any]:
     """Those of `arguments` that `function` accepts by name (all of them given `**kwargs`), so
-    that a builder written for AllenAct, which passes none, works unchanged."""
+    that a builder taking none, as AllenAct passes none by default, works unchanged; never one
+    a `functools.partial` already binds (the user's value stands)."""
+    bound = function.keywords if isinstance(function, functools.partial) else {}
+    arguments = {name: value for name, value in arguments.items() if name not in bound}
     try:
         parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):  # no signature to read (some builtins): pass everything
-        return dict(arguments)
+        return arguments
     if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
-        return dict(arguments)
+        return arguments
     by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     names = {parameter.name for parameter in parameters if parameter.kind in by_name}
     return {name: value for name, value in arguments.items() if name in names}
@@ -157,8 +161,7 @@ class OffPolicyLearner:
             close()
 
 
-def iterator_seed(seed: int, stage_index: int, *, rank: int | None) -> int:
-    """A seed for one stage's iterator on one rank (`rank=None`: the seed all ranks share),
-    distinct from the run's other streams."""
-    entropy = [seed, stage_index] + ([] if rank is None else [rank])
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+def iterator_seed(seed: int, stage_index: int, *, rank: int) -> int:
+    """A seed for one stage's off-policy iterator on one rank; rank 0's is also the seed all
+    ranks share (the one `data_iterator_kwargs_generator` gets)."""
+    return int(np.random.SeedSequence([seed, stage_index, rank]).generate_state(1)[0])

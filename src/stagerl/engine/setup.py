@@ -271,7 +271,7 @@ def offpolicy_iterators(
             f"pipeline_stages[{index}].offpolicy_component",
             context,
             tasks_per_rank,
-            shared_seed=iterator_seed(seed, index, rank=None),
+            shared_seed=iterator_seed(seed, index, rank=0),
         )
     return iterators
 
@@ -337,9 +337,7 @@ def build_training_setup(
     if ranks.is_main:
         validation = _validation_samplers(experiment, pipeline, seed, max_sampler_processes)
     first_stage = resume["state"]["stage_index"] if resume else 0
-    tasks_per_rank = [
-        everyone.for_rank(r, ranks.world_size)[0].nprocesses for r in range(ranks.world_size)
-    ]
+    tasks_per_rank = list(everyone.task_counts(ranks.world_size))
     offpolicy = offpolicy_iterators(pipeline, samplers, seed, first_stage, ranks, tasks_per_rank)
     model = build_model(experiment, samplers[0].action_space, device)
     optimizer = user_call(

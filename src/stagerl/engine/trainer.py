@@ -416,9 +416,11 @@ class Trainer:
             self._rollout_and_update(sampler, storage, logger, stage)
             index = state.stage_index
             row = logger.maybe_emit(state.total_steps, index, self.pipeline.stage_names[index])
-            if stage.early_stopping_criterion is not None:
-                state.stopped_early = self._criterion_says_stop(stage, row, logger)
-            if self.ranks.end_rollout(self.stop_signal is not None, self.setup.model):
+            stage_done = self.ranks.is_main and self._criterion_says_stop(stage, row, logger)
+            interrupted, state.stopped_early = self.ranks.end_rollout(
+                self.stop_signal is not None, stage_done, self.setup.model
+            )
+            if interrupted:
                 signum = self.stop_signal or signal.SIGTERM  # the signal another rank got
                 raise Interrupted(signum, self._save_now(sampler, storage, logger))
             if save_interval and state.total_steps - state.last_save_steps >= save_interval:
@@ -429,10 +431,15 @@ class Trainer:
         logger.maybe_emit(state.total_steps, last, self.pipeline.stage_names[last], force=True)
         return self._checkpoint(sampler, storage, logger)
 
-    def _criterion_says_stop(self, stage: PipelineStage, row: dict | None, logger: Any) -> bool:
-        """Ask the stage's criterion after every rollout, as AllenAct does: with the episode
-        metrics of the window the rollout closed, else with none."""
-        state, metrics = self.state, TrainingMetrics.from_row(row or {}, logger.last_counts)
+    def _criterion_says_stop(
+        self, stage: PipelineStage, row: dict | None, logger: MetricsLogger
+    ) -> bool:
+        """Ask the stage's criterion after every rollout, as AllenAct does before every one:
+        with the episode metrics of the window this rollout closed, else with none."""
+        if stage.early_stopping_criterion is None:
+            return False
+        metrics = TrainingMetrics.from_row(row or {}, logger.last_counts)
+        state = self.state
         where = f"pipeline_stages[{state.stage_index}].early_stopping_criterion"
         criterion = stage.early_stopping_criterion
         return bool(user_call(where, criterion, state.stage_steps, state.total_steps, metrics))

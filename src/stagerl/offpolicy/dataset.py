@@ -5,10 +5,11 @@ the layout `minari.load_dataset` expects under `MINARI_DATASETS_PATH`; `minari.M
 DIR / "data")` opens it anywhere. This module imports neither torch nor the environments.
 """
 
+import contextlib
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,46 +131,50 @@ def _episode_groups(file: Any, hdf5_path: Path, episodes: int) -> list[Any]:
     return [file[name] for name in names]
 
 
-def episode_lengths(path: Path) -> np.ndarray:
-    """Every episode's number of actions, in recorded order (read without the data)."""
+@contextlib.contextmanager
+def _hdf5_file(path: Path) -> Iterator[tuple[Any, Path, int]]:
+    """The dataset's HDF5 file open for reading, its path and its episode count; any error
+    reading it becomes a DatasetError naming the file."""
     import h5py
 
     metadata = read_metadata(path)
     hdf5_path: Path = metadata["hdf5_path"]
     try:
         with h5py.File(hdf5_path, "r") as file:
-            groups = _episode_groups(file, hdf5_path, int(metadata["total_episodes"]))
-            return np.array([group["actions"].shape[0] for group in groups], dtype=np.int64)
+            yield file, hdf5_path, int(metadata["total_episodes"])
     except DatasetError:
         raise
     except (OSError, KeyError, ValueError) as error:
         raise DatasetError(f"{hdf5_path}: corrupt or unreadable ({error})") from None
+
+
+def leading_episodes(path: Path, max_steps: int) -> int:
+    """How many of the first recorded episodes begin before step `max_steps` of the dataset
+    (AllenAct's `restrict_max_steps_in_dataset`: the last may end past it); reads no further."""
+    with _hdf5_file(path) as (file, _, total):
+        steps = 0
+        for index in range(total):
+            if steps >= max_steps:
+                return index
+            steps += file[f"episode_{index}"]["actions"].shape[0]
+        return total
 
 
 def read_episodes(
     path: Path, observation_keys: list[str], episode_indices: np.ndarray
 ) -> EpisodeArrays:
     """Read the given episodes' observations (these keys) and actions into flat arrays."""
-    import h5py
-
-    metadata = read_metadata(path)
-    hdf5_path: Path = metadata["hdf5_path"]
     observations: dict[str, list[np.ndarray]] = {key: [] for key in observation_keys}
     actions, lengths = [], []
-    try:
-        with h5py.File(hdf5_path, "r") as file:
-            groups = _episode_groups(file, hdf5_path, int(metadata["total_episodes"]))
-            for index in episode_indices:
-                group = groups[index]
-                episode_actions = group["actions"][()]
-                for key in observation_keys:
-                    observations[key].append(group["observations"][key][: len(episode_actions)])
-                actions.append(episode_actions)
-                lengths.append(len(episode_actions))
-    except DatasetError:
-        raise
-    except (OSError, KeyError, ValueError) as error:
-        raise DatasetError(f"{hdf5_path}: corrupt or unreadable ({error})") from None
+    with _hdf5_file(path) as (file, hdf5_path, total):
+        groups = _episode_groups(file, hdf5_path, total)
+        for index in episode_indices:
+            group = groups[index]
+            episode_actions = group["actions"][()]
+            for key in observation_keys:
+                observations[key].append(group["observations"][key][: len(episode_actions)])
+            actions.append(episode_actions)
+            lengths.append(len(episode_actions))
     lengths_array = np.asarray(lengths, dtype=np.int64)
     if len(lengths_array) and lengths_array.min() < 1:
         raise DatasetError(f"{hdf5_path}: an episode has no steps")

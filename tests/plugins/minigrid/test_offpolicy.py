@@ -73,10 +73,18 @@ def test_two_ranks_read_disjoint_episodes_that_cover_the_dataset(dataset):
     assert first | second <= set(range(10)) and len(first | second) >= 8  # epoch tails drop
 
 
+def test_allenacts_current_worker_and_num_workers_name_the_rank_and_world_size(dataset):
+    ranks = dict(nrollouts=2, rollout_len=3)
+    by_allenacts_names = _episodes_seen(dataset, current_worker=1, num_workers=2, **ranks)
+    assert by_allenacts_names == _episodes_seen(dataset, rank=1, world_size=2, **ranks)
+    with pytest.raises(ConfigError, match=r"rank=0 and current_worker=1 disagree"):
+        create_minigrid_offpolicy_data_iterator(dataset, 2, 3, 5, current_worker=1, rank=0)
+
+
 def test_restrict_max_steps_in_dataset_keeps_the_episodes_begun_within_it(dataset):
-    # episodes of 1, 2, 3, 1, ... steps: the first three begin at steps 0, 1, 3 (< 5), the
+    # episodes of 1, 2, 3, 1, ... steps: the first three begin at steps 0, 1, 3 (< 6), the
     # fourth at 6; one stream in chunks of 2 plays their 6 steps with nothing left over
-    seen = _episodes_seen(dataset, nrollouts=1, rollout_len=2, restrict_max_steps_in_dataset=5)
+    seen = _episodes_seen(dataset, nrollouts=1, rollout_len=2, restrict_max_steps_in_dataset=6)
     assert seen == {0, 1, 2}
     with pytest.raises(ConfigError, match=r"restrict_max_steps_in_dataset=0 is invalid"):
         create_minigrid_offpolicy_data_iterator(dataset, 1, 2, 5, restrict_max_steps_in_dataset=0)

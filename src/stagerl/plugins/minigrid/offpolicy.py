@@ -1,14 +1,15 @@
 """Off-policy learning on MiniGrid/BabyAI: batches from datasets `stagerl record-dataset` wrote,
 observed as the plugin's sensors observe the tasks, and the behaviour-cloning loss."""
 
+import numbers
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stagerl.errors import require
+from stagerl.errors import ConfigError, require
 from stagerl.losses.offpolicy import ExpertCELoss
-from stagerl.offpolicy.dataset import DatasetError, episode_lengths, read_episodes, read_metadata
+from stagerl.offpolicy.dataset import DatasetError, leading_episodes, read_episodes, read_metadata
 from stagerl.offpolicy.iterator import TruncatedBPTTIterator
 
 # Recorded key -> the uuid of the sensor that observes the same thing during training.
@@ -69,17 +70,23 @@ def _check_fits(
         )
 
 
-def _episodes_within(path: Path, max_steps: int) -> int:
-    """How many leading episodes are used when at most about `max_steps` steps are wanted."""
+def _one_of(name: str, value: int | None, alias: str, alias_value: int | None, default: int) -> int:
+    """A setting given under stagerl's name or AllenAct's (`alias`); both given must agree."""
+    if value is not None and alias_value is not None and value != alias_value:
+        raise ConfigError(f"{name}={value} and {alias}={alias_value} disagree; give one of them")
+    return next((given for given in (value, alias_value) if given is not None), default)
+
+
+def _positive_steps(max_steps: Any) -> int:
     require(
-        isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1,
+        not isinstance(max_steps, bool)
+        and isinstance(max_steps, numbers.Integral)
+        and max_steps >= 1,
         "restrict_max_steps_in_dataset",
         max_steps,
         "a positive number of steps",
     )
-    lengths = episode_lengths(path)
-    steps_before = np.cumsum(lengths) - lengths
-    return int(np.count_nonzero(steps_before < max_steps))
+    return int(max_steps)
 
 
 def create_minigrid_offpolicy_data_iterator(
@@ -88,9 +95,11 @@ def create_minigrid_offpolicy_data_iterator(
     rollout_len: int,
     instr_len: int | None,
     restrict_max_steps_in_dataset: int | None = None,
+    current_worker: int | None = None,
+    num_workers: int | None = None,
     *,
-    rank: int = 0,
-    world_size: int = 1,
+    rank: int | None = None,
+    world_size: int | None = None,
     seed: int = 0,
     observation_space: Any = None,
     env_ids: list[str] | None = None,
@@ -99,9 +108,10 @@ def create_minigrid_offpolicy_data_iterator(
     """Truncated-BPTT batches (`[rollout_len, nrollouts]`) of a recorded dataset, with the
     grid as `minigrid_ego_image` and, unless `instr_len` is None, the mission as
     `instr_len` tokens in `minigrid_mission`. Rank `rank` of `world_size` reads every
-    `world_size`-th episode from its `rank`-th on, so ranks never share an episode. Given
-    `restrict_max_steps_in_dataset`, only the first recorded episodes are used: each one while
-    fewer steps than that have been taken (as AllenAct counts, so the last may go past it).
+    `world_size`-th episode from its `rank`-th on, so ranks never share an episode
+    (`current_worker` and `num_workers` are AllenAct's names for them). Given
+    `restrict_max_steps_in_dataset`, only the first recorded episodes are used: each one begun
+    before that many steps (as AllenAct counts, so the last may go past it).
 
     The trainer passes `rank`, `world_size`, `seed`, `observation_space` and `env_ids`; the
     dataset is checked against them before anything starts.
@@ -110,17 +120,19 @@ def create_minigrid_offpolicy_data_iterator(
     metadata = read_metadata(path)
     recorded = _recorded_by_stagerl(path, metadata)
     _check_fits(path, recorded, instr_len, observation_space, env_ids)
+    rank = _one_of("rank", rank, "current_worker", current_worker, default=0)
+    world_size = _one_of("world_size", world_size, "num_workers", num_workers, default=1)
     if not 0 <= rank < world_size:
         raise DatasetError(f"{path}: rank {rank} is not within world_size {world_size}")
     keys = ["image"] + (["mission"] if instr_len is not None else [])
-    episodes_used = int(metadata["total_episodes"])
+    used, why = int(metadata["total_episodes"]), "record at least one episode per rank"
     if restrict_max_steps_in_dataset is not None:
-        episodes_used = _episodes_within(path, restrict_max_steps_in_dataset)
-    indices = np.arange(rank, episodes_used, world_size)
+        used = leading_episodes(path, _positive_steps(restrict_max_steps_in_dataset))
+        why = f"restrict_max_steps_in_dataset={restrict_max_steps_in_dataset} keeps too few"
+    indices = np.arange(rank, used, world_size)
     if not len(indices):
         raise DatasetError(
-            f"{path}: {metadata['total_episodes']} episodes leave trainer rank {rank} of "
-            f"{world_size} none; record at least one episode per rank"
+            f"{path}: {used} episodes leave trainer rank {rank} of {world_size} none; {why}"
         )
     episodes = read_episodes(path, keys, indices)
     observations = episodes.observations
