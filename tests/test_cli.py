@@ -22,12 +22,26 @@ def _forbid_workers(monkeypatch):
     monkeypatch.setattr(vector.VectorSampler, "__init__", refuse)
 
 
-def test_unknown_loss_name_fails_before_any_worker_starts(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    ("fixture", "replacements", "named"),
+    [
+        ("bad_loss_name.py", {}, ["'nope'", "named_losses"]),
+        (
+            "tiny_ppo.py",
+            {'Builder(LambdaLR, {"lr_lambda": LinearDecay(steps=cls.STEPS)})': "lambda o: 0.5"},
+            ["TrainingPipeline.lr_scheduler_builder=0.5 is invalid"],
+        ),
+    ],
+    ids=["unknown-loss-name", "no-lr-scheduler-built"],
+)
+def test_a_bad_pipeline_fails_before_any_worker_starts(
+    fixture, replacements, named, tmp_path, monkeypatch, capsys
+):
     _forbid_workers(monkeypatch)
-    code = cli.main(["train", str(FIXTURES / "bad_loss_name.py"), "-o", str(tmp_path)])
-    assert code == 2
+    config = fixture_variant(tmp_path, fixture, replacements)
+    assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert "'nope'" in err and "named_losses" in err
+    assert all(part in err for part in named), err
 
 
 def test_syntax_error_exits_2_in_a_few_lines_naming_the_file():
@@ -160,8 +174,14 @@ def test_a_gpu_asked_for_on_a_machine_without_one_exits_2_naming_the_field(
             "Imitation(expert_sensor=ExpertActionSensor(7, uuid='theirs'))",
             "reads uuid 'theirs', but the tasks' ExpertActionSensors are ['mine']",
         ),
+        (
+            "ExpertActionSensor(3)",
+            "Imitation()",
+            "ExpertActionSensor.nactions=3 is invalid: expected the tasks' 7 actions",
+        ),
+        ("ExpertActionSensor", "Imitation()", "SENSORS[1]=<class"),
     ],
-    ids=["bound-to-the-only-expert-sensor", "named-sensor-missing"],
+    ids=["bound-to-the-only-expert-sensor", "named-sensor-missing", "too-few-actions", "a-class"],
 )
 def test_imitation_reads_the_experiments_expert_sensor_or_fails_before_workers(
     sensors, loss, message, tmp_path, monkeypatch, capsys

@@ -32,6 +32,7 @@ def test_allenact_device_forms(kwargs, device):
         ({"nprocesses": 8, "devices": [0], "gpu_ids": [0]}, "not both"),
         ({"nprocesses": 8, "visualizer": object()}, "MachineParams.visualizer"),
         ({"nprocesses": 8, "max_sampler_processes": 0}, "MachineParams.max_sampler_processes=0"),
+        ({"nprocesses": 8, "update_threads": 2.0}, "MachineParams.update_threads=2.0"),
     ],
 )
 def test_bad_machine_params_name_the_field(kwargs, named):

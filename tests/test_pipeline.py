@@ -42,16 +42,20 @@ def test_unknown_loss_name_is_named():
     ("field", "value"),
     [
         ("num_steps", 0),
+        ("num_steps", 128.0),  # a count must be an integer: torch would fail on it later
         ("metric_accumulate_interval", -5),
         ("save_interval", "often"),
         ("max_grad_norm", 0.0),
         ("gamma", 1.5),
+        ("gamma", "0.99"),
         ("gae_lambda", -0.1),
         ("num_mini_batch", 0),
+        ("num_mini_batch", 4.0),
         ("update_repeats", 0),
         ("advance_scene_rollout_period", 0),
         ("bootstrap_time_limit", "yes"),
         ("validation", 100),
+        ("lr_scheduler_builder", 5),
     ],
 )
 def test_out_of_range_settings_name_field_and_value(field, value):

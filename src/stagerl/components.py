@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stagerl.errors import require
+from stagerl.errors import require, require_positive
 
 
 @dataclass(frozen=True)
@@ -23,18 +23,8 @@ class DatasetAggregation:
     sequences_per_minibatch: int = 8
 
     def __post_init__(self) -> None:
-        require(
-            self.max_sequences > 0,
-            "DatasetAggregation.max_sequences",
-            self.max_sequences,
-            "a positive number of sequences",
-        )
-        require(
-            self.sequences_per_minibatch > 0,
-            "DatasetAggregation.sequences_per_minibatch",
-            self.sequences_per_minibatch,
-            "a positive number of sequences",
-        )
+        for name in ("max_sequences", "sequences_per_minibatch"):
+            require_positive(f"DatasetAggregation.{name}", getattr(self, name), whole=True)
 
 
 @dataclass(frozen=True)

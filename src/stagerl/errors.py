@@ -1,5 +1,12 @@
 """Exceptions users see. Each message says what was wrong, where, and what to do."""
 
+import numbers
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 
 class StagerlError(Exception):
     """Base class for errors stagerl reports to the user without a traceback."""
@@ -25,3 +32,48 @@ def require(condition: bool, field: str, value: object, expected: str) -> None:
     """Raise a ConfigError naming `field` and `value` unless `condition` holds."""
     if not condition:
         raise ConfigError(f"{field}={value!r} is invalid: expected {expected}")
+
+
+def is_number(value: object, whole: bool = False) -> bool:
+    """A real number (an integer if `whole`), numpy's included; not a bool."""
+    kind = numbers.Integral if whole else numbers.Real
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def require_positive(
+    field: str, value: object, *, whole: bool = False, allow_none: bool = False
+) -> None:
+    """Raise a ConfigError naming `field` unless `value` is a positive number (a positive
+    integer if `whole`: a count that torch or range() will take), or None where allowed."""
+    ok = (value is None and allow_none) or (is_number(value, whole) and value > 0)  # type: ignore[operator]
+    expected = "a positive " + ("integer" if whole else "number") + " or None" * allow_none
+    require(ok, field, value, expected)
+
+
+def user_call(what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the experiment's code; an exception other than stagerl's own becomes a ConfigError
+    saying what was called, the error and the line of user code it came from."""
+    try:
+        return function(*args, **kwargs)
+    except StagerlError:
+        raise
+    except Exception as error:
+        raise ConfigError(
+            f"{what} raised {type(error).__name__}: {error}\n    at {_origin(error)}"
+        ) from None
+
+
+def _origin(error: BaseException) -> str:
+    """The innermost frame outside stagerl and installed libraries (else the innermost)."""
+    frames = traceback.extract_tb(error.__traceback__)[1:] or traceback.extract_tb(
+        error.__traceback__
+    )
+    package = str(Path(__file__).parent)
+    outside = [
+        frame
+        for frame in frames
+        if not frame.filename.startswith((package, sys.base_prefix, sys.prefix))
+        and "site-packages" not in frame.filename
+    ]
+    frame = (outside or frames)[-1]
+    return f"{frame.filename}:{frame.lineno}"

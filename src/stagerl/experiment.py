@@ -7,14 +7,14 @@ import os
 import sys
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from stagerl.errors import ConfigError, StagerlError, require
+from stagerl.errors import ConfigError, require, require_positive, user_call
 
 if TYPE_CHECKING:
     from stagerl.tasks.worker import WorkerExperiment
@@ -149,17 +149,15 @@ class MachineParams:
             trainer if samplers is None else _devices(samplers, "MachineParams.sampler_devices")
         )
         object.__setattr__(self, "task_sampler_devices", sampler)
-        require(
-            self.max_sampler_processes is None or self.max_sampler_processes >= 1,
+        require_positive(
             "MachineParams.max_sampler_processes",
             self.max_sampler_processes,
-            "None or >= 1",
+            whole=True,
+            allow_none=True,
         )
-        require(self.worker_timeout > 0, "MachineParams.worker_timeout", self.worker_timeout, "> 0")
-        require(
-            self.update_threads >= 1, "MachineParams.update_threads", self.update_threads, ">= 1"
-        )
-        require(self.rank_timeout > 0, "MachineParams.rank_timeout", self.rank_timeout, "> 0")
+        require_positive("MachineParams.update_threads", self.update_threads, whole=True)
+        require_positive("MachineParams.worker_timeout", self.worker_timeout)
+        require_positive("MachineParams.rank_timeout", self.rank_timeout)
 
     @property
     def device(self) -> str:
@@ -387,35 +385,6 @@ class LoadedExperiment:
         """`machine_params(mode)` as MachineParams, AllenAct's dict form included."""
         value = self.call("machine_params", mode)
         return MachineParams.instance_from(value, f"{self.name}.machine_params({mode!r})")
-
-
-def user_call(what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call the experiment's code; an exception other than stagerl's own becomes a ConfigError
-    saying what was called, the error and the line of user code it came from."""
-    try:
-        return function(*args, **kwargs)
-    except StagerlError:
-        raise
-    except Exception as error:
-        raise ConfigError(
-            f"{what} raised {type(error).__name__}: {error}\n    at {_origin(error)}"
-        ) from None
-
-
-def _origin(error: BaseException) -> str:
-    """The innermost frame outside stagerl and installed libraries (else the innermost)."""
-    frames = traceback.extract_tb(error.__traceback__)[1:] or traceback.extract_tb(
-        error.__traceback__
-    )
-    package = str(Path(__file__).parent)
-    outside = [
-        frame
-        for frame in frames
-        if not frame.filename.startswith((package, sys.base_prefix, sys.prefix))
-        and "site-packages" not in frame.filename
-    ]
-    frame = (outside or frames)[-1]
-    return f"{frame.filename}:{frame.lineno}"
 
 
 def _import_file(path: Path, module_name: str) -> ModuleType:

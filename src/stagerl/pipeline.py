@@ -11,7 +11,7 @@ from typing import Any
 
 from stagerl.builder import Builder
 from stagerl.components import DatasetAggregation, OffPolicyPipelineComponent, Validation
-from stagerl.errors import ConfigError, require
+from stagerl.errors import ConfigError, is_number, require, require_positive, user_call
 from stagerl.losses.base import Loss
 from stagerl.losses.imitation import Imitation
 from stagerl.losses.offpolicy import OffPolicyLoss
@@ -177,24 +177,25 @@ def _check_update_settings(owner: str, settings: dict[str, Any]) -> None:
     """Ranges of the settings that shape an update, for whichever of them are given."""
     for name in ("num_mini_batch", "update_repeats", "max_grad_norm"):
         if name in settings:
-            _positive(name, settings[name], owner=owner)
-    if "gamma" in settings:
-        require(0 <= settings["gamma"] <= 1, f"{owner}.gamma", settings["gamma"], "in [0, 1]")
-    if "gae_lambda" in settings:
-        value = settings["gae_lambda"]
-        require(0 <= value <= 1, f"{owner}.gae_lambda", value, "in [0, 1]")
+            _positive(name, settings[name], owner=owner, whole=name != "max_grad_norm")
+    for name in ("gamma", "gae_lambda"):
+        if name in settings:
+            value = settings[name]
+            ok = is_number(value) and 0 <= value <= 1
+            require(ok, f"{owner}.{name}", value, "a number in [0, 1]")
     if "use_gae" in settings:
         value = settings["use_gae"]
         require(isinstance(value, bool), f"{owner}.use_gae", value, "True or False")
 
 
 def _positive(
-    name: str, value: Any, allow_none: bool = False, owner: str = "TrainingPipeline"
+    name: str,
+    value: Any,
+    allow_none: bool = False,
+    owner: str = "TrainingPipeline",
+    whole: bool = False,
 ) -> None:
-    ok = (value is None and allow_none) or (
-        isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    )
-    require(ok, f"{owner}.{name}", value, "a positive number" + (" or None" * allow_none))
+    require_positive(f"{owner}.{name}", value, whole=whole, allow_none=allow_none)
 
 
 @dataclass(kw_only=True)
@@ -256,7 +257,7 @@ class TrainingPipeline:
 
     def _check_settings(self) -> None:
         """Every pipeline-wide setting in range; `save_interval <= 0` becomes None."""
-        _positive("num_steps", self.num_steps)
+        _positive("num_steps", self.num_steps, whole=True)
         _positive("metric_accumulate_interval", self.metric_accumulate_interval)
         require(
             self.save_interval is None
@@ -267,7 +268,9 @@ class TrainingPipeline:
         )
         if self.save_interval is not None and self.save_interval <= 0:
             self.save_interval = None
-        _positive("advance_scene_rollout_period", self.advance_scene_rollout_period, True)
+        _positive(
+            "advance_scene_rollout_period", self.advance_scene_rollout_period, True, whole=True
+        )
         _check_update_settings(
             "TrainingPipeline",
             {
@@ -304,13 +307,17 @@ class TrainingPipeline:
             self.optimizer_builder,
             "a Builder(optim.X, dict(...))",
         )
+        require(
+            self.lr_scheduler_builder is None or callable(self.lr_scheduler_builder),
+            "TrainingPipeline.lr_scheduler_builder",
+            self.lr_scheduler_builder,
+            "None or a Builder(LambdaLR, {'lr_lambda': LinearDecay(...)})",
+        )
 
     @staticmethod
     def _build_loss(name: str, loss: Any) -> Loss:
         where = f"TrainingPipeline.named_losses[{name!r}]"
         if isinstance(loss, Builder):
-            from stagerl.experiment import user_call
-
             loss = user_call(f"{where} ({loss!r})", loss)
         require(isinstance(loss, Loss), where, loss, "a Loss such as PPO(...), or a Builder of one")
         return loss

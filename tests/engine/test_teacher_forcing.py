@@ -9,6 +9,7 @@ from torch.distributions import Categorical
 from stagerl import ExpertActionSensor, Imitation
 from stagerl.engine.rollout import TeacherForcing, collect_rollout
 from stagerl.engine.storage import RolloutStorage
+from stagerl.errors import ConfigError
 from stagerl.losses.base import RolloutBatch
 from stagerl.models.base import ActorCriticModel, ActorCriticOutput
 from stagerl.tasks.vector import VectorSampler
@@ -104,3 +105,15 @@ def test_imitation_loss_averages_over_valid_steps_only():
 
     assert loss.item() == pytest.approx(-(math.log(0.5) + math.log(0.8)) / 2)
     assert info["expert_valid_fraction"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        (lambda frames: 1.5, r"PipelineStage.teacher_forcing\(0\)=1.5 is invalid"),
+        (lambda frames, total: 1.0, r"PipelineStage.teacher_forcing raised TypeError"),
+    ],
+)
+def test_a_schedule_that_gives_no_probability_is_an_error_naming_it(schedule, message):
+    with pytest.raises(ConfigError, match=message):
+        _rollout(schedule)

@@ -92,9 +92,27 @@ def test_ppo_advantage_normalisation_scopes(setting, expected_action_loss):
     assert info["action_loss"] == pytest.approx(expected_action_loss, abs=1e-5)
 
 
-def test_ppo_rejects_an_unknown_advantage_normalisation():
-    with pytest.raises(ConfigError, match="PPO.normalize_advantage='batch'"):
-        PPO(clip_param=0.1, value_loss_coef=0.5, entropy_coef=0.01, normalize_advantage="batch")
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"normalize_advantage": "batch"}, "PPO.normalize_advantage='batch'"),
+        ({"clip_param": "0.1"}, "PPO.clip_param='0.1'"),
+        ({"entropy_coef": None}, "PPO.entropy_coef=None"),
+    ],
+)
+def test_bad_ppo_settings_name_the_field(settings, named):
+    with pytest.raises(ConfigError, match=named):
+        PPO(**{"clip_param": 0.1, "value_loss_coef": 0.5, "entropy_coef": 0.01, **settings})
+
+
+def test_a_clip_decay_below_zero_is_an_error_naming_it():
+    batch, output = _batch(
+        torch.zeros(1, 2, 3), [1.0, 1.0], [1.0, 1.0], [0.0] * 2, [0.0] * 2, [0.0] * 2
+    )
+    ppo = PPO(**PPOConfig, clip_decay=lambda steps: 1.0 - steps / 100, normalize_advantage=False)
+    ppo.loss(100, batch, output)  # a clip of 0 is allowed
+    with pytest.raises(ConfigError, match=r"PPO.clip_decay\(101\)=-0.01"):
+        ppo.loss(101, batch, output)
 
 
 def test_ppo_config_takes_keyword_overrides_as_in_allenact():

@@ -16,8 +16,7 @@ import torch
 
 from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import UpdateResult, WeightedLoss, optimizer_step, weighted_loss
-from stagerl.errors import ConfigError
-from stagerl.experiment import user_call
+from stagerl.errors import ConfigError, user_call
 from stagerl.losses.offpolicy import OffPolicyBatch
 from stagerl.models.base import ActorCriticModel
 from stagerl.offpolicy.iterator import OffPolicyArrays

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from stagerl.engine.storage import RolloutStorage
+from stagerl.errors import is_number, require, user_call
 from stagerl.models.base import ActorCriticModel
 from stagerl.tasks.vector import StepBatch, VectorSampler
 
@@ -29,10 +30,16 @@ class TeacherForcing:
     frames_per_step: int
     expert_uuid: str
     generator: torch.Generator
+    where: str = "PipelineStage.teacher_forcing"  # the setting, for errors
 
     def probability(self, t: int) -> float:
-        """The probability at step `t` of the rollout."""
-        return float(self.schedule(self.stage_steps + t * self.frames_per_step))
+        """The probability at step `t` of the rollout; an error naming the setting if the
+        schedule fails or gives something else."""
+        steps = self.stage_steps + t * self.frames_per_step
+        value = user_call(self.where, self.schedule, steps)
+        ok = is_number(value) and 0 <= value <= 1
+        require(ok, f"{self.where}({steps})", value, "a probability in [0, 1]")
+        return float(value)
 
 
 @dataclass

@@ -13,8 +13,8 @@ from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import step_lr_scheduler
 from stagerl.engine.offpolicy import build_iterator, iterator_seed
 from stagerl.engine.resume import check_experiment
-from stagerl.errors import CheckpointError, ConfigError
-from stagerl.experiment import LoadedExperiment, MachineParams, user_call, worker_experiment
+from stagerl.errors import CheckpointError, ConfigError, require, user_call
+from stagerl.experiment import LoadedExperiment, MachineParams, worker_experiment
 from stagerl.models.base import ActorCriticModel
 from stagerl.pipeline import TrainingPipeline
 from stagerl.tasks.base import TaskSampler
@@ -216,9 +216,16 @@ def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str
     """The ExpertActionSensor's uuid, with every Imitation loss bound to an expert sensor the
     tasks have; an error naming the stage if one needs an expert and there is none."""
     suite = getattr(samplers[0], "sensor_suite", None)
-    uuids = [
-        u for u, s in (suite.sensors.items() if suite else []) if isinstance(s, ExpertActionSensor)
-    ]
+    experts = {
+        u: s
+        for u, s in (suite.sensors.items() if suite else [])
+        if isinstance(s, ExpertActionSensor)
+    }
+    actions = samplers[0].action_space.n
+    for sensor in experts.values():
+        field = "ExpertActionSensor.nactions"
+        require(sensor.nactions == actions, field, sensor.nactions, f"the tasks' {actions} actions")
+    uuids = list(experts)
     for index, stage in enumerate(pipeline.pipeline_stages):
         needs = stage.teacher_forcing is not None or pipeline.imitation_losses(stage)
         if needs and not uuids:
@@ -274,6 +281,21 @@ def offpolicy_iterators(
             shared_seed=iterator_seed(seed, index, rank=0),
         )
     return iterators
+
+
+def _optimization(pipeline: TrainingPipeline, model: ActorCriticModel) -> tuple[Any, Any]:
+    """The pipeline's optimizer of the model's parameters and its LR scheduler (or None), each
+    checked to be one."""
+    field = "TrainingPipeline.optimizer_builder"
+    optimizer = user_call(field, pipeline.optimizer_builder, model.parameters())
+    require(isinstance(optimizer, torch.optim.Optimizer), field, optimizer, "an optimizer")
+    if pipeline.lr_scheduler_builder is None:
+        return optimizer, None
+    field = "TrainingPipeline.lr_scheduler_builder"
+    scheduler = user_call(field, pipeline.lr_scheduler_builder, optimizer)
+    is_scheduler = all(hasattr(scheduler, name) for name in ("step", "state_dict"))
+    require(is_scheduler, field, scheduler, "a Builder(LambdaLR, ...) of an LR scheduler")
+    return optimizer, scheduler
 
 
 def _resume_optimization(optimizer: Any, scheduler: Any, resume: dict, edited: bool) -> None:
@@ -340,14 +362,7 @@ def build_training_setup(
     tasks_per_rank = list(everyone.task_counts(ranks.world_size))
     offpolicy = offpolicy_iterators(pipeline, samplers, seed, first_stage, ranks, tasks_per_rank)
     model = build_model(experiment, samplers[0].action_space, device)
-    optimizer = user_call(
-        "TrainingPipeline.optimizer_builder", pipeline.optimizer_builder, model.parameters()
-    )
-    scheduler = None
-    if pipeline.lr_scheduler_builder is not None:
-        scheduler = user_call(
-            "TrainingPipeline.lr_scheduler_builder", pipeline.lr_scheduler_builder, optimizer
-        )
+    optimizer, scheduler = _optimization(pipeline, model)
     if resume:
         _check_resumable(resume, experiment, total_tasks)
         model.load_state_dict(resume["model"])

@@ -26,8 +26,8 @@ from stagerl.engine.seeding import rank_seed, rng_state, seed_everything, set_rn
 from stagerl.engine.setup import TrainingSetup, build_training_setup
 from stagerl.engine.storage import RolloutStorage
 from stagerl.engine.validation import Validator
-from stagerl.errors import StagerlError, WorkerError
-from stagerl.experiment import LoadedExperiment, user_call
+from stagerl.errors import StagerlError, WorkerError, user_call
+from stagerl.experiment import LoadedExperiment
 from stagerl.pipeline import PipelineStage
 from stagerl.tasks.vector import VectorSampler
 
@@ -144,6 +144,7 @@ class Trainer:
             frames_per_step=self.setup.total_tasks,
             expert_uuid=self.setup.expert_uuid,
             generator=self.generators["teacher_rng"],
+            where=f"pipeline_stages[{self.state.stage_index}].teacher_forcing",
         )
 
     def _aggregated(self, stage_index: int, storage: RolloutStorage) -> AggregatedData | None:

@@ -2,7 +2,7 @@
 
 import torch
 
-from stagerl.errors import require
+from stagerl.errors import is_number, require
 from stagerl.losses.base import Loss, RolloutBatch
 from stagerl.models.base import ActorCriticOutput
 
@@ -13,7 +13,9 @@ class A2C(Loss):
     """The unclipped on-policy actor-critic loss; use with `update_repeats=1`."""
 
     def __init__(self, value_loss_coef: float, entropy_coef: float) -> None:
-        require(value_loss_coef >= 0, "A2C.value_loss_coef", value_loss_coef, ">= 0")
+        ok = is_number(value_loss_coef) and value_loss_coef >= 0
+        require(ok, "A2C.value_loss_coef", value_loss_coef, "a number >= 0")
+        require(is_number(entropy_coef), "A2C.entropy_coef", entropy_coef, "a number")
         self.value_loss_coef = value_loss_coef
         self.entropy_coef = entropy_coef
 

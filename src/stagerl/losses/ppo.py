@@ -5,7 +5,7 @@ from typing import Literal
 
 import torch
 
-from stagerl.errors import require
+from stagerl.errors import is_number, require, require_positive, user_call
 from stagerl.losses.base import Loss, RolloutBatch, standardize
 from stagerl.models.base import ActorCriticOutput
 
@@ -39,8 +39,10 @@ class PPO(Loss):
         clip_decay: Callable[[int], float] | None = None,
         normalize_advantage: AdvantageNormalization | bool = "rollout",
     ) -> None:
-        require(clip_param > 0, "PPO.clip_param", clip_param, "a positive float")
-        require(value_loss_coef >= 0, "PPO.value_loss_coef", value_loss_coef, ">= 0")
+        require_positive("PPO.clip_param", clip_param)
+        ok = is_number(value_loss_coef) and value_loss_coef >= 0
+        require(ok, "PPO.value_loss_coef", value_loss_coef, "a number >= 0")
+        require(is_number(entropy_coef), "PPO.entropy_coef", entropy_coef, "a number")
         require(
             callable(clip_decay) or clip_decay is None,
             "PPO.clip_decay",
@@ -73,7 +75,10 @@ class PPO(Loss):
         self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The clipped surrogate, the (optionally clipped) value loss and the entropy bonus."""
-        clip = self.clip_param * self.clip_decay(step_count)
+        decay = user_call("PPO.clip_decay", self.clip_decay, step_count)
+        ok = is_number(decay) and decay >= 0
+        require(ok, f"PPO.clip_decay({step_count})", decay, "a factor >= 0")
+        clip = self.clip_param * decay
         advantages = self._advantages(batch)
 
         dist = actor_critic_output.distributions

@@ -25,8 +25,20 @@ class SensorSuite:
     """The ordered set of sensors of an experiment, keyed by unique `uuid`."""
 
     def __init__(self, sensors: Sequence[Sensor]) -> None:
+        require(
+            isinstance(sensors, Sequence) and not isinstance(sensors, str),
+            "SENSORS",
+            sensors,
+            "a list of sensors, e.g. [RGBSensor()]",
+        )
         self.sensors: dict[str, Sensor] = {}
-        for sensor in sensors:
+        for index, sensor in enumerate(sensors):
+            require(
+                isinstance(sensor, Sensor),
+                f"SENSORS[{index}]",
+                sensor,
+                "a Sensor instance (a class needs its parentheses)",
+            )
             if sensor.uuid in self.sensors:
                 raise ConfigError(f"SENSORS: two sensors share the uuid {sensor.uuid!r}")
             self.sensors[sensor.uuid] = sensor

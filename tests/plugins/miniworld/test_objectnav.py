@@ -11,8 +11,14 @@ import pytest
 from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
 from stagerl.engine.evaluator import evaluate
 from stagerl.engine.trainer import Trainer
+from stagerl.errors import ConfigError
 from stagerl.experiment import load_experiment
-from stagerl.plugins.miniworld import GoalObjectTypeSensor, ObjectNavTaskSampler, RGBSensor
+from stagerl.plugins.miniworld import (
+    GoalObjectTypeSensor,
+    MiniWorldObjectNavExperimentConfig,
+    ObjectNavTaskSampler,
+    RGBSensor,
+)
 from stagerl.plugins.miniworld.scenes import Scene, SceneObject, scene_ids
 from stagerl.plugins.miniworld.tasks import (
     END,
@@ -174,6 +180,14 @@ def test_objectnav_samplers_move_to_their_next_scene_every_period(tmp_path):
         assert [s.scenes[s.scene_index] for s in samplers] == [
             scene_ids("train", 40)[i + 4 * (rollouts // 2)] for i in range(4)
         ]
+
+
+def test_objectnav_needs_a_training_scene_for_every_sampler():
+    class FewScenes(MiniWorldObjectNavExperimentConfig):
+        NUM_TRAIN_SCENES = 3
+
+    with pytest.raises(ConfigError, match=r"FewScenes.NUM_TRAIN_SCENES=3 is invalid"):
+        FewScenes.train_task_sampler_args(process_ind=3, total_processes=4)
 
 
 @pytest.mark.timeout(600)

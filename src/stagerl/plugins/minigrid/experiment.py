@@ -30,7 +30,7 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
     NUM_TRAIN_SAMPLERS = 16
     NUM_TEST_SAMPLERS = 16
     MAX_SAMPLER_PROCESSES: int | None = None
-    DEVICES: Sequence[Any] = ()  # the CPU; e.g. ["cuda"] for a GPU
+    DEVICES: Any = ()  # the CPU; "cuda" (or ["cuda"]) for a GPU
     ADVANCE_SCENE_ROLLOUT_PERIOD: int | None = None
     MODEL: type[ActorCriticModel] = BabyAIRecurrentACModel
 
@@ -44,7 +44,7 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
         """The task slots and devices of a mode (`train`, `valid` or `test`)."""
         return MachineParams(
             nprocesses=cls.NUM_TRAIN_SAMPLERS if mode == "train" else cls.NUM_TEST_SAMPLERS,
-            devices=list(cls.DEVICES),
+            devices=cls.DEVICES,  # one device ("cuda", 0) or one per trainer process
             max_sampler_processes=cls.MAX_SAMPLER_PROCESSES,
         )
 

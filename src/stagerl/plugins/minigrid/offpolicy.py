@@ -1,13 +1,12 @@
 """Off-policy learning on MiniGrid/BabyAI: batches from datasets `stagerl record-dataset` wrote,
 observed as the plugin's sensors observe the tasks, and the behaviour-cloning loss."""
 
-import numbers
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stagerl.errors import ConfigError, require
+from stagerl.errors import ConfigError, require_positive
 from stagerl.losses.offpolicy import ExpertCELoss
 from stagerl.offpolicy.dataset import DatasetError, leading_episodes, read_episodes, read_metadata
 from stagerl.offpolicy.iterator import TruncatedBPTTIterator
@@ -77,18 +76,6 @@ def _one_of(name: str, value: int | None, alias: str, alias_value: int | None, d
     return next((given for given in (value, alias_value) if given is not None), default)
 
 
-def _positive_steps(max_steps: Any) -> int:
-    require(
-        not isinstance(max_steps, bool)
-        and isinstance(max_steps, numbers.Integral)
-        and max_steps >= 1,
-        "restrict_max_steps_in_dataset",
-        max_steps,
-        "a positive number of steps",
-    )
-    return int(max_steps)
-
-
 def create_minigrid_offpolicy_data_iterator(
     path: str | Path,
     nrollouts: int,
@@ -127,7 +114,8 @@ def create_minigrid_offpolicy_data_iterator(
     keys = ["image"] + (["mission"] if instr_len is not None else [])
     used, why = int(metadata["total_episodes"]), "record at least one episode per rank"
     if restrict_max_steps_in_dataset is not None:
-        used = leading_episodes(path, _positive_steps(restrict_max_steps_in_dataset))
+        require_positive("restrict_max_steps_in_dataset", restrict_max_steps_in_dataset, whole=True)
+        used = leading_episodes(path, int(restrict_max_steps_in_dataset))
         why = f"restrict_max_steps_in_dataset={restrict_max_steps_in_dataset} keeps too few"
     indices = np.arange(rank, used, world_size)
     if not len(indices):

@@ -5,6 +5,7 @@ from typing import Any
 
 from gymnasium import spaces
 
+from stagerl.errors import require
 from stagerl.experiment import ExperimentConfig, MachineParams, SplitSamplerArgs
 from stagerl.models.base import ActorCriticModel
 from stagerl.plugins.miniworld.models import ObjectNavActorCritic
@@ -29,7 +30,7 @@ class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
     NUM_TEST_SCENES = 50
     NUM_TEST_EPISODES = 100
     MAX_SAMPLER_PROCESSES: int | None = None
-    DEVICES: Sequence[Any] = ()
+    DEVICES: Any = ()
     ADVANCE_SCENE_ROLLOUT_PERIOD: int | None = 1
     MODEL: type[ActorCriticModel] = ObjectNavActorCritic
 
@@ -43,7 +44,7 @@ class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
         """`NUM_TRAIN_SAMPLERS` task slots for training, `NUM_TEST_SAMPLERS` otherwise."""
         return MachineParams(
             nprocesses=cls.NUM_TRAIN_SAMPLERS if mode == "train" else cls.NUM_TEST_SAMPLERS,
-            devices=list(cls.DEVICES),
+            devices=cls.DEVICES,  # one device ("cuda", 0) or one per trainer process
             max_sampler_processes=cls.MAX_SAMPLER_PROCESSES,
         )
 
@@ -65,6 +66,12 @@ class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
         training = split == "train"
         sensors = list(cls.SENSORS) if training else without_expert(cls.SENSORS)
         if training:
+            require(
+                total_processes <= cls.NUM_TRAIN_SCENES,
+                f"{cls.__name__}.NUM_TRAIN_SCENES",
+                cls.NUM_TRAIN_SCENES,
+                f"at least one scene per training sampler ({total_processes})",
+            )
             scenes = scene_ids("train", cls.NUM_TRAIN_SCENES)[process_ind::total_processes]
             episodes = None
         else:
