@@ -22,6 +22,13 @@ def _forbid_workers(monkeypatch):
     monkeypatch.setattr(vector.VectorSampler, "__init__", refuse)
 
 
+ONE_CHANNEL_MODEL = """from gymnasium import spaces
+
+        image = spaces.Box(0, 255, (7, 7, 1))  # the sensor gives three channels
+        observations = spaces.Dict({"minigrid_ego_image": image})
+        return cls.MODEL(spaces.Discrete(7), observations, use_memory=True, use_instr=False)"""
+
+
 @pytest.mark.parametrize(
     ("fixture", "replacements", "named"),
     [
@@ -31,10 +38,15 @@ def _forbid_workers(monkeypatch):
             {'Builder(LambdaLR, {"lr_lambda": LinearDecay(steps=cls.STEPS)})': "lambda o: 0.5"},
             ["TrainingPipeline.lr_scheduler_builder=0.5 is invalid"],
         ),
+        (
+            "tiny_ppo.py",
+            {"return super().create_model(memory_dim=32, **kwargs)": ONE_CHANNEL_MODEL},
+            ["reads 'minigrid_ego_image' shaped (7, 7, 1)", "give it shaped (7, 7, 3)"],
+        ),
     ],
-    ids=["unknown-loss-name", "no-lr-scheduler-built"],
+    ids=["unknown-loss-name", "no-lr-scheduler-built", "model-of-other-observations"],
 )
-def test_a_bad_pipeline_fails_before_any_worker_starts(
+def test_a_bad_experiment_fails_before_any_worker_starts(
     fixture, replacements, named, tmp_path, monkeypatch, capsys
 ):
     _forbid_workers(monkeypatch)
@@ -77,11 +89,14 @@ def test_config_that_raises_on_import_names_the_file(tmp_path, capsys):
     assert "raises.py" in err and "not_a_module_anywhere" in err
 
 
-def test_unknown_env_id_is_reported_before_workers(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "env_ids",
+    ['"MiniGrid-NoSuchEnv-v0"', '["MiniGrid-Empty-Random-5x5-v0", "MiniGrid-NoSuchEnv-v0"]'],
+    ids=["the-only-one", "a-later-scene"],
+)
+def test_unknown_env_id_is_reported_before_workers(env_ids, tmp_path, monkeypatch, capsys):
     _forbid_workers(monkeypatch)
-    config = fixture_variant(
-        tmp_path, "tiny_ppo.py", {"MiniGrid-Empty-Random-5x5-v0": "MiniGrid-NoSuchEnv-v0"}
-    )
+    config = fixture_variant(tmp_path, "tiny_ppo.py", {'"MiniGrid-Empty-Random-5x5-v0"': env_ids})
     assert cli.main(["train", str(config), "-o", str(tmp_path)]) == 2
     assert "MiniGrid-NoSuchEnv-v0" in capsys.readouterr().err
 

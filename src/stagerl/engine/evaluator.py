@@ -131,7 +131,10 @@ def trained_model(
         )
     configure_trainer_process()
     machine, samplers = build_samplers(experiment, "test", seed, max_sampler_processes)
-    model = build_model(experiment, samplers[0].action_space, trainer_device(machine))
+    first = samplers[0]
+    model = build_model(
+        experiment, first.action_space, trainer_device(machine), first.observation_space
+    )
     model.load_state_dict(payload["model"])
     model.eval()
     return machine, samplers, model

@@ -154,20 +154,35 @@ def build_model(
     experiment: LoadedExperiment,
     action_space: spaces.Discrete,
     device: torch.device | str = "cpu",
+    observation_space: spaces.Dict | None = None,
 ) -> ActorCriticModel:
-    """`create_model()`, checked against the tasks' actions and moved to `device`."""
+    """`create_model()`, checked against the tasks' actions (and, given them, the tasks'
+    observations) and moved to `device`."""
     model = experiment.call("create_model")
+    where = f"{experiment.name}.create_model()"
     if not isinstance(model, ActorCriticModel):
-        raise ConfigError(
-            f"{experiment.name}.create_model() returned {type(model).__name__}, "
-            "expected an ActorCriticModel"
-        )
+        raise ConfigError(f"{where} returned {type(model).__name__}, expected an ActorCriticModel")
     if model.action_space.n != action_space.n:
         raise ConfigError(
-            f"{experiment.name}.create_model(): the model has {model.action_space.n} actions but "
-            f"the tasks have {action_space.n}; build the model with the tasks' action space"
+            f"{where}: the model has {model.action_space.n} actions but the tasks have "
+            f"{action_space.n}; build the model with the tasks' action space"
         )
+    if observation_space is not None:
+        _check_observations(where, model, observation_space)
     return model.to(device)
+
+
+def _check_observations(where: str, model: ActorCriticModel, tasks: spaces.Dict) -> None:
+    """Every observation the model reads is one the tasks' sensors give, of the same shape
+    (else the first forward pass would fail deep in torch)."""
+    for uuid, space in getattr(model.observation_space, "spaces", {}).items():
+        given = tasks.spaces.get(uuid)
+        if given is None or given.shape != space.shape:
+            gives = "no such observation" if given is None else f"it shaped {given.shape}"
+            raise ConfigError(
+                f"{where}: the model reads {uuid!r} shaped {space.shape}, but the tasks' sensors "
+                f"give {gives}; build the model from the experiment's SENSORS"
+            )
 
 
 @dataclass
@@ -361,7 +376,7 @@ def build_training_setup(
     first_stage = resume["state"]["stage_index"] if resume else 0
     tasks_per_rank = list(everyone.task_counts(ranks.world_size))
     offpolicy = offpolicy_iterators(pipeline, samplers, seed, first_stage, ranks, tasks_per_rank)
-    model = build_model(experiment, samplers[0].action_space, device)
+    model = build_model(experiment, samplers[0].action_space, device, samplers[0].observation_space)
     optimizer, scheduler = _optimization(pipeline, model)
     if resume:
         _check_resumable(resume, experiment, total_tasks)

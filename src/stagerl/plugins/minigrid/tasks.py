@@ -172,6 +172,11 @@ class MiniGridTaskSampler(_MiniGridSampler):
         self.env_ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
         if not self.env_ids:
             raise ConfigError("env_ids is empty: name at least one MiniGrid/BabyAI env id")
+        for env_id in self.env_ids:  # a later scene's typo would only show at its turn
+            try:
+                gym.spec(env_id)
+            except gym.error.Error as error:
+                raise ConfigError(f"env id {env_id!r} is not registered: {error}") from None
         self.split, self.slot, self.num_slots = split, slot, num_slots
         self.scene = 0
         self.num_sampled = 0
