@@ -44,10 +44,12 @@ def test_allenact_style_config_trains_and_evaluates_all_50_test_tasks(name, tmp_
 def test_teacher_forced_imitation_reads_the_sensor_it_names_and_should_log_false(
     tmp_path, monkeypatch
 ):
-    _train("bc_teacher_forcing.py", tmp_path, monkeypatch)
+    experiment, final = _train("bc_teacher_forcing.py", tmp_path, monkeypatch)
     rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert rows and '"expert_action_fraction": 1.0' in rows[-1]  # every action the expert's
     assert not (tmp_path / "tensorboard").exists()
+    # its model was built with the expert sensor, which test tasks do not have (as in AllenAct)
+    assert evaluate(experiment, final, episodes=2)["episodes"] == 2
 
 
 def test_stage_training_settings_and_dict_machine_params(tmp_path, monkeypatch):

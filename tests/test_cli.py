@@ -41,7 +41,7 @@ ONE_CHANNEL_MODEL = """from gymnasium import spaces
         (
             "tiny_ppo.py",
             {"return super().create_model(memory_dim=32, **kwargs)": ONE_CHANNEL_MODEL},
-            ["reads 'minigrid_ego_image' shaped (7, 7, 1)", "give it shaped (7, 7, 3)"],
+            ["built for 'minigrid_ego_image' shaped (7, 7, 1)", "give it shaped (7, 7, 3)"],
         ),
     ],
     ids=["unknown-loss-name", "no-lr-scheduler-built", "model-of-other-observations"],
@@ -192,7 +192,7 @@ def test_a_gpu_asked_for_on_a_machine_without_one_exits_2_naming_the_field(
         (
             "ExpertActionSensor(3)",
             "Imitation()",
-            "ExpertActionSensor.nactions=3 is invalid: expected the tasks' 7 actions",
+            "ExpertActionSensor(uuid='expert_action').nactions=3 is invalid: expected 7,",
         ),
         ("ExpertActionSensor", "Imitation()", "SENSORS[1]=<class"),
     ],

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from stagerl.errors import ConfigError, require, require_positive, user_call
+from stagerl.errors import ConfigError, is_number, require, require_positive, user_call
 
 if TYPE_CHECKING:
     from stagerl.tasks.worker import WorkerExperiment
@@ -46,7 +46,7 @@ def _devices(value: Any, field_name: str) -> tuple[str, ...]:
 
 
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_number(value, whole=True) and value >= 0
 
 
 def local_rank() -> int:

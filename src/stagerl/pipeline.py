@@ -4,6 +4,7 @@ These are plain settings; what a stage may add lives in `stagerl.components` (re
 Progress through them (stage index, step counts) lives in the trainer and in checkpoints.
 """
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,10 +101,10 @@ class PipelineStage:
         )
         self.loss_names = list(loss_names)
         require(
-            isinstance(max_stage_steps, int | float) and max_stage_steps > 0,
+            is_number(max_stage_steps) and 0 < max_stage_steps < math.inf,
             "PipelineStage.max_stage_steps",
             max_stage_steps,
-            "a positive step count",
+            "a positive, finite step count",
         )
         self.max_stage_steps = int(max_stage_steps)
         self.loss_weights = [1.0] * len(self.loss_names) if loss_weights is None else loss_weights

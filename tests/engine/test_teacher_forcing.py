@@ -49,8 +49,9 @@ def _rollout(schedule):
     return storage, expert[..., 1].bool(), result
 
 
-def test_teacher_forcing_at_p1_executes_every_valid_expert_action():
-    storage, valid, result = _rollout(1.0)
+@pytest.mark.parametrize("p", [1.0, 1.5], ids=["1", "above-1-counts-as-1"])
+def test_teacher_forcing_at_p1_executes_every_valid_expert_action(p):
+    storage, valid, result = _rollout(p)
     assert valid.any() and (~valid).any()
     assert (storage.actions[valid] == 2).all()  # expert's action wherever it is valid
     assert (storage.actions[~valid] == 0).all()  # the policy's where it is not
@@ -110,7 +111,7 @@ def test_imitation_loss_averages_over_valid_steps_only():
 @pytest.mark.parametrize(
     ("schedule", "message"),
     [
-        (lambda frames: 1.5, r"PipelineStage.teacher_forcing\(0\)=1.5 is invalid"),
+        (lambda frames: float("nan"), r"PipelineStage.teacher_forcing\(0\)=nan is invalid"),
         (lambda frames, total: 1.0, r"PipelineStage.teacher_forcing raised TypeError"),
     ],
 )

@@ -105,14 +105,19 @@ def test_bad_ppo_settings_name_the_field(settings, named):
         PPO(**{"clip_param": 0.1, "value_loss_coef": 0.5, "entropy_coef": 0.01, **settings})
 
 
-def test_a_clip_decay_below_zero_is_an_error_naming_it():
+def test_a_clip_decay_past_zero_clips_at_zero_and_one_giving_no_number_is_named():
     batch, output = _batch(
-        torch.zeros(1, 2, 3), [1.0, 1.0], [1.0, 1.0], [0.0] * 2, [0.0] * 2, [0.0] * 2
+        torch.zeros(1, 2, 3), [2.0, 0.5], [1.0, -1.0], [1.0] * 2, [0.0] * 2, [0.0] * 2
     )
-    ppo = PPO(**PPOConfig, clip_decay=lambda steps: 1.0 - steps / 100, normalize_advantage=False)
-    ppo.loss(100, batch, output)  # a clip of 0 is allowed
-    with pytest.raises(ConfigError, match=r"PPO.clip_decay\(101\)=-0.01"):
-        ppo.loss(101, batch, output)
+
+    def loss_at(decay: float) -> dict:
+        ppo = PPO(**PPOConfig, clip_decay=lambda steps: decay, normalize_advantage=False)
+        return ppo.loss(0, batch, output)[1]
+
+    assert loss_at(-0.5) == loss_at(0.0)  # a hand-written 1 - steps / N after N steps
+    assert loss_at(-0.5)["action_loss"] != loss_at(1.0)["action_loss"]
+    with pytest.raises(ConfigError, match=r"PPO.clip_decay\(0\)=None is invalid"):
+        loss_at(None)
 
 
 def test_ppo_config_takes_keyword_overrides_as_in_allenact():

@@ -132,9 +132,8 @@ def trained_model(
     configure_trainer_process()
     machine, samplers = build_samplers(experiment, "test", seed, max_sampler_processes)
     first = samplers[0]
-    model = build_model(
-        experiment, first.action_space, trainer_device(machine), first.observation_space
-    )
+    device = trainer_device(machine)
+    model = build_model(experiment, first.action_space, device, first.observation_space, False)
     model.load_state_dict(payload["model"])
     model.eval()
     return machine, samplers, model

@@ -7,6 +7,7 @@ executes the expert's action with probability p where that action is valid, and 
 keeps the action that was actually executed.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,13 +34,14 @@ class TeacherForcing:
     where: str = "PipelineStage.teacher_forcing"  # the setting, for errors
 
     def probability(self, t: int) -> float:
-        """The probability at step `t` of the rollout; an error naming the setting if the
-        schedule fails or gives something else."""
+        """The probability at step `t` of the rollout, clipped to [0, 1] (a hand-written decay
+        may pass 0 in a stage's last rollout); an error naming the setting if the schedule
+        fails or gives no number."""
         steps = self.stage_steps + t * self.frames_per_step
         value = user_call(self.where, self.schedule, steps)
-        ok = is_number(value) and 0 <= value <= 1
-        require(ok, f"{self.where}({steps})", value, "a probability in [0, 1]")
-        return float(value)
+        valid = is_number(value) and not math.isnan(value)
+        require(valid, f"{self.where}({steps})", value, "a probability")
+        return min(max(float(value), 0.0), 1.0)
 
 
 @dataclass

@@ -155,6 +155,7 @@ def build_model(
     action_space: spaces.Discrete,
     device: torch.device | str = "cpu",
     observation_space: spaces.Dict | None = None,
+    training: bool = True,
 ) -> ActorCriticModel:
     """`create_model()`, checked against the tasks' actions (and, given them, the tasks'
     observations) and moved to `device`."""
@@ -168,20 +169,23 @@ def build_model(
             f"{action_space.n}; build the model with the tasks' action space"
         )
     if observation_space is not None:
-        _check_observations(where, model, observation_space)
+        _check_observations(where, model, observation_space, training=training)
     return model.to(device)
 
 
-def _check_observations(where: str, model: ActorCriticModel, tasks: spaces.Dict) -> None:
-    """Every observation the model reads is one the tasks' sensors give, of the same shape
-    (else the first forward pass would fail deep in torch)."""
+def _check_observations(
+    where: str, model: ActorCriticModel, tasks: spaces.Dict, *, training: bool
+) -> None:
+    """The model was built for the observations the tasks' sensors give, in the same shapes
+    (else the first forward pass fails deep in torch). Evaluation tasks lack the training
+    tasks' expert sensor, which a model may have been built with: there, only shapes count."""
     for uuid, space in getattr(model.observation_space, "spaces", {}).items():
         given = tasks.spaces.get(uuid)
-        if given is None or given.shape != space.shape:
+        if (given is None and training) or (given is not None and given.shape != space.shape):
             gives = "no such observation" if given is None else f"it shaped {given.shape}"
             raise ConfigError(
-                f"{where}: the model reads {uuid!r} shaped {space.shape}, but the tasks' sensors "
-                f"give {gives}; build the model from the experiment's SENSORS"
+                f"{where}: the model was built for {uuid!r} shaped {space.shape}, but the "
+                f"tasks' sensors give {gives}; build it from the experiment's sensors"
             )
 
 
@@ -236,10 +240,11 @@ def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str
         for u, s in (suite.sensors.items() if suite else [])
         if isinstance(s, ExpertActionSensor)
     }
-    actions = samplers[0].action_space.n
-    for sensor in experts.values():
-        field = "ExpertActionSensor.nactions"
-        require(sensor.nactions == actions, field, sensor.nactions, f"the tasks' {actions} actions")
+    actions = getattr(samplers[0].action_space, "n", None)
+    for uuid, sensor in experts.items():
+        field = f"ExpertActionSensor(uuid={uuid!r}).nactions"
+        expected = f"{actions}, the tasks' number of actions"
+        require(sensor.nactions == actions, field, sensor.nactions, expected)
     uuids = list(experts)
     for index, stage in enumerate(pipeline.pipeline_stages):
         needs = stage.teacher_forcing is not None or pipeline.imitation_losses(stage)

@@ -1,5 +1,6 @@
 """Proximal Policy Optimisation (Schulman et al. 2017) with clip decay and a clipped value loss."""
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -76,9 +77,9 @@ class PPO(Loss):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The clipped surrogate, the (optionally clipped) value loss and the entropy bonus."""
         decay = user_call("PPO.clip_decay", self.clip_decay, step_count)
-        ok = is_number(decay) and decay >= 0
-        require(ok, f"PPO.clip_decay({step_count})", decay, "a factor >= 0")
-        clip = self.clip_param * decay
+        valid = is_number(decay) and not math.isnan(decay)
+        require(valid, f"PPO.clip_decay({step_count})", decay, "a number")
+        clip = self.clip_param * max(float(decay), 0.0)  # a decay past its end clips at 0
         advantages = self._advantages(batch)
 
         dist = actor_critic_output.distributions

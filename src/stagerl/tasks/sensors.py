@@ -1,13 +1,13 @@
 """Sensors turn an environment's state into fixed-shape numpy observations."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from stagerl.errors import ConfigError, require
+from stagerl.errors import ConfigError, is_number, require
 
 
 class Sensor(ABC):
@@ -24,9 +24,9 @@ class Sensor(ABC):
 class SensorSuite:
     """The ordered set of sensors of an experiment, keyed by unique `uuid`."""
 
-    def __init__(self, sensors: Sequence[Sensor]) -> None:
+    def __init__(self, sensors: Iterable[Sensor]) -> None:
         require(
-            isinstance(sensors, Sequence) and not isinstance(sensors, str),
+            isinstance(sensors, Iterable) and not isinstance(sensors, str | Sensor),
             "SENSORS",
             sensors,
             "a list of sensors, e.g. [RGBSensor()]",
@@ -70,7 +70,7 @@ def _action_count(action_space: Any, nactions: int | None) -> int:
     count = action_space if action_space is not None else nactions
     field = "action_space" if action_space is not None else "nactions"
     require(
-        isinstance(count, int) and not isinstance(count, bool) and count > 0,
+        is_number(count, whole=True) and count > 0,
         f"ExpertActionSensor.{field}",
         count,
         "a positive number of actions (or a gymnasium Discrete space)",

@@ -1,7 +1,9 @@
 """MiniGrid and BabyAI tasks: any registered `MiniGrid-*` or `BabyAI-*` gymnasium environment."""
 
 import contextlib
+import importlib
 import io
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +32,19 @@ def make_minigrid_env(env_id: str, **env_kwargs: Any) -> Any:
         return gym.make(env_id, disable_env_checker=True, **env_kwargs).unwrapped
     except gym.error.Error as error:
         raise ConfigError(f"env id {env_id!r} cannot be made: {error}") from error
+
+
+def _check_registered(env_id: str) -> None:
+    """A ConfigError now if `gym.make` could not find `env_id`, as gym.make resolves it
+    ("module:Env-v0" imports the module; an unversioned id is left to make's choice)."""
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        if re.search(r"-v\d+$", name):
+            gym.spec(name)
+    except (ImportError, gym.error.Error) as error:
+        raise ConfigError(f"env id {env_id!r} cannot be made: {error}") from None
 
 
 class MiniGridTask(Task):
@@ -172,11 +187,8 @@ class MiniGridTaskSampler(_MiniGridSampler):
         self.env_ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
         if not self.env_ids:
             raise ConfigError("env_ids is empty: name at least one MiniGrid/BabyAI env id")
-        for env_id in self.env_ids:  # a later scene's typo would only show at its turn
-            try:
-                gym.spec(env_id)
-            except gym.error.Error as error:
-                raise ConfigError(f"env id {env_id!r} is not registered: {error}") from None
+        for env_id in self.env_ids[1:]:  # the first is made below; a later one at its turn
+            _check_registered(env_id)
         self.split, self.slot, self.num_slots = split, slot, num_slots
         self.scene = 0
         self.num_sampled = 0
