@@ -133,7 +133,8 @@ def trained_model(
     machine, samplers = build_samplers(experiment, "test", seed, max_sampler_processes)
     first = samplers[0]
     device = trainer_device(machine)
-    model = build_model(experiment, first.action_space, device, first.observation_space, False)
+    space = first.observation_space
+    model = build_model(experiment, first.action_space, device, space, training=False)
     model.load_state_dict(payload["model"])
     model.eval()
     return machine, samplers, model
