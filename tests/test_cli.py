@@ -144,9 +144,10 @@ def test_missing_dataset_fails_before_any_worker_starts(tmp_path, monkeypatch, c
         ),
         ("memory_dim=32", "memory_dim=-32", "TinyPPO.create_model() raised ValueError"),
         (
-            "SENSORS = [EgocentricMiniGridSensor(view_channels=3)]",
-            "SENSORS = [EgocentricMiniGridSensor(view_channels=3), 'not a sensor']",
-            "TinyPPO.make_sampler_fn() raised AttributeError",
+            "    STEPS = 1024\n",
+            "    STEPS = 1024\n\n    @classmethod\n    def make_sampler_fn(cls, **kwargs):\n"
+            "        return kwargs['no_such_argument']\n",
+            "TinyPPO.make_sampler_fn() raised KeyError",
         ),
         (
             '{"ppo_loss": PPO(clip_decay=LinearDecay(cls.STEPS), **PPOConfig)}',

@@ -1,6 +1,6 @@
 """The seed document's second example, ObjectNav with DAgger then PPO, on MiniWorld: its
 `training_pipeline` pasted unchanged but for the step counts (1e4 + 1e6 in the seed; 40,000 +
-160,000 here, the same 200,000 steps as ppo.py, about 15 minutes on 2 CPU cores: the expert
+160,000 here, the same 200,000 steps as ppo.py, about 16 minutes on 2 CPU cores: the expert
 plans every step of the first stage). Note the seed's learning rate decays to 0 at `ppo_steps`
 of the total count: here over the last 40,000 steps it is 0. The expert is the shortest-path
 expert of stagerl.plugins.miniworld."""
