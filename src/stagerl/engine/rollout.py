@@ -190,8 +190,9 @@ def collect_rollout(
     acted: dict[int, _Acted] = {}  # per group, the decision its workers are stepping
     cuts = _TimeLimitCuts()
     for t in range(storage.num_steps):
-        probability = teacher.probability(t) if teacher is not None else 0.0
+        probability = 0.0
         if teacher is not None:
+            probability = teacher.probability(t)
             result.teacher_forcing.append(probability)
         for g, tasks in enumerate(sampler.groups):
             if t > 0:
