@@ -1,14 +1,17 @@
-"""How fast the recurrent model's update pass is: `run_recurrent` (every episode stretch in one
-packed call) against the step-by-step definition, `run_recurrent_stepwise`, in one run.
+"""How fast the recurrent model's update pass is, in one run: `run_recurrent` against the
+step-by-step definition (`run_recurrent_stepwise`) and against running every episode stretch
+in one packed call (`_packed`, what `run_recurrent` does for a GRU, and did for an LSTM).
 
 Forward and backward of the GoToObj example's model (BabyAIRecurrentACModel, LSTM-128) over
-`[T, N]` minibatches where an episode ends on average every `--episode-length` steps, with the
-update's thread count; each figure the median of `--repeats` timed passes after a warm-up.
+`[T, N]` minibatches where an episode ends on average every `--episode-lengths` steps, with
+the update's thread count; each figure the median of `--repeats` timed passes after a warm-up,
+the three ways taking turns.
 
-    python benchmarks/recurrent.py [--steps 32 128] [--tasks 8] [--episode-length 8]
+    python benchmarks/recurrent.py [--steps 32 128] [--tasks 8] [--episode-lengths 4 12 40]
 """
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -25,22 +28,18 @@ from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor  # noqa: E
 from stagerl.tasks.sensors import SensorSuite  # noqa: E402
 
 
-def _pass_ms(model, observations, memory, masks, repeats: int) -> float:
-    times = []
-    for repeat in range(repeats + 1):  # the first is the warm-up
-        start = time.perf_counter()
-        output, _ = model(observations, memory, torch.zeros_like(masks).long(), masks)
-        (output.values.square().mean() - output.distributions.entropy().mean()).backward()
-        if repeat:
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+def _pass_ms(model, observations, memory, masks) -> float:
+    start = time.perf_counter()
+    output, _ = model(observations, memory, torch.zeros_like(masks).long(), masks)
+    (output.values.square().mean() - output.distributions.entropy().mean()).backward()
+    return (time.perf_counter() - start) * 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--tasks", type=int, default=8)
-    parser.add_argument("--episode-length", type=float, default=8.0)
+    parser.add_argument("--episode-lengths", type=float, nargs="+", default=[4.0, 12.0, 40.0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -50,22 +49,30 @@ def main() -> None:
     from gymnasium import spaces
 
     model = BabyAIRecurrentACModel(spaces.Discrete(7), space, use_memory=True)
-    packed = base.run_recurrent
-    for steps in args.steps:
+    model_module = sys.modules["stagerl.plugins.minigrid.babyai_model"]
+    ways = {
+        "stepwise": base.run_recurrent_stepwise,
+        "packed": base._packed,
+        "run_recurrent": base.run_recurrent,
+    }
+    for steps, length in itertools.product(args.steps, args.episode_lengths):
         image = torch.randint(0, 11, (steps, args.tasks, 7, 7, 3), dtype=torch.uint8)
-        masks = (torch.rand(steps, args.tasks) > 1 / args.episode_length).float()
+        masks = (torch.rand(steps, args.tasks) > 1 / length).float()
         memory = model.initial_memory(args.tasks)
-        timings = {}
-        for name, function in (("stepwise", base.run_recurrent_stepwise), ("packed", packed)):
-            base_module = sys.modules["stagerl.plugins.minigrid.babyai_model"]
-            base_module.run_recurrent = function  # the model's own reference to it
-            timings[name] = _pass_ms(
-                model, {"minigrid_ego_image": image}, memory, masks, args.repeats
-            )
-        base_module.run_recurrent = packed
+        times: dict[str, list[float]] = {name: [] for name in ways}
+        for repeat in range(args.repeats + 1):  # the first is the warm-up
+            for name, function in ways.items():
+                model_module.run_recurrent = function  # the model's own reference to it
+                elapsed = _pass_ms(model, {"minigrid_ego_image": image}, memory, masks)
+                if repeat:
+                    times[name].append(elapsed)
+        model_module.run_recurrent = ways["run_recurrent"]
+        ms = {name: statistics.median(values) for name, values in times.items()}
         print(
-            f"[{steps:>3} x {args.tasks}] stepwise {timings['stepwise']:7.2f} ms   "
-            f"packed {timings['packed']:7.2f} ms   speed-up {timings['stepwise'] / timings['packed']:.2f}x"
+            f"[{steps:>3} x {args.tasks}], episodes of ~{length:>4.0f} steps: "
+            + "   ".join(f"{name} {value:6.2f} ms" for name, value in ms.items())
+            + f"   run_recurrent's speed-up: {ms['stepwise'] / ms['run_recurrent']:.2f}x over "
+            f"stepwise, {ms['packed'] / ms['run_recurrent']:.2f}x over packed"
         )
 
 

@@ -1,4 +1,4 @@
-"""run_recurrent's packed stretches equal the step-by-step definition, values and gradients."""
+"""run_recurrent's episode stretches equal the step-by-step definition, values and gradients."""
 
 import pytest
 import torch
@@ -7,25 +7,28 @@ from torch import nn
 from stagerl.models.base import run_recurrent, run_recurrent_stepwise
 
 
-@pytest.mark.parametrize("rnn_class", [nn.LSTM, nn.GRU])
-def test_packed_episodes_equal_stepping_one_step_at_a_time(rnn_class):
+@pytest.mark.parametrize("all_reset_late", [False, True])
+@pytest.mark.parametrize("rnn_class, layers", [(nn.LSTM, 1), (nn.LSTM, 2), (nn.GRU, 1)])
+def test_episode_stretches_equal_stepping_one_step_at_a_time(rnn_class, layers, all_reset_late):
     torch.manual_seed(0)
-    rnn = rnn_class(6, 5)
+    rnn = rnn_class(6, 5, num_layers=layers)  # a 2-layer LSTM takes the packed path
     steps, tasks = 12, 4
     masks = torch.ones(steps, tasks)
     masks[0, 1] = 0  # starts an episode at once: its given memory is dropped
     masks[[3, 4, 9], 2] = 0  # episodes of 3, 1, 5 and 3 steps
     masks[5:, 3] = 0  # one-step episodes only
-    inputs = torch.randn(steps, tasks, 6, requires_grad=True)  # task 0 never resets
-    memory = torch.randn(1, tasks, 10 if rnn_class is nn.LSTM else 5, requires_grad=True)
+    if all_reset_late:  # then no step before the 7th can matter to the final memory
+        masks[7, 0] = masks[8, 1] = 0
+    inputs = torch.randn(steps, tasks, 6, requires_grad=True)
+    memory = torch.randn(layers, tasks, 10 if rnn_class is nn.LSTM else 5, requires_grad=True)
     results = [f(rnn, inputs, memory, masks) for f in (run_recurrent, run_recurrent_stepwise)]
-    (packed, packed_memory), (stepped, stepped_memory) = results
-    torch.testing.assert_close(packed, stepped)
-    torch.testing.assert_close(packed_memory, stepped_memory)
+    (fast, fast_memory), (stepped, stepped_memory) = results
+    torch.testing.assert_close(fast, stepped)
+    torch.testing.assert_close(fast_memory, stepped_memory)
     gradients = [
         torch.autograd.grad((out**2).sum() + (mem**2).sum(), [inputs, memory, *rnn.parameters()])
         for out, mem in results
     ]
-    for packed_grad, stepped_grad in zip(*gradients, strict=True):
-        torch.testing.assert_close(packed_grad, stepped_grad)
+    for fast_grad, stepped_grad in zip(*gradients, strict=True):
+        torch.testing.assert_close(fast_grad, stepped_grad)
     assert (gradients[0][1][:, 1] == 0).all()  # task 1's given memory did not matter

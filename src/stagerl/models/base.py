@@ -79,6 +79,11 @@ def run_recurrent_stepwise(
     return torch.cat(outputs, dim=0), memory
 
 
+def _plain(rnn: nn.GRU | nn.LSTM) -> bool:
+    """One layer, one direction, no projection: what the fast paths below handle."""
+    return rnn.num_layers == 1 and not rnn.bidirectional and not getattr(rnn, "proj_size", 0)
+
+
 def _one_step(
     rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,8 +91,7 @@ def _one_step(
     cell function on the module's weights: for a batch of tens of tasks the module's call costs
     over twice as much (oneDNN sets up a primitive per call: 137 against 60 us for the GoToObj
     example's LSTM and 16 tasks)."""
-    plain = rnn.num_layers == 1 and not rnn.bidirectional and not getattr(rnn, "proj_size", 0)
-    if not plain:
+    if not _plain(rnn):
         return run_recurrent_stepwise(rnn, inputs, memory, masks)
     state = memory[0] * masks[0, :, None]
     weights = (rnn.weight_ih_l0, rnn.weight_hh_l0)
@@ -99,6 +103,118 @@ def _one_step(
     return h[None], h[None]
 
 
+def _lstm_final_cell(
+    rnn: nn.LSTM,
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    memory: torch.Tensor,
+    masks: torch.Tensor,
+) -> torch.Tensor:
+    """Each task's cell state after the last step, `[N, H]`, from the hidden states the LSTM
+    output. With every step's gates known, the recurrence c_t = f_t * m_t * c_(t-1) + i_t * g_t
+    unrolls to a sum over steps weighted by products of f_t * m_t, which are zero across an
+    episode start: only the steps since the last episode start of any task count."""
+    starts = torch.where(masks == 0, torch.arange(len(masks), device=masks.device)[:, None], 0)
+    t0 = int(starts.amax(0).min())  # every task's last episode starts at t0 or later
+    h0, c0 = memory[0].chunk(2, dim=-1)
+    if t0 > 0:  # what came before t0 is cut off by each task's episode start
+        h0, c0 = outputs[t0 - 1], torch.zeros_like(c0)
+    masks, inputs = masks[t0:, :, None], inputs[t0:]
+    previous = torch.cat([h0[None], outputs[t0:-1]]) * masks
+    hidden = rnn.hidden_size
+    weight_ih, weight_hh = rnn.weight_ih_l0[: 3 * hidden], rnn.weight_hh_l0[: 3 * hidden]
+    gates = inputs @ weight_ih.t() + previous @ weight_hh.t()  # input, forget, cell gates
+    if rnn.bias:
+        gates = gates + rnn.bias_ih_l0[: 3 * hidden] + rnn.bias_hh_l0[: 3 * hidden]
+    i, f, g = gates.chunk(3, dim=-1)
+    carry = torch.sigmoid(f) * masks  # how much of c_(t-1) reaches c_t
+    kept = carry.flip(0).cumprod(0).flip(0)  # from step t to the end
+    after = torch.cat([kept[1:], torch.ones_like(kept[:1])])  # from step t + 1 to the end
+    return (torch.sigmoid(i) * torch.tanh(g) * after).sum(0) + c0 * kept[0]
+
+
+@dataclass(frozen=True)
+class _Stretches:
+    """Every stretch of one task's episode in a `[T, N]` batch (from the task's memory for its
+    first, from zeros after an episode start): for each step, flattened, its stretch's id and
+    its place in it; each stretch's length; each task's first stretch id and stretch count."""
+
+    stretch: torch.Tensor
+    position: torch.Tensor
+    lengths: torch.Tensor
+    first: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def of(cls, masks: torch.Tensor) -> "_Stretches":
+        """The stretches `masks` (0 where an episode starts) cut the batch into."""
+        steps, tasks = masks.shape
+        starts = masks == 0
+        starts[0] = True
+        in_task = starts.long().cumsum(0) - 1  # each step's stretch, counted within its task
+        count = in_task[-1] + 1
+        first = count.cumsum(0) - count
+        stretch = (in_task + first).flatten()
+        time = torch.arange(steps, device=masks.device)[:, None].expand(steps, tasks)
+        position = (time - torch.where(starts, time, 0).cummax(0).values).flatten()
+        lengths = torch.bincount(stretch, minlength=int(count.sum()))
+        return cls(stretch, position, lengths, first, count)
+
+    def initial(self, memory: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Each stretch's starting memory, `[layers, stretches, hidden]`."""
+        initial = memory.new_zeros(memory.shape[0], len(self.lengths), memory.shape[-1])
+        initial[:, self.first] = memory * masks[0].view(1, -1, 1)
+        return initial
+
+
+def _packed(
+    rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All stretches in one packed call."""
+    steps, tasks = masks.shape
+    s = _Stretches.of(masks)
+    padded = inputs.new_zeros(int(s.lengths.max()), len(s.lengths), inputs.shape[-1])
+    padded[s.position, s.stretch] = inputs.reshape(steps * tasks, -1)
+    lstm = isinstance(rnn, nn.LSTM)
+    packed = pack_padded_sequence(padded, s.lengths.cpu(), enforce_sorted=False)
+    out, state = rnn(packed, _state(s.initial(memory, masks), lstm))
+    out, _ = pad_packed_sequence(out, total_length=padded.shape[0])
+    final = _memory(state, lstm)[:, s.first + s.count - 1]  # each task's last stretch
+    return out[s.position, s.stretch].view(steps, tasks, -1), final
+
+
+def _lstm_by_length(
+    rnn: nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stretches in one dense call per length class (1-4, 5-8, 9-16, ...), right-padded
+    to the longest of their class: padding at most doubles the work of all but the shortest,
+    each call has a fixed cost (~0.5 ms forward and backward), and oneDNN's LSTM runs each
+    class forward and backward in fused kernels. The cell state after the last step is not
+    among the outputs: `_lstm_final_cell` rebuilds it."""
+    steps, tasks = masks.shape
+    s = _Stretches.of(masks)
+    rows = inputs.reshape(steps * tasks, -1)
+    initial = s.initial(memory, masks)
+    length_class = torch.log2(s.lengths.clamp(min=4).float()).ceil().long()  # exact: ints
+    row_class = length_class[s.stretch]
+    outputs, order = [], []
+    for group in length_class.unique().tolist():
+        members = (length_class == group).nonzero()[:, 0]
+        local = torch.zeros_like(s.lengths)
+        local[members] = torch.arange(len(members), device=members.device)
+        picked = (row_class == group).nonzero()[:, 0]
+        where = (s.position[picked], local[s.stretch[picked]])
+        padded = rows.new_zeros(int(s.lengths[members].max()), len(members), rows.shape[-1])
+        padded[where] = rows[picked]
+        h0, c0 = initial[:, members].chunk(2, dim=-1)
+        out, _ = rnn(padded, (h0.contiguous(), c0.contiguous()))  # padding's outputs unused
+        outputs.append(out[where])
+        order.append(picked)
+    out = torch.cat(outputs)[torch.cat(order).argsort()].view(steps, tasks, -1)
+    cell = _lstm_final_cell(rnn, inputs, out, memory, masks)
+    return out, torch.cat([out[-1], cell], dim=-1)[None]
+
+
 def run_recurrent(
     rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,29 +222,15 @@ def run_recurrent(
     episode start. An LSTM's memory is its `(h, c)` joined on the last dimension.
 
     Over several steps, every stretch of one task's episode becomes its own sequence (from the
-    task's memory for the first, from zeros after an episode start) and all of them run in one
-    packed call, however often tasks reset; equal to `run_recurrent_stepwise` up to float
-    rounding (tests/models), faster by benchmarks/recurrent.py.
+    task's memory for the first, from zeros after an episode start), however often tasks
+    reset. On a CPU a one-layer LSTM runs them by length class (`_lstm_by_length`): a packed
+    call's CPU backward zero-fills an input-sized gradient per step. Others run them in one
+    packed call (torch's dense GRU has no fused CPU kernel to gain from; on a GPU cuDNN runs
+    packed calls fused). Equal to `run_recurrent_stepwise` up to float rounding
+    (tests/models), faster by benchmarks/recurrent.py.
     """
-    steps, tasks = masks.shape
-    if steps == 1:
+    if masks.shape[0] == 1:
         return _one_step(rnn, inputs, memory, masks)
-    starts = masks == 0
-    starts[0] = True
-    in_task = starts.long().cumsum(0) - 1  # each step's stretch, counted within its task
-    count = in_task[-1] + 1  # stretches per task
-    first = count.cumsum(0) - count  # the id of each task's first stretch
-    stretch = (in_task + first).flatten()
-    time = torch.arange(steps, device=masks.device)[:, None].expand(steps, tasks)
-    position = (time - torch.where(starts, time, 0).cummax(0).values).flatten()
-    lengths = torch.bincount(stretch, minlength=int(count.sum()))
-    padded = inputs.new_zeros(int(lengths.max()), len(lengths), inputs.shape[-1])
-    padded[position, stretch] = inputs.reshape(steps * tasks, -1)
-    initial = memory.new_zeros(memory.shape[0], len(lengths), memory.shape[-1])
-    initial[:, first] = memory * masks[0].view(1, -1, 1)
-    lstm = isinstance(rnn, nn.LSTM)
-    packed = pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
-    out, state = rnn(packed, _state(initial, lstm))
-    out, _ = pad_packed_sequence(out, total_length=padded.shape[0])
-    final = _memory(state, lstm)[:, first + count - 1]  # each task's last stretch
-    return out[position, stretch].view(steps, tasks, -1), final
+    if isinstance(rnn, nn.LSTM) and _plain(rnn) and inputs.device.type == "cpu":
+        return _lstm_by_length(rnn, inputs, memory, masks)
+    return _packed(rnn, inputs, memory, masks)
