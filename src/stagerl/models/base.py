@@ -231,6 +231,7 @@ def run_recurrent(
     """
     if masks.shape[0] == 1:
         return _one_step(rnn, inputs, memory, masks)
-    if isinstance(rnn, nn.LSTM) and _plain(rnn) and inputs.device.type == "cpu":
+    dense = _plain(rnn) and not rnn.batch_first and inputs.device.type == "cpu"
+    if isinstance(rnn, nn.LSTM) and dense:
         return _lstm_by_length(rnn, inputs, memory, masks)
     return _packed(rnn, inputs, memory, masks)
