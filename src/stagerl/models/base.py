@@ -183,6 +183,14 @@ def _packed(
     return out[s.position, s.stretch].view(steps, tasks, -1), final
 
 
+def _coarse(n: int) -> int:
+    """The least of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^k and 3 * 2^k) that is >= n: shapes
+    from this short list (at most a third larger) let oneDNN reuse its cached primitives,
+    where every new shape would be one more cached for good."""
+    power = 1 << max(n - 1, 0).bit_length()  # the least power of two >= n
+    return power * 3 // 4 if n <= power * 3 // 4 else power
+
+
 def _lstm_by_length(
     rnn: nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,9 +212,12 @@ def _lstm_by_length(
         local[members] = torch.arange(len(members), device=members.device)
         picked = (row_class == group).nonzero()[:, 0]
         where = (s.position[picked], local[s.stretch[picked]])
-        padded = rows.new_zeros(int(s.lengths[members].max()), len(members), rows.shape[-1])
+        length, width = _coarse(int(s.lengths[members].max())), _coarse(len(members))
+        padded = rows.new_zeros(length, width, rows.shape[-1])
         padded[where] = rows[picked]
-        h0, c0 = initial[:, members].chunk(2, dim=-1)
+        start = initial.new_zeros(1, width, initial.shape[-1])
+        start[0, : len(members)] = initial[0, members]
+        h0, c0 = start.chunk(2, dim=-1)
         out, _ = rnn(padded, (h0.contiguous(), c0.contiguous()))  # padding's outputs unused
         outputs.append(out[where])
         order.append(picked)
