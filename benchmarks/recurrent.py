@@ -3,9 +3,9 @@ step-by-step definition (`run_recurrent_stepwise`) and against running every epi
 in one packed call (`_packed`, what `run_recurrent` does for a GRU, and did for an LSTM).
 
 Forward and backward of the GoToObj example's model (BabyAIRecurrentACModel, LSTM-128) over
-`[T, N]` minibatches where an episode ends on average every `--episode-lengths` steps, with
-the update's thread count; each figure the median of `--repeats` timed passes after a warm-up,
-the three ways taking turns.
+`[T, N]` minibatches where an episode ends on average every `--episode-lengths` steps (drawn
+anew for each pass), with the update's thread count; each figure the median of `--repeats`
+timed passes after a warm-up, the three ways taking turns on the same minibatch.
 
     python benchmarks/recurrent.py [--steps 32 128] [--tasks 8] [--episode-lengths 4 12 40]
 """
@@ -57,10 +57,11 @@ def main() -> None:
     }
     for steps, length in itertools.product(args.steps, args.episode_lengths):
         image = torch.randint(0, 11, (steps, args.tasks, 7, 7, 3), dtype=torch.uint8)
-        masks = (torch.rand(steps, args.tasks) > 1 / length).float()
         memory = model.initial_memory(args.tasks)
         times: dict[str, list[float]] = {name: [] for name in ways}
         for repeat in range(args.repeats + 1):  # the first is the warm-up
+            # new episode ends every time, as every minibatch of an update has its own
+            masks = (torch.rand(steps, args.tasks) > 1 / length).float()
             for name, function in ways.items():
                 model_module.run_recurrent = function  # the model's own reference to it
                 elapsed = _pass_ms(model, {"minigrid_ego_image": image}, memory, masks)
