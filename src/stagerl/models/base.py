@@ -113,7 +113,8 @@ def _lstm_final_cell(
     """Each task's cell state after the last step, `[N, H]`, from the hidden states the LSTM
     output. With every step's gates known, the recurrence c_t = f_t * m_t * c_(t-1) + i_t * g_t
     unrolls to a sum over steps weighted by products of f_t * m_t, which are zero across an
-    episode start: only the steps since the last episode start of any task count."""
+    episode start: only the steps from the earliest of the tasks' last episode starts on
+    count."""
     starts = torch.where(masks == 0, torch.arange(len(masks), device=masks.device)[:, None], 0)
     t0 = int(starts.amax(0).min())  # every task's last episode starts at t0 or later
     h0, c0 = memory[0].chunk(2, dim=-1)
