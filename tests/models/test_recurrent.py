@@ -8,10 +8,15 @@ from stagerl.models.base import run_recurrent, run_recurrent_stepwise
 
 
 @pytest.mark.parametrize("all_reset_late", [False, True])
-@pytest.mark.parametrize("rnn_class, layers", [(nn.LSTM, 1), (nn.LSTM, 2), (nn.GRU, 1)])
-def test_episode_stretches_equal_stepping_one_step_at_a_time(rnn_class, layers, all_reset_late):
+@pytest.mark.parametrize(
+    "rnn_class, layers, bias",
+    [(nn.LSTM, 1, True), (nn.LSTM, 1, False), (nn.LSTM, 2, True), (nn.GRU, 1, True)],
+)
+def test_episode_stretches_equal_stepping_one_step_at_a_time(
+    rnn_class, layers, bias, all_reset_late
+):
     torch.manual_seed(0)
-    rnn = rnn_class(6, 5, num_layers=layers)  # a 2-layer LSTM takes the packed path
+    rnn = rnn_class(6, 5, num_layers=layers, bias=bias)  # a 2-layer LSTM takes the packed path
     steps, tasks = 12, 4
     masks = torch.ones(steps, tasks)
     masks[0, 1] = 0  # starts an episode at once: its given memory is dropped
