@@ -1,5 +1,6 @@
 """Exceptions users see. Each message says what was wrong, where, and what to do."""
 
+import math
 import numbers
 import sys
 import traceback
@@ -61,6 +62,15 @@ def user_call(what: str, function: Callable[..., Any], *args: Any, **kwargs: Any
         raise ConfigError(
             f"{what} raised {type(error).__name__}: {error}\n    at {_origin(error)}"
         ) from None
+
+
+def user_number(what: str, schedule: Callable[[int], Any], steps: int, expected: str) -> float:
+    """`schedule(steps)` through `user_call`, as a float; a ConfigError naming the call unless
+    it gives a number (NaN is none)."""
+    value = user_call(what, schedule, steps)
+    if not is_number(value) or math.isnan(value):
+        raise ConfigError(f"{what}({steps})={value!r} is invalid: expected {expected}")
+    return float(value)
 
 
 def _origin(error: BaseException) -> str:

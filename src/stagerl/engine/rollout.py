@@ -7,14 +7,13 @@ executes the expert's action with probability p where that action is valid, and 
 keeps the action that was actually executed.
 """
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from stagerl.engine.storage import RolloutStorage
-from stagerl.errors import is_number, require, user_call
+from stagerl.errors import user_number
 from stagerl.models.base import ActorCriticModel
 from stagerl.tasks.vector import StepBatch, VectorSampler
 
@@ -38,10 +37,8 @@ class TeacherForcing:
         may pass 0 in a stage's last rollout); an error naming the setting if the schedule
         fails or gives no number."""
         steps = self.stage_steps + t * self.frames_per_step
-        value = user_call(self.where, self.schedule, steps)
-        valid = is_number(value) and not math.isnan(value)
-        require(valid, f"{self.where}({steps})", value, "a probability")
-        return min(max(float(value), 0.0), 1.0)
+        value = user_number(self.where, self.schedule, steps, "a probability")
+        return min(max(value, 0.0), 1.0)
 
 
 @dataclass

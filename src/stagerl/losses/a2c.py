@@ -2,8 +2,7 @@
 
 import torch
 
-from stagerl.errors import is_number, require
-from stagerl.losses.base import Loss, RolloutBatch
+from stagerl.losses.base import Loss, RolloutBatch, require_coefficients
 from stagerl.models.base import ActorCriticOutput
 
 A2CConfig = dict(value_loss_coef=0.5, entropy_coef=0.01)
@@ -13,9 +12,7 @@ class A2C(Loss):
     """The unclipped on-policy actor-critic loss; use with `update_repeats=1`."""
 
     def __init__(self, value_loss_coef: float, entropy_coef: float) -> None:
-        ok = is_number(value_loss_coef) and value_loss_coef >= 0
-        require(ok, "A2C.value_loss_coef", value_loss_coef, "a number >= 0")
-        require(is_number(entropy_coef), "A2C.entropy_coef", entropy_coef, "a number")
+        require_coefficients("A2C", value_loss_coef, entropy_coef)
         self.value_loss_coef = value_loss_coef
         self.entropy_coef = entropy_coef
 

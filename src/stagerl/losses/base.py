@@ -2,9 +2,11 @@
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from stagerl.errors import is_number, require
 from stagerl.models.base import ActorCriticOutput
 
 
@@ -23,6 +25,13 @@ class RolloutBatch:
     advantages: torch.Tensor  # [T, n]
     # [T, n], standardised over the whole rollout the minibatch came from (None where unknown)
     normalized_advantages: torch.Tensor | None = None
+
+
+def require_coefficients(owner: str, value_loss_coef: Any, entropy_coef: Any) -> None:
+    """An actor-critic loss's weights: the value loss's a number >= 0, the entropy's a number."""
+    ok = is_number(value_loss_coef) and value_loss_coef >= 0
+    require(ok, f"{owner}.value_loss_coef", value_loss_coef, "a number >= 0")
+    require(is_number(entropy_coef), f"{owner}.entropy_coef", entropy_coef, "a number")
 
 
 def standardize(values: torch.Tensor) -> torch.Tensor:

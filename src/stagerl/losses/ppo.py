@@ -1,13 +1,12 @@
 """Proximal Policy Optimisation (Schulman et al. 2017) with clip decay and a clipped value loss."""
 
-import math
 from collections.abc import Callable
 from typing import Literal
 
 import torch
 
-from stagerl.errors import is_number, require, require_positive, user_call
-from stagerl.losses.base import Loss, RolloutBatch, standardize
+from stagerl.errors import require, require_positive, user_number
+from stagerl.losses.base import Loss, RolloutBatch, require_coefficients, standardize
 from stagerl.models.base import ActorCriticOutput
 
 # AllenAct's PPOConfig: only the three coefficients, so `PPO(**PPOConfig, normalize_advantage=...)`
@@ -41,9 +40,7 @@ class PPO(Loss):
         normalize_advantage: AdvantageNormalization | bool = "rollout",
     ) -> None:
         require_positive("PPO.clip_param", clip_param)
-        ok = is_number(value_loss_coef) and value_loss_coef >= 0
-        require(ok, "PPO.value_loss_coef", value_loss_coef, "a number >= 0")
-        require(is_number(entropy_coef), "PPO.entropy_coef", entropy_coef, "a number")
+        require_coefficients("PPO", value_loss_coef, entropy_coef)
         require(
             callable(clip_decay) or clip_decay is None,
             "PPO.clip_decay",
@@ -76,10 +73,8 @@ class PPO(Loss):
         self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The clipped surrogate, the (optionally clipped) value loss and the entropy bonus."""
-        decay = user_call("PPO.clip_decay", self.clip_decay, step_count)
-        valid = is_number(decay) and not math.isnan(decay)
-        require(valid, f"PPO.clip_decay({step_count})", decay, "a number")
-        clip = self.clip_param * max(float(decay), 0.0)  # a decay past its end clips at 0
+        decay = user_number("PPO.clip_decay", self.clip_decay, step_count, "a number")
+        clip = self.clip_param * max(decay, 0.0)  # a decay past its end clips at 0
         advantages = self._advantages(batch)
 
         dist = actor_critic_output.distributions
