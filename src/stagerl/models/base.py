@@ -109,14 +109,13 @@ def _lstm_final_cell(
     outputs: torch.Tensor,
     memory: torch.Tensor,
     masks: torch.Tensor,
+    t0: int,
 ) -> torch.Tensor:
     """Each task's cell state after the last step, `[N, H]`, from the hidden states the LSTM
     output. With every step's gates known, the recurrence c_t = f_t * m_t * c_(t-1) + i_t * g_t
     unrolls to a sum over steps weighted by products of f_t * m_t, which are zero across an
-    episode start: only the steps from the earliest of the tasks' last episode starts on
-    count."""
-    starts = torch.where(masks == 0, torch.arange(len(masks), device=masks.device)[:, None], 0)
-    t0 = int(starts.amax(0).min())  # every task's last episode starts at t0 or later
+    episode start: only the steps from `t0`, the earliest of the tasks' last episode starts,
+    on count."""
     h0, c0 = memory[0].chunk(2, dim=-1)
     if t0 > 0:  # what came before t0 is cut off by each task's episode start
         h0, c0 = outputs[t0 - 1], torch.zeros_like(c0)
@@ -161,6 +160,11 @@ class _Stretches:
         lengths = torch.bincount(stretch, minlength=int(count.sum()))
         return cls(stretch, position, lengths, first, count)
 
+    @property
+    def last(self) -> torch.Tensor:
+        """Each task's last stretch's id."""
+        return self.first + self.count - 1
+
     def initial(self, memory: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Each stretch's starting memory, `[layers, stretches, hidden]`."""
         initial = memory.new_zeros(memory.shape[0], len(self.lengths), memory.shape[-1])
@@ -181,8 +185,7 @@ def _packed(
     packed = pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
     out, state = rnn(packed, _state(stretches.initial(memory, masks), lstm))
     out, _ = pad_packed_sequence(out, total_length=padded.shape[0])
-    last = stretches.first + stretches.count - 1  # each task's last stretch
-    final = _memory(state, lstm)[:, last]
+    final = _memory(state, lstm)[:, stretches.last]
     return out[stretches.position, stretches.stretch].view(steps, tasks, -1), final
 
 
@@ -225,7 +228,8 @@ def _lstm_by_length(
         outputs.append(out[slots])
         order.append(picked)
     out = torch.cat(outputs)[torch.cat(order).argsort()].view(steps, tasks, -1)
-    cell = _lstm_final_cell(rnn, inputs, out, memory, masks)
+    t0 = steps - int(stretches.lengths[stretches.last].max())  # the earliest last start
+    cell = _lstm_final_cell(rnn, inputs, out, memory, masks, t0)
     return out, torch.cat([out[-1], cell], dim=-1)[None]
 
 
