@@ -38,6 +38,25 @@ def test_cnn1_with_lstm_128_has_the_published_parameter_count():
     assert model.memory_shape == (1, 256)
 
 
+@pytest.mark.parametrize("size", [2, 3])
+def test_last_convolution_as_a_product_equals_the_convolution(size):
+    # 2: the 7x7 view's map, one kernel in size (the matrix product); 3: convolved as usual
+    torch.manual_seed(0)
+    model = BabyAIRecurrentACModel(ACTIONS, _space())
+    last = model.image_conv[5]
+    maps = torch.randn(4, 32, size, size, requires_grad=True)
+    output = last(maps)
+    expected = torch.nn.functional.conv2d(maps, last.weight, last.bias)
+    torch.testing.assert_close(output, expected)
+    gradient, inputs = torch.randn_like(expected), (maps, last.weight, last.bias)
+    for got, want in zip(
+        torch.autograd.grad(output, inputs, gradient),
+        torch.autograd.grad(expected, inputs, gradient),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want)
+
+
 def test_heads_start_with_unit_norm_rows():
     model = BabyAIRecurrentACModel(ACTIONS, _space(), use_memory=True)
     for layer in (model.actor[0], model.actor[2], model.critic[0], model.critic[2]):

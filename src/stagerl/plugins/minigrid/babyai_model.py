@@ -7,6 +7,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical
+from torch.nn import functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from stagerl.errors import ConfigError
@@ -38,6 +39,19 @@ def _place_values(vocabulary: int, length: int) -> torch.Tensor | None:
     if vocabulary**length >= 2**63:
         return None
     return torch.tensor([vocabulary**i for i in range(length)])
+
+
+class _LastConv2d(nn.Conv2d):
+    """A convolution (stride 1, no padding) that, on an input exactly one kernel in size, gives
+    one cell per image, computed as the matrix product it is: on the 7x7 view's 2x2 maps,
+    oneDNN's convolution call cost 5x as much for 8 images and 2.4x for a 256-image update
+    (forward and backward). Other input sizes convolve as usual."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of `x` `[B, C, H, W]`."""
+        if x.shape[-2:] != self.kernel_size:
+            return super().forward(x)
+        return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
 
 
 def _head(inputs: int, outputs: int) -> nn.Sequential:
@@ -92,7 +106,7 @@ class BabyAIRecurrentACModel(ActorCriticModel):
             nn.MaxPool2d(2, stride=2),
             nn.Conv2d(16, 32, 2),
             nn.ReLU(),
-            nn.Conv2d(32, image_dim, 2),
+            _LastConv2d(32, image_dim, 2),
             nn.ReLU(),
             nn.Flatten(),
         )
