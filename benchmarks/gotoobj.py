@@ -1,41 +1,55 @@
 """The GoToObj example end to end: `stagerl train projects/babyai/gotoobj_ppo.py` (50,000
-steps), wall time from the command's start (start-up included) and the peak PSS of its process
-tree, against the same run with synchronous sampling (`double_buffered=False`) in this run.
-Runs alternate between the two, `--runs` of each; medians are printed, with the ratio.
+steps), wall time from the command's start (start-up included), median frames/s and the peak
+PSS of its process tree, against the same run with synchronous sampling
+(`double_buffered=False`) in this run, and with `--baseline DIR` against another commit's
+work tree too (its own copy of the example), e.g. the code before the throughput work:
 
-    python benchmarks/gotoobj.py [--runs 3]
+    git worktree add /tmp/baseline 483871a
+    python benchmarks/gotoobj.py [--runs 3] [--baseline /tmp/baseline]
+
+Runs take turns, `--runs` of each; medians are printed, with the ratios.
 """
 
 import argparse
 import statistics
 import tempfile
+from pathlib import Path
 
-from throughput import GOTOOBJ, SYNCHRONOUS, _variant, run_training
+from throughput import GOTOOBJ, ROOT, SYNCHRONOUS, _variant, median_fps, run_training
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each path (default 3)")
+    parser.add_argument("--baseline", type=Path, help="another commit's work tree to compare")
     args = parser.parse_args()
-    walls: dict[str, list[float]] = {"double-buffered": [], "synchronous": []}
-    peaks: dict[str, list[float]] = {"double-buffered": [], "synchronous": []}
     with tempfile.TemporaryDirectory() as variants:
-        configs = {
-            "double-buffered": GOTOOBJ,
-            "synchronous": _variant(GOTOOBJ, variants, SYNCHRONOUS),
+        runs = {  # name: (experiment file, work tree stagerl is imported from)
+            "double-buffered": (GOTOOBJ, ROOT),
+            "synchronous": (_variant(GOTOOBJ, variants, SYNCHRONOUS), ROOT),
         }
+        if args.baseline:
+            baseline = args.baseline.resolve()
+            runs["baseline"] = (baseline / GOTOOBJ.relative_to(ROOT), baseline)
+        walls: dict[str, list[float]] = {name: [] for name in runs}
+        fps: dict[str, list[float]] = {name: [] for name in runs}
+        peaks: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.runs):
-            for name, config in configs.items():
+            for name, (config, checkout) in runs.items():
                 with tempfile.TemporaryDirectory() as output:
-                    wall, peak = run_training(config, output)
-                walls[name].append(wall)
+                    seconds, peak = run_training(config, output, checkout=checkout)
+                    fps[name].append(median_fps(output))
+                walls[name].append(seconds)
                 peaks[name].append(peak)
-    for name in walls:
-        wall, peak = statistics.median(walls[name]), max(peaks[name])
-        print(f"{name:>16}: 50,000 steps in {wall:5.1f} s (median of {args.runs}, start-up "
-              f"included; target <= 20 s), peak PSS {peak:4.0f} MiB (target <= 512 MiB)")  # fmt: skip
-    ratio = statistics.median(walls["synchronous"]) / statistics.median(walls["double-buffered"])
-    print(f"double-buffered / synchronous speed: {ratio:.2f}x")
+    wall = {name: statistics.median(times) for name, times in walls.items()}
+    speed = {name: statistics.median(rates) for name, rates in fps.items()}
+    for name in runs:
+        print(f"{name:>16}: 50,000 steps in {wall[name]:5.1f} s (median of {args.runs}, start-up "
+              f"included; target <= 20 s), {speed[name]:5.0f} frames/s, "
+              f"peak PSS {max(peaks[name]):4.0f} MiB (target <= 512 MiB)")  # fmt: skip
+    for name in [name for name in runs if name != "double-buffered"]:
+        print(f"double-buffered / {name}: {wall[name] / wall['double-buffered']:.2f}x the speed "
+              f"by wall time, {speed['double-buffered'] / speed[name]:.2f}x by frames/s")  # fmt: skip
 
 
 if __name__ == "__main__":

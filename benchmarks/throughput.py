@@ -157,17 +157,27 @@ SYNCHRONOUS = """    @classmethod
 """
 
 
-def run_training(config: Path, output: str, ranks: int = 1) -> tuple[float, float]:
-    """`stagerl train config -o output` in a subprocess (under torchrun with `ranks` > 1): its
-    wall seconds from the start (start-up included) and its process tree's peak PSS in MiB.
+def run_training(
+    config: Path, output: str, ranks: int = 1, checkout: Path = ROOT
+) -> tuple[float, float]:
+    """`stagerl train config -o output` in a subprocess (under torchrun with `ranks` > 1), with
+    stagerl imported from `checkout` (another commit's work tree, to compare against): its wall
+    seconds from the start (start-up included) and its process tree's peak PSS in MiB.
     Its stderr goes to a file: a pipe fills up on a long run and stalls it."""
     command = [sys.executable, "-m", "stagerl", "train", str(config), "-o", output]
     if ranks > 1:
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
         command = [sys.executable, *launcher, *command[1:]]
+    source = os.pathsep.join(filter(None, [str(checkout / "src"), os.environ.get("PYTHONPATH")]))
     with (Path(output) / "stderr.log").open("w+") as log:
         start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        process = subprocess.Popen(
+            command,
+            cwd=checkout,
+            env={**os.environ, "PYTHONPATH": source},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
         peak = 0.0
         while process.poll() is None:
             peak = max(peak, tree_pss_mib(process.pid))
@@ -179,15 +189,18 @@ def run_training(config: Path, output: str, ranks: int = 1) -> tuple[float, floa
     return wall, peak
 
 
+def median_fps(output: str) -> float:
+    """The median fps of a finished run's metrics rows after the first (which holds start-up)."""
+    (metrics,) = Path(output).glob("*/*/metrics.jsonl")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return statistics.median([row["fps"] for row in rows if "fps" in row][1:])
+
+
 def stagerl_training(config: Path) -> tuple[float, float]:
-    """`stagerl train` (`run_training`): the median fps of its metrics rows after the first,
-    and the peak PSS of its process tree."""
+    """`stagerl train` (`run_training`): `median_fps` and the peak PSS of its process tree."""
     with tempfile.TemporaryDirectory() as output:
         _, peak = run_training(config, output)
-        (metrics,) = Path(output).glob("*/*/metrics.jsonl")
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-    fps = [row["fps"] for row in rows if "fps" in row][1:]
-    return statistics.median(fps), peak
+        return median_fps(output), peak
 
 
 def allenact_fps() -> float | None:
