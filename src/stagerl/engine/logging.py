@@ -2,7 +2,6 @@
 files, to `metrics.jsonl` (one row per interval) and to a live progress line."""
 
 import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -21,6 +20,8 @@ from rich.progress import (
 )
 from torch.utils.tensorboard import SummaryWriter
 
+from stagerl.engine.checkpoint import write_atomically
+
 
 def _truncate_jsonl(path: Path, last_step: int) -> None:
     """Drop rows written after the checkpoint we resume from, so no step appears twice. The
@@ -34,9 +35,8 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError):
             pass  # a row cut short when the run was killed
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    os.replace(temporary, path)
+    text = "".join(line + "\n" for line in kept)
+    write_atomically(path, lambda file: file.write(text.encode()))
 
 
 @dataclass

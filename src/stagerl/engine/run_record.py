@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from stagerl.engine.checkpoint import write_atomically
 from stagerl.engine.distributed import Ranks
 from stagerl.engine.setup import TrainingSetup, sampler_seeds
 
@@ -103,7 +104,6 @@ def record_run(
             "seed": seed,
             "total_tasks": setup.total_tasks,
         }
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(temporary, path)
+    text = json.dumps(record, indent=2) + "\n"
+    write_atomically(path, lambda file: file.write(text.encode()))
     return path
