@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from throughput import GOTOOBJ, ROOT, run_training
+from throughput import GOTOOBJ, ROOT, metrics_rows, run_training
 
 RANKS_SHOWN = (1, 2, 4, 8, 16, 32, 64)
 NETWORK = {"latency_s": 50e-6, "seconds_per_byte": 8 / 10e9}  # assumed: 10 Gbit/s, 50 us
@@ -35,9 +35,8 @@ NETWORK = {"latency_s": 50e-6, "seconds_per_byte": 8 / 10e9}  # assumed: 10 Gbit
 
 def _fps_and_share(config: Path, ranks: int) -> tuple[float, float | None]:
     with tempfile.TemporaryDirectory() as output:
-        run_training(config, output, ranks)
-        (metrics,) = Path(output).glob("*/*/metrics.jsonl")
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()][1:]
+        run_training(config, output, ranks=ranks)
+        rows = metrics_rows(output)
     fps = statistics.median(row["fps"] for row in rows)
     shares = [row["allreduce_share"] for row in rows if "allreduce_share" in row]
     return fps, statistics.median(shares) if shares else None

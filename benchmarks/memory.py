@@ -42,7 +42,9 @@ def main() -> None:
             sys.exit(f"training ended early:\n{log.read()[-3000:]}")
         process.send_signal(signal.SIGINT)  # saves a checkpoint and stops its workers
         process.wait(timeout=120)
-        steps = max(int(p.stem.split("_")[1]) for p in Path(output).glob("*/*/checkpoints/*.pt"))
+        steps = max(
+            int(p.stem.split("_")[1]) for p in Path(output).glob("*/*/checkpoints/ckpt_*.pt")
+        )
     first = max(pss for t, pss in samples if t <= 60)
     whole = max(pss for _, pss in samples)
     print(f"{steps:,} steps in {args.minutes:g} min; peak PSS: first minute {first:.0f} MiB, "

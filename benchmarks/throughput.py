@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -158,7 +159,7 @@ SYNCHRONOUS = """    @classmethod
 
 
 def run_training(
-    config: Path, output: str, ranks: int = 1, checkout: Path = ROOT
+    config: Path, output: str, *, ranks: int = 1, checkout: Path = ROOT
 ) -> tuple[float, float]:
     """`stagerl train config -o output` in a subprocess (under torchrun with `ranks` > 1), with
     stagerl imported from `checkout` (another commit's work tree, to compare against): its wall
@@ -168,6 +169,8 @@ def run_training(
     if ranks > 1:
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
         command = [sys.executable, *launcher, *command[1:]]
+    if not (checkout / "src" / "stagerl").is_dir():  # else this stagerl would run unnoticed
+        sys.exit(f"{checkout}: no src/stagerl there; give the root of a stagerl work tree")
     source = os.pathsep.join(filter(None, [str(checkout / "src"), os.environ.get("PYTHONPATH")]))
     with (Path(output) / "stderr.log").open("w+") as log:
         start = time.perf_counter()
@@ -189,11 +192,16 @@ def run_training(
     return wall, peak
 
 
-def median_fps(output: str) -> float:
-    """The median fps of a finished run's metrics rows after the first (which holds start-up)."""
+def metrics_rows(output: str) -> list[dict[str, Any]]:
+    """A finished run's metrics rows that report fps, after the first (which holds start-up)."""
     (metrics,) = Path(output).glob("*/*/metrics.jsonl")
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-    return statistics.median([row["fps"] for row in rows if "fps" in row][1:])
+    return [row for row in rows if "fps" in row][1:]
+
+
+def median_fps(output: str) -> float:
+    """The median fps of `metrics_rows`."""
+    return statistics.median(row["fps"] for row in metrics_rows(output))
 
 
 def stagerl_training(config: Path) -> tuple[float, float]:

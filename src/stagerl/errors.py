@@ -46,7 +46,8 @@ def require_positive(
 ) -> None:
     """Raise a ConfigError naming `field` unless `value` is a positive number (a positive
     integer if `whole`: a count that torch or range() will take), or None where allowed."""
-    ok = (value is None and allow_none) or (is_number(value, whole) and value > 0)  # type: ignore[operator]
+    positive = is_number(value, whole) and value > 0  # type: ignore[operator]
+    ok = (value is None and allow_none) or positive
     expected = "a positive " + ("integer" if whole else "number") + " or None" * allow_none
     require(ok, field, value, expected)
 

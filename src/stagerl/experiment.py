@@ -438,7 +438,8 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
     if len(found) != 1:
         names = [cls.__name__ for cls in found]
         raise ConfigError(
-            f"{path}: expected exactly one concrete ExperimentConfig subclass, found {names or 'none'}"
+            f"{path}: expected exactly one concrete ExperimentConfig subclass, "
+            f"found {names or 'none'}"
         )
     return LoadedExperiment(
         config=found[0],

@@ -1,16 +1,14 @@
 """Checkpoints: written atomically, the last K kept, corrupt ones skipped with a reason and
 set aside."""
 
-import os
 import re
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
+from stagerl.engine.files import write_atomically
 from stagerl.errors import CheckpointError
 
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -22,21 +20,6 @@ CHECKPOINT_FORMAT = 3
 def checkpoint_dir(run_dir: Path) -> Path:
     """Where a run keeps its checkpoints."""
     return run_dir / "checkpoints"
-
-
-def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """`write(file)` to a temporary file beside `path`, fsync, rename over `path`: a crash
-    leaves either the old file or the new one, never a part of either."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(run_dir: Path, total_steps: int, payload: dict[str, Any], keep: int) -> Path:

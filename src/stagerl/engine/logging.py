@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from torch.utils.tensorboard import SummaryWriter
 
-from stagerl.engine.checkpoint import write_atomically
+from stagerl.engine.files import write_atomically
 
 
 def _truncate_jsonl(path: Path, last_step: int) -> None:

@@ -14,8 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from stagerl.engine.checkpoint import write_atomically
 from stagerl.engine.distributed import Ranks
+from stagerl.engine.files import write_atomically
 from stagerl.engine.setup import TrainingSetup, sampler_seeds
 
 PACKAGES = ("stagerl", "torch", "gymnasium", "minigrid", "numpy")

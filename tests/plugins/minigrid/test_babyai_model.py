@@ -39,12 +39,14 @@ def test_cnn1_with_lstm_128_has_the_published_parameter_count():
 
 
 @pytest.mark.parametrize("size", [2, 3])
-def test_last_convolution_as_a_product_equals_the_convolution(size):
-    # 2: the 7x7 view's map, one kernel in size (the matrix product); 3: convolved as usual
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_last_convolution_as_a_product_equals_the_convolution(size, layout):
+    # 2: the 7x7 view's map, one kernel in size (the matrix product); 3: convolved as usual.
+    # The model's maps are channels_last (the view is permuted), a random tensor is not.
     torch.manual_seed(0)
     model = BabyAIRecurrentACModel(ACTIONS, _space())
     last = model.image_conv[5]
-    maps = torch.randn(4, 32, size, size, requires_grad=True)
+    maps = torch.randn(4, 32, size, size).to(memory_format=layout).requires_grad_()
     output = last(maps)
     expected = torch.nn.functional.conv2d(maps, last.weight, last.bias)
     torch.testing.assert_close(output, expected)

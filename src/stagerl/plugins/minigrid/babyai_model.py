@@ -41,11 +41,14 @@ def _place_values(vocabulary: int, length: int) -> torch.Tensor | None:
     return torch.tensor([vocabulary**i for i in range(length)])
 
 
-class _LastConv2d(nn.Conv2d):
-    """A convolution (stride 1, no padding) that, on an input exactly one kernel in size, gives
-    one cell per image, computed as the matrix product it is: on the 7x7 view's 2x2 maps,
+class _SingleCellConv2d(nn.Conv2d):
+    """A plain convolution (stride 1, no padding) that, on an input exactly one kernel in size,
+    gives one cell per image, computed as the matrix product it is: on the 7x7 view's 2x2 maps,
     oneDNN's convolution call cost 5x as much for 8 images and 2.4x for a 256-image update
     (forward and backward). Other input sizes convolve as usual."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of `x` `[B, C, H, W]`."""
@@ -106,7 +109,7 @@ class BabyAIRecurrentACModel(ActorCriticModel):
             nn.MaxPool2d(2, stride=2),
             nn.Conv2d(16, 32, 2),
             nn.ReLU(),
-            _LastConv2d(32, image_dim, 2),
+            _SingleCellConv2d(32, image_dim, 2),
             nn.ReLU(),
             nn.Flatten(),
         )
@@ -161,7 +164,8 @@ class BabyAIRecurrentACModel(ActorCriticModel):
     def _acting_encodings(self, keys: list[int], missions: torch.Tensor) -> torch.Tensor:
         """Encodings kept by mission while no gradient is taken and the encoder's parameters
         stay the same (any optimizer step, or a load, which changes their version; `train()` and
-        `eval()` also start afresh): re-encoding every step was a quarter of the acting forward pass."""
+        `eval()` also start afresh): re-encoding every step was a quarter of the acting forward
+        pass."""
         parameters = (*self.word_embedding.parameters(), *self.instr_rnn.parameters())
         stamp = (_optimizer_steps[0], *((p.data_ptr(), p._version) for p in parameters))
         if stamp != self._encodings_stamp or len(self._encodings) > 4096:
