@@ -63,8 +63,11 @@ class _Acted:
 
 def sample_actions(distribution: torch.distributions.Categorical) -> torch.Tensor:
     """One action per task, by the Gumbel-max trick on the (normalised) logits: the same
-    distribution as `distribution.sample()`, at a third of its cost for a batch of tens."""
-    noise = torch.empty_like(distribution.logits).exponential_().log()
+    distribution as `distribution.sample()`, at a third of its cost for a batch of tens. A
+    draw of exactly 0 (float rounding) is raised to the least normal float, whose log is
+    finite: -log(0) would make its action win whatever its probability."""
+    noise = torch.empty_like(distribution.logits).exponential_()
+    noise = noise.clamp_min_(torch.finfo(noise.dtype).tiny).log_()
     return (distribution.logits - noise).argmax(-1)
 
 

@@ -167,9 +167,10 @@ class Trainer:
 
     def _learn(self, storage: RolloutStorage, logger: MetricsLogger, stage: PipelineStage) -> None:
         pipeline, model = self.pipeline, self.setup.model
+        values = last_values(model, storage)  # in the mode the rollout's values came from
         model.train()
         storage.compute_returns(
-            last_values(model, storage),
+            values,
             gamma=pipeline.setting(stage, "gamma"),
             gae_lambda=pipeline.setting(stage, "gae_lambda"),
             use_gae=pipeline.setting(stage, "use_gae"),

@@ -162,8 +162,12 @@ class WorkerLoop:
         ]
 
     def restore(self, slots: list[bytes]) -> None:
-        """Continue from `snapshot()`'s bytes, one entry per slot."""
+        """Continue from `snapshot()`'s bytes, one entry per slot; the samplers and tasks
+        started before are closed (their environments with them)."""
         for slot, data in enumerate(slots):
+            if self.tasks[slot] is not None:
+                self.tasks[slot].close()
+            self.samplers[slot].close()
             self.samplers[slot], self.tasks[slot], self.tasks_started[slot] = pickle.loads(data)
         for slot, task in enumerate(self.tasks):
             self.current = slot
