@@ -11,6 +11,7 @@ from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical
 
+from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import WeightedLoss
 from stagerl.engine.offpolicy import OffPolicyLearner, build_iterator
 from stagerl.errors import ConfigError
@@ -60,6 +61,19 @@ def test_stream_memory_carries_between_chunks_and_resets_at_a_new_epoch():
     assert seen == [[0, 0], [1, 1], [2, 2], [3, 3], [0, 0]]  # batch 5 starts epoch 1
     assert not model.memory_seen[1].requires_grad  # detached: truncated BPTT
     assert (learner.samples, learner.epoch, result.attempted) == (20, 1, 5)
+    iterator.close()
+
+
+def test_each_rank_counts_the_episodes_begun_on_all_ranks():
+    # A rank reads every second episode: its count doubled, averaged over the ranks as their
+    # logs are, is the share of the whole dataset begun.
+    lengths = np.array([2, 2, 2])
+    episodes = EpisodeArrays({}, np.zeros(6, np.int64), np.array([0, 2, 4]), lengths, Path("e"))
+    iterator = TruncatedBPTTIterator(episodes, nrollouts=1, rollout_len=2, seed=0)
+    component = OffPolicyPipelineComponent(lambda **kwargs: iterator, ["ce"])
+    learner = OffPolicyLearner(component, iterator, [], ranks=Ranks(rank=1, world_size=2))
+    batch = learner._batch(next(iterator), CountingModel())
+    assert batch.episodes_begun == 2  # one episode begun here, one on the other rank
     iterator.close()
 
 

@@ -76,7 +76,13 @@ def test_more_streams_than_episodes_is_an_error():
         TruncatedBPTTIterator(_episodes(), nrollouts=7, rollout_len=4, seed=0)
 
 
-def test_episodes_too_few_to_fill_one_batch_are_an_error():
+def test_episodes_too_few_to_fill_one_batch_in_every_order_are_an_error():
     # 16 steps, but the third stream would need a seventh episode to fill its 6 steps
     with pytest.raises(ConfigError, match="6 episodes .16 steps. cannot fill one batch"):
         TruncatedBPTTIterator(_episodes(), nrollouts=3, rollout_len=6, seed=0)
+    # Episodes of 3, 1, 1, 1 steps fill two streams of 3 only when the 3 comes first or last
+    # (elsewhere the first stream stops inside it): a later epoch's shuffle could fail.
+    lengths = np.array([3, 1, 1, 1])
+    uneven = EpisodeArrays({}, np.zeros(6, np.int64), np.array([0, 3, 4, 5]), lengths, Path("u"))
+    with pytest.raises(ConfigError, match="in every order of its episodes"):
+        TruncatedBPTTIterator(uneven, nrollouts=2, rollout_len=3, seed=0)

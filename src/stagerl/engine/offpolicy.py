@@ -103,7 +103,9 @@ class OffPolicyLearner:
             masks=tensor(arrays.masks),
             actions=tensor(arrays.actions),
             epoch=arrays.epoch,
-            episodes_begun=arrays.episodes_begun,
+            # Each rank reads its own share of the episodes; scaled by the rank count, the
+            # ranks' logged epoch_progress averages to the exact share of all episodes begun.
+            episodes_begun=arrays.episodes_begun * self.ranks.world_size,
         )
 
     def update(

@@ -19,7 +19,7 @@ class OffPolicyBatch:
     masks: torch.Tensor  # [T, n], 0 where an episode starts
     actions: torch.Tensor  # [T, n] the dataset's actions
     epoch: int
-    episodes_begun: int  # episodes begun in this epoch so far, this batch's included
+    episodes_begun: int  # begun in this epoch so far, this batch's included; x world_size
 
 
 class OffPolicyLoss(Loss):

@@ -117,6 +117,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
         metadata = json.loads(metadata_file.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise DatasetError(f"{metadata_file}: unreadable metadata ({error})") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("total_episodes"), int):
+        raise DatasetError(f"{metadata_file}: not Minari metadata (no total_episodes count)")
     return {**metadata, "hdf5_path": data_dir / HDF5_FILE}
 
 
@@ -172,7 +174,13 @@ def read_episodes(
             group = groups[index]
             episode_actions = group["actions"][()]
             for key in observation_keys:
-                observations[key].append(group["observations"][key][: len(episode_actions)])
+                recorded = group["observations"][key]
+                if len(recorded) < len(episode_actions):  # minari keeps one more than actions
+                    raise DatasetError(
+                        f"{hdf5_path}: episode_{index} has {len(episode_actions)} actions but "
+                        f"only {len(recorded)} {key!r} observations"
+                    )
+                observations[key].append(recorded[: len(episode_actions)])
             actions.append(episode_actions)
             lengths.append(len(episode_actions))
     lengths_array = np.asarray(lengths, dtype=np.int64)

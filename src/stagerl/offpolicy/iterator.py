@@ -72,14 +72,20 @@ class TruncatedBPTTIterator:
         self.episodes = episodes
         self.nrollouts, self.rollout_len = nrollouts, rollout_len
         self.prefetch = prefetch
-        self.position = self._new_epoch(-1, np.random.default_rng(seed).bit_generator.state)
-        if self._fill(self.position) is None:
+        # An epoch's first batch runs out of episodes only if all of them fit in the streams'
+        # first rollout_len - 1 steps plus the episodes some streams stopped in, one each (the
+        # stream still filling has none): with more steps, it fills in any shuffled order.
+        longest = np.sort(episodes.lengths)[::-1][: nrollouts - 1]
+        needed = nrollouts * (rollout_len - 1) + int(longest.sum()) + 1
+        if len(episodes.actions) < needed:
             raise ConfigError(
                 f"{episodes.source}: {episodes.num_episodes} episodes "
                 f"({len(episodes.actions)} steps) cannot fill one batch of nrollouts={nrollouts} "
-                f"streams x rollout_len={rollout_len} steps; record more episodes or use "
-                "smaller batches"
+                f"streams x rollout_len={rollout_len} steps in every order of its episodes "
+                f"(that takes {needed} steps with its longest episodes); record more episodes "
+                "or use smaller batches"
             )
+        self.position = self._new_epoch(-1, np.random.default_rng(seed).bit_generator.state)
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -151,7 +157,7 @@ class TruncatedBPTTIterator:
     def _produce(self, position: Position) -> tuple[OffPolicyArrays, Position]:
         """The batch at `position` and the position after it. When the epoch runs out, the
         partial batch is dropped and the next epoch's first batch comes instead (the
-        constructor checked that a fresh epoch fills one)."""
+        constructor checked that a fresh epoch fills one, whatever its order)."""
         filled = self._fill(position)
         if filled is None:
             position = self._new_epoch(position.epoch, position.rng)

@@ -112,6 +112,26 @@ def _garbage(dataset: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def _short_observations(dataset: Path, tmp_path: Path) -> Path:
+    import h5py
+
+    copy = tmp_path / "short-v0"
+    _hand_made(copy, episodes=10)
+    with h5py.File(copy / "data" / "main_data.hdf5", "r+") as file:
+        images = file["episode_2"]["observations"]
+        shorter = images["image"][:2]  # 3 actions, 2 images
+        del images["image"]
+        images["image"] = shorter
+    return copy
+
+
+def _not_minari_metadata(dataset: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "metadata-v0"
+    _hand_made(copy, episodes=10)
+    (copy / "data" / "metadata.json").write_text("[1]")
+    return copy
+
+
 @pytest.mark.parametrize(
     ("make", "kwargs", "message"),
     [
@@ -126,6 +146,8 @@ def _garbage(dataset: Path, tmp_path: Path) -> Path:
         ),
         (lambda d, t: d, {"instr_len": 3}, "instr_len=3 is too short"),
         (lambda d, t: d, {"rank": 10, "world_size": 11}, "leave trainer rank 10 of 11 none"),
+        (_short_observations, {}, "episode_2 has 3 actions but only 2 'image' observations"),
+        (_not_minari_metadata, {}, "not Minari metadata"),
     ],
     ids=[
         "missing",
@@ -135,6 +157,8 @@ def _garbage(dataset: Path, tmp_path: Path) -> Path:
         "other-view",
         "short-instr_len",
         "more-ranks-than-episodes",
+        "fewer-observations-than-actions",
+        "metadata-not-minari",
     ],
 )
 def test_bad_dataset_is_an_error_naming_the_file(dataset, tmp_path, make, kwargs, message):

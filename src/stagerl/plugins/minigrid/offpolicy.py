@@ -13,6 +13,8 @@ from stagerl.offpolicy.iterator import TruncatedBPTTIterator
 
 # Recorded key -> the uuid of the sensor that observes the same thing during training.
 SENSOR_UUIDS = {"image": "minigrid_ego_image", "mission": "minigrid_mission"}
+# What `stagerl record-dataset` writes about the recording, and the checks here read.
+RECORDED_KEYS = ("env_id", "agent_view_size", "longest_mission")
 
 
 class MiniGridOffPolicyExpertCELoss(ExpertCELoss):
@@ -22,10 +24,16 @@ class MiniGridOffPolicyExpertCELoss(ExpertCELoss):
 
 def _recorded_by_stagerl(path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
     recorded = metadata.get("stagerl")
-    if not isinstance(recorded, dict) or "env_id" not in recorded:
+    if not isinstance(recorded, dict):
         raise DatasetError(
             f"{metadata['hdf5_path']}: not a MiniGrid dataset from `stagerl record-dataset` "
             "(its metadata has no 'stagerl' entry)"
+        )
+    missing = [key for key in RECORDED_KEYS if key not in recorded]
+    if missing:
+        raise DatasetError(
+            f"{metadata['hdf5_path']}: its metadata's 'stagerl' entry lacks {missing}; "
+            "record the dataset again with `stagerl record-dataset`"
         )
     return recorded
 

@@ -38,7 +38,11 @@ class PlayedChunk:
 
     episodes: list[Any]
     dropped: int
-    longest_mission: int
+
+
+def _mission_words(episode: Any) -> int:
+    """The number of words of a recorded episode's mission."""
+    return int((episode.observations["mission"][0] != 0).sum())
 
 
 def observation_space(agent_view_size: int) -> spaces.Dict:
@@ -127,16 +131,15 @@ def chunk_seeds(seed: int, chunk: int) -> list[int]:
 def play_chunk(env_id: str, seed: int, chunk: int) -> PlayedChunk:
     """A worker's job: play one chunk of episodes."""
     env = make_minigrid_env(env_id)
-    kept, dropped, longest = [], 0, 0
+    kept, dropped = [], 0
     for episode_seed in chunk_seeds(seed, chunk):
         episode = _play_episode(env, env_id, episode_seed)
         if episode is None:
             dropped += 1
             continue
         kept.append(episode)
-        longest = max(longest, int((episode.observations["mission"][0] != 0).sum()))
     env.close()
-    return PlayedChunk(kept, dropped, longest)
+    return PlayedChunk(kept, dropped)
 
 
 class _Recording:
@@ -161,7 +164,7 @@ class _Recording:
             take = played.episodes[: episodes - kept]
             kept += len(take)
             self.dropped += played.dropped
-            self.longest_mission = max(self.longest_mission, played.longest_mission)
+            self.longest_mission = max([self.longest_mission, *map(_mission_words, take)])
             progress(len(take))
             yield take
         for future in pending:
