@@ -1,6 +1,7 @@
 """The MiniGrid dataset iterator: ranks split episodes; each bad dataset is an error naming
 its file, raised when the iterator is built (before any worker starts)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,16 @@ def _not_minari_metadata(dataset: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "incomplete-v0"
+    _hand_made(copy, episodes=10)
+    metadata_file = copy / "data" / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    del metadata["stagerl"]["longest_mission"]
+    metadata_file.write_text(json.dumps(metadata))
+    return copy
+
+
 @pytest.mark.parametrize(
     ("make", "kwargs", "message"),
     [
@@ -148,6 +159,7 @@ def _not_minari_metadata(dataset: Path, tmp_path: Path) -> Path:
         (lambda d, t: d, {"rank": 10, "world_size": 11}, "leave trainer rank 10 of 11 none"),
         (_short_observations, {}, "episode_2 has 3 actions but only 2 'image' observations"),
         (_not_minari_metadata, {}, "not Minari metadata"),
+        (_incomplete_record, {}, r"'stagerl' entry lacks \['longest_mission'\]"),
     ],
     ids=[
         "missing",
@@ -159,6 +171,7 @@ def _not_minari_metadata(dataset: Path, tmp_path: Path) -> Path:
         "more-ranks-than-episodes",
         "fewer-observations-than-actions",
         "metadata-not-minari",
+        "record-without-longest_mission",
     ],
 )
 def test_bad_dataset_is_an_error_naming_the_file(dataset, tmp_path, make, kwargs, message):
