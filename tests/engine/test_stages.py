@@ -2,10 +2,12 @@
 (resuming inside a stage: tests/test_reliability.py)."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from stagerl import cli
 from stagerl.engine.checkpoint import load_checkpoint
 from stagerl.engine.trainer import Trainer
 from stagerl.experiment import load_experiment
@@ -43,10 +45,19 @@ def test_a_stage_ends_with_a_row_of_its_own_when_the_log_interval_does_not_divid
         "tiny_dagger_ppo.py",
         {"metric_accumulate_interval=128": "metric_accumulate_interval=384"},
     )
-    Trainer(load_experiment(config), run_dir=tmp_path / "run", seed=0).train()
-    rows = [(r["step"], r["stage"]) for r in _rows(tmp_path / "run")]
+    output = tmp_path / "runs"
+    assert cli.main(["train", str(config), "-o", str(output), "-s", "0"]) == 0
+    (run,) = (output / "TinyDaggerThenPPO").iterdir()
+    rows = [(r["step"], r["stage"]) for r in _rows(run)]
     stage0, stage1 = "0:imitation_loss", "1:ppo_loss"
     assert rows == [(384, stage0), (512, stage0), (896, stage1), (1024, stage1)]
+    # The checkpoint at the stage's end (save_interval=256) was saved with that row written:
+    # a run resumed from it does not write the row again.
+    time.sleep(1.1)  # run directories are named by the second
+    at_stage_end = run / "checkpoints" / "ckpt_000000000512.pt"
+    assert cli.main(["train", str(config), "-o", str(output), "--resume", str(at_stage_end)]) == 0
+    (branch,) = [d for d in (output / "TinyDaggerThenPPO").iterdir() if d != run]
+    assert [(r["step"], r["stage"]) for r in _rows(branch)] == rows
 
 
 def test_seed_dagger_then_ppo_pipeline_trains_through_both_stages(tmp_path):

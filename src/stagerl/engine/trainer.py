@@ -406,7 +406,8 @@ class Trainer:
         while state.stage_index < len(stages) and state.total_steps < stop_at:
             stage = stages[state.stage_index]
             if state.stage_steps >= stage.max_stage_steps or state.stopped_early:
-                # the stage's last window is a row of its own, not the next stage's first
+                # the stage's last window is a row of its own, not the next stage's first (if
+                # not written already: a run stopped by a signal saved before writing it)
                 name = self.pipeline.stage_names[state.stage_index]
                 logger.maybe_emit(state.total_steps, state.stage_index, name, force=True)
                 more_stages = state.stage_index + 1 < len(stages)  # else the final save follows
@@ -416,8 +417,8 @@ class Trainer:
                 state.stopped_early = False
                 continue
             self._rollout_and_update(sampler, storage, logger, stage)
-            index = state.stage_index
-            row = logger.maybe_emit(state.total_steps, index, self.pipeline.stage_names[index])
+            index, name = state.stage_index, self.pipeline.stage_names[state.stage_index]
+            row = logger.maybe_emit(state.total_steps, index, name)
             stage_done = self.ranks.is_main and self._criterion_says_stop(stage, row, logger)
             interrupted, state.stopped_early = self.ranks.end_rollout(
                 self.stop_signal is not None, stage_done, self.setup.model
@@ -425,6 +426,10 @@ class Trainer:
             if interrupted:
                 signum = self.stop_signal or signal.SIGTERM  # the signal another rank got
                 raise Interrupted(signum, self._save_now(sampler, storage, logger))
+            if state.stage_steps >= stage.max_stage_steps or state.stopped_early:
+                # the stage's last row goes out before a checkpoint of this step can be saved,
+                # so that a run resumed from that checkpoint cannot write the row again
+                logger.maybe_emit(state.total_steps, index, name, force=True)
             if save_interval and state.total_steps - state.last_save_steps >= save_interval:
                 self._checkpoint(sampler, storage, logger)
             elif self._validation_due():
