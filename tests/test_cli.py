@@ -40,11 +40,38 @@ ONE_CHANNEL_MODEL = """from gymnasium import spaces
         ),
         (
             "tiny_ppo.py",
+            {
+                'Builder(LambdaLR, {"lr_lambda": LinearDecay(steps=cls.STEPS)})': (
+                    "lambda o: __import__('torch').optim.lr_scheduler.ReduceLROnPlateau(o)"
+                )
+            },
+            ["TrainingPipeline.lr_scheduler_builder=<torch.optim.lr_scheduler.ReduceLROnPlateau"],
+        ),
+        (
+            "tiny_ppo.py",
+            {
+                'Builder(LambdaLR, {"lr_lambda": LinearDecay(steps=cls.STEPS)})': (
+                    "lambda o: ChainedScheduler([LambdaLR(o, lambda epoch: 1.0)])"
+                ),
+                "from torch.optim.lr_scheduler import LambdaLR": (
+                    "from torch.optim.lr_scheduler import ChainedScheduler, LambdaLR"
+                ),
+            },
+            ["TrainingPipeline.lr_scheduler_builder=<torch.optim.lr_scheduler.ChainedScheduler"],
+        ),
+        (
+            "tiny_ppo.py",
             {"return super().create_model(memory_dim=32, **kwargs)": ONE_CHANNEL_MODEL},
             ["built for 'minigrid_ego_image' shaped (7, 7, 1)", "give it shaped (7, 7, 3)"],
         ),
     ],
-    ids=["unknown-loss-name", "no-lr-scheduler-built", "model-of-other-observations"],
+    ids=[
+        "unknown-loss-name",
+        "no-lr-scheduler-built",
+        "lr-scheduler-of-a-metric",
+        "lr-scheduler-without-a-step-count",
+        "model-of-other-observations",
+    ],
 )
 def test_a_bad_experiment_fails_before_any_worker_starts(
     fixture, replacements, named, tmp_path, monkeypatch, capsys

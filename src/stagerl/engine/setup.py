@@ -2,6 +2,7 @@
 
 import contextlib
 import ctypes
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -315,6 +316,12 @@ def _optimization(pipeline: TrainingPipeline, model: ActorCriticModel) -> tuple[
     scheduler = user_call(field, pipeline.lr_scheduler_builder, optimizer)
     is_scheduler = all(hasattr(scheduler, name) for name in ("step", "state_dict"))
     require(is_scheduler, field, scheduler, "a Builder(LambdaLR, ...) of an LR scheduler")
+    # The schedule is evaluated at the step count (`step(total_steps)`, as in AllenAct): a
+    # scheduler whose step takes no count, or takes a metric (ReduceLROnPlateau), cannot be.
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    takes_step = not plateau and bool(inspect.signature(scheduler.step).parameters)
+    expected = "an LR scheduler whose step(epoch) sets the rate at a step count (not one of "
+    require(takes_step, field, scheduler, expected + "SequentialLR, ChainedScheduler, ...)")
     return optimizer, scheduler
 
 
