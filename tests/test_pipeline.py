@@ -77,14 +77,21 @@ def test_empty_stage_list_is_rejected():
         _pipeline(pipeline_stages=[])
 
 
-def test_non_positive_stage_steps_are_rejected():
-    with pytest.raises(ConfigError, match=r"max_stage_steps=0"):
-        PipelineStage(loss_names=["ppo_loss"], max_stage_steps=0)
+@pytest.mark.parametrize("steps", [0, 0.5])  # 0.5 would be a stage of int(0.5) = 0 steps
+def test_stage_steps_under_one_are_rejected(steps):
+    with pytest.raises(ConfigError, match=rf"max_stage_steps={steps}"):
+        PipelineStage(loss_names=["ppo_loss"], max_stage_steps=steps)
 
 
-def test_loss_weights_must_match_loss_names():
-    with pytest.raises(ConfigError, match="loss_weights"):
-        PipelineStage(loss_names=["a", "b"], max_stage_steps=10, loss_weights=[1.0])
+@pytest.mark.parametrize("weights", [[1.0], ["x", None]])
+def test_loss_weights_must_be_a_number_per_loss_name(weights):
+    with pytest.raises(ConfigError, match=r"PipelineStage.loss_weights=.*one number per loss"):
+        PipelineStage(loss_names=["a", "b"], max_stage_steps=10, loss_weights=weights)
+
+
+def test_dataset_aggregation_must_be_a_dataset_aggregation():
+    with pytest.raises(ConfigError, match=r"PipelineStage.dataset_aggregation=True"):
+        PipelineStage(loss_names=["a"], max_stage_steps=10, dataset_aggregation=True)
 
 
 def test_more_minibatches_than_tasks_is_rejected():

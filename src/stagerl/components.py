@@ -5,7 +5,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stagerl.errors import require, require_positive
+from stagerl.errors import is_number, require, require_positive
+
+
+def checked_loss_weights(
+    field: str, weights: Sequence[float] | None, names: list[str]
+) -> list[float]:
+    """The weights of the named losses (1 each when None), checked: one real number per name."""
+    if weights is None:
+        return [1.0] * len(names)
+    require(
+        isinstance(weights, list | tuple)
+        and len(weights) == len(names)
+        and all(is_number(weight) for weight in weights),
+        field,
+        weights,
+        f"one number per loss name ({len(names)})",
+    )
+    return list(weights)
 
 
 @dataclass(frozen=True)
@@ -96,13 +113,8 @@ class OffPolicyPipelineComponent:
             self.updates,
             "a positive number of batches per rollout",
         )
-        if self.loss_weights is None:
-            self.loss_weights = [1.0] * len(self.loss_names)
-        require(
-            len(self.loss_weights) == len(self.loss_names),
-            "OffPolicyPipelineComponent.loss_weights",
-            self.loss_weights,
-            f"one weight per loss name ({len(self.loss_names)})",
+        self.loss_weights = checked_loss_weights(
+            "OffPolicyPipelineComponent.loss_weights", self.loss_weights, self.loss_names
         )
         require(
             self.data_iterator_kwargs_generator is None

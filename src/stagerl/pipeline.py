@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stagerl.builder import Builder
-from stagerl.components import DatasetAggregation, OffPolicyPipelineComponent, Validation
+from stagerl.components import (
+    DatasetAggregation,
+    OffPolicyPipelineComponent,
+    Validation,
+    checked_loss_weights,
+)
 from stagerl.errors import ConfigError, is_number, require, require_positive, user_call
 from stagerl.losses.base import Loss
 from stagerl.losses.imitation import Imitation
@@ -101,18 +106,14 @@ class PipelineStage:
         )
         self.loss_names = list(loss_names)
         require(
-            is_number(max_stage_steps) and 0 < max_stage_steps < math.inf,
+            is_number(max_stage_steps) and 1 <= max_stage_steps < math.inf,
             "PipelineStage.max_stage_steps",
             max_stage_steps,
-            "a positive, finite step count",
+            "a finite step count of at least 1",
         )
         self.max_stage_steps = int(max_stage_steps)
-        self.loss_weights = [1.0] * len(self.loss_names) if loss_weights is None else loss_weights
-        require(
-            len(self.loss_weights) == len(self.loss_names),
-            "PipelineStage.loss_weights",
-            self.loss_weights,
-            f"one weight per loss name ({len(self.loss_names)})",
+        self.loss_weights = checked_loss_weights(
+            "PipelineStage.loss_weights", loss_weights, self.loss_names
         )
         for name, value in (
             ("teacher_forcing", teacher_forcing),
@@ -126,6 +127,12 @@ class PipelineStage:
             )
         self.teacher_forcing = teacher_forcing
         self.early_stopping_criterion = early_stopping_criterion
+        require(
+            dataset_aggregation is None or isinstance(dataset_aggregation, DatasetAggregation),
+            "PipelineStage.dataset_aggregation",
+            dataset_aggregation,
+            "a DatasetAggregation(...) or None",
+        )
         self.dataset_aggregation = dataset_aggregation
         require(
             offpolicy_component is None
