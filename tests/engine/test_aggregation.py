@@ -10,6 +10,7 @@ from torch import optim
 
 from stagerl import PPO, Builder, ConfigError, Imitation, PipelineStage, PPOConfig, TrainingPipeline
 from stagerl.engine.aggregation import ExpertDataBuffer
+from stagerl.engine.checkpoint import load_checkpoint
 from stagerl.engine.storage import RolloutStorage
 from stagerl.engine.trainer import Trainer
 from stagerl.experiment import load_experiment
@@ -70,8 +71,11 @@ def test_aggregating_stage_trains_on_samples_of_past_rollouts(tmp_path, monkeypa
     stage = pipeline.pipeline_stages[0]
     stage.dataset_aggregation = DatasetAggregation(max_sequences=16, sequences_per_minibatch=2)
     monkeypatch.setattr(experiment.config, "training_pipeline", classmethod(lambda c: pipeline))
-    Trainer(experiment, run_dir=tmp_path, seed=0).train(stop_after_steps=512)
+    final = Trainer(experiment, run_dir=tmp_path, seed=0).train(stop_after_steps=576)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert "loss/aggregated/imitation_loss/imitation_loss" in rows[-1]
+    stage0 = [row for row in rows if row["step"] <= 512]
+    assert "loss/aggregated/imitation_loss/imitation_loss" in stage0[-1]
     # 4 tasks per rollout, 2 rollouts per row: 8 sequences after the first row, then capped
-    assert [r["aggregated_sequences"] for r in rows] == pytest.approx([6.0, 14.0, 16.0, 16.0])
+    assert [r["aggregated_sequences"] for r in stage0] == pytest.approx([6.0, 14.0, 16.0, 16.0])
+    # one rollout into the PPO stage, which has no use for the buffer: checkpoints drop it
+    assert load_checkpoint(final)["ranks"][0]["dagger_buffer"] is None

@@ -148,10 +148,12 @@ class Trainer:
         )
 
     def _aggregated(self, stage_index: int, storage: RolloutStorage) -> AggregatedData | None:
-        """The stage's DAgger dataset, created when the stage first needs it."""
+        """The stage's DAgger dataset, created when the stage first needs it; a stage without
+        one drops an earlier stage's (no later stage uses it, so checkpoints leave it out)."""
         stage = self.pipeline.pipeline_stages[stage_index]
         settings = stage.dataset_aggregation
         if settings is None:
+            self.buffer, self.buffer_stage = None, -1
             return None
         if self.buffer is None or self.buffer_stage != stage_index:
             self.buffer = ExpertDataBuffer(
