@@ -71,6 +71,13 @@ def test_resuming_mid_epoch_gives_the_same_batches_as_running_on():
     straight.close(), resumed.close()
 
 
+def test_resuming_with_other_streams_is_an_error():
+    state = TruncatedBPTTIterator(_episodes(), nrollouts=2, rollout_len=3, seed=0).state_dict()
+    other = TruncatedBPTTIterator(_episodes(), nrollouts=3, rollout_len=3, seed=0)
+    with pytest.raises(ConfigError, match="2 streams, nrollouts=3 here"):
+        other.load_state_dict(state)
+
+
 def test_more_streams_than_episodes_is_an_error():
     with pytest.raises(ConfigError, match="nrollouts=7.*only 6 episodes"):
         TruncatedBPTTIterator(_episodes(), nrollouts=7, rollout_len=4, seed=0)

@@ -238,6 +238,12 @@ class TruncatedBPTTIterator:
                 f"{len(state['order'])} episodes, the dataset here has "
                 f"{self.episodes.num_episodes}; resume with the dataset the run started with"
             )
+        if len(state["stream_episode"]) != self.nrollouts:
+            raise ConfigError(
+                f"{self.episodes.source}: the checkpoint's iterator has "
+                f"{len(state['stream_episode'])} streams, nrollouts={self.nrollouts} here; "
+                "resume with the nrollouts the run started with"
+            )
         self.position = Position(**state)
 
     def close(self) -> None:
