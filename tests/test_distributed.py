@@ -212,3 +212,22 @@ def _session(sid: int) -> list[str]:
         except (ProcessLookupError, PermissionError):
             pass
     return left
+
+
+def test_a_parameter_no_rank_has_a_gradient_for_keeps_none(tmp_path):
+    # One real process stands for rank 0 of 2 whose partner sent zeros: a gradient becomes
+    # its mean over the 2, a missing one stays missing (Adam would move a zero one).
+    import torch.distributed as dist
+
+    from stagerl.engine.distributed import Ranks
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        used, unused = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+        used.grad = torch.tensor([2.0, 4.0])
+        loss = Ranks(rank=0, world_size=2).average_gradients([used, unused], torch.tensor(6.0))
+    finally:
+        dist.destroy_process_group()
+    assert used.grad.tolist() == [1.0, 2.0] and unused.grad is None
+    assert loss.item() == 3.0

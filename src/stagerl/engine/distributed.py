@@ -152,7 +152,9 @@ class Ranks:
 
     def average_gradients(self, parameters: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
         """Replace each gradient by its mean over the ranks (a missing one counts as zero);
-        return the ranks' mean loss, so all ranks agree on whether the step is finite."""
+        return the ranks' mean loss, so all ranks agree on whether the step is finite. A
+        parameter no rank has a gradient for keeps none, as on one rank: the optimizer then
+        leaves it alone (a zero gradient would still move it by Adam's momentum)."""
         if not self.distributed:
             return loss
         start = time.perf_counter()
@@ -161,15 +163,19 @@ class Ranks:
                 p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel())
                 for p in parameters
             ]
+            + [p.new_ones(1) if p.grad is not None else p.new_zeros(1) for p in parameters]
             + [loss.detach().reshape(1).to(parameters[0].dtype)]
         )
         with self._collective("the gradient all-reduce"):
             dist.all_reduce(flat)
+        has_gradient = (flat[-1 - len(parameters) : -1] > 0).tolist()
         flat /= self.world_size
         offset = 0
-        for p in parameters:
+        for p, given in zip(parameters, has_gradient, strict=True):
             mean = flat[offset : offset + p.numel()].view_as(p)
-            if p.grad is None:
+            if not given:
+                p.grad = None
+            elif p.grad is None:
                 p.grad = mean.clone()
             else:
                 p.grad.copy_(mean)
