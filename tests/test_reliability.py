@@ -294,6 +294,38 @@ def test_resuming_an_older_checkpoint_branches_and_never_touches_the_original(tm
     assert f"resuming {branch} from ckpt_000000001024.pt" in capsys.readouterr().err
 
 
+def test_resume_latest_with_a_seed_continues_that_seeds_newest_run(tmp_path, capsys):
+    config, output = FIXTURES / "tiny_ppo.py", tmp_path / "runs"
+    for seed in ("1", "2"):  # seed 2's run is the newer
+        assert cli.main(["train", str(config), "-o", str(output), "-s", seed]) == 0
+        time.sleep(1.1)  # run directories are named by the second
+    first, second = sorted((output / "TinyPPO").iterdir())
+    capsys.readouterr()
+    resume = ["train", str(config), "-o", str(output), "--resume"]
+    assert cli.main([*resume, "latest", "-s", "1"]) == 0
+    assert f"resuming {first} from" in capsys.readouterr().err
+    assert cli.main([*resume, "latest", "-s", "3"]) == 2
+    assert "no run of seed 3 with a checkpoint" in capsys.readouterr().err
+    assert cli.main([*resume, str(second), "-s", "1"]) == 2
+    assert "was trained with seed 2, not 1" in capsys.readouterr().err
+
+
+def test_a_checkpoint_outside_a_run_continues_in_a_new_run_directory(tmp_path, capsys):
+    config, output = FIXTURES / "tiny_ppo.py", tmp_path / "runs"
+    assert cli.main(["train", str(config), "-o", str(output)]) == 0
+    (run,) = (output / "TinyPPO").iterdir()
+    loose = tmp_path / "downloads" / "ckpt.pt"
+    loose.parent.mkdir()
+    loose.write_bytes(list_checkpoints(run)[-1].read_bytes())  # 256 steps
+    time.sleep(1.1)  # run directories are named by the second
+    assert cli.main(["train", str(config), "-o", str(output), "--resume", str(loose)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads", "runs"]
+    assert [p.name for p in loose.parent.iterdir()] == ["ckpt.pt"]  # nothing written beside it
+    (new,) = [d for d in (output / "TinyPPO").iterdir() if d != run]
+    assert json.loads((new / "branch.json").read_text())["original_run"] is None
+    assert list_checkpoints(new)[0].name == "ckpt_000000001024.pt"
+
+
 def test_resume_refuses_an_edited_config_unless_allowed_and_records_the_change(tmp_path, capsys):
     config = tmp_path / "tiny.py"
     config.write_text((FIXTURES / "tiny_ppo.py").read_text())

@@ -22,6 +22,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a seed: seeds are 0 or more")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stagerl", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         help="test episodes (default: every task of test samplers that end, else 100)",
     )
     evaluate.add_argument(
-        "-s", "--seed", type=int, default=0, help="seeds test samplers and actions (default: 0)"
+        "-s", "--seed", type=_seed, default=0, help="seeds test samplers and actions (default: 0)"
     )
     _add_processes_argument(evaluate)
     evaluate.add_argument(
@@ -89,7 +96,13 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         default=Path("runs"),
         help="runs go to OUTPUT/<tag>/<timestamp>/ (default: runs)",
     )
-    train.add_argument("-s", "--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument(
+        "-s",
+        "--seed",
+        type=_seed,
+        help="random seed (default: 0); with --resume, the run's own, and `latest` picks the "
+        "newest run of this seed when one is given",
+    )
     _add_processes_argument(train)
     train.add_argument(
         "--resume",
@@ -138,7 +151,7 @@ def _add_record_parser(commands: argparse._SubParsersAction) -> None:
     record.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="the dataset directory to create"
     )
-    record.add_argument("--seed", type=int, default=0, help="episode seeds (default: 0)")
+    record.add_argument("--seed", type=_seed, default=0, help="episode seeds (default: 0)")
     record.add_argument(
         "--workers", type=_positive_int, default=2, metavar="W", help="processes (default: 2)"
     )
@@ -167,6 +180,7 @@ def _plan_run(args: argparse.Namespace, experiment: Any) -> tuple[Path, dict | N
         experiment=experiment,
         allow_config_change=args.allow_config_change,
         warn=lambda message: print(f"stagerl: {message}", file=sys.stderr),
+        seed=args.seed,
     )
     message = f"resuming {plan.run_dir} from {plan.checkpoint.name}"
     if plan.branched_from:
@@ -204,7 +218,7 @@ def train(args: argparse.Namespace) -> int:
         trainer = Trainer(
             experiment,
             run_dir=run_dir,
-            seed=args.seed,
+            seed=0 if args.seed is None else args.seed,
             resume=resume,
             keep_checkpoints=args.keep_checkpoints,
             max_nonfinite_updates=args.max_nonfinite_updates,

@@ -1,6 +1,7 @@
 """Checkpoints: written atomically, the last K kept, corrupt ones skipped with a reason and
 set aside."""
 
+import json
 import re
 import time
 from pathlib import Path
@@ -15,11 +16,12 @@ _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 # 3: what each trainer rank keeps (samplers, storage, RNG, ...) under "ranks"
 # (2: one rank's, at the top; 1: sampler states one per worker process, not per sampler)
 CHECKPOINT_FORMAT = 3
+CHECKPOINTS_DIR = "checkpoints"  # in a run directory
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
     """Where a run keeps its checkpoints."""
-    return run_dir / "checkpoints"
+    return run_dir / CHECKPOINTS_DIR
 
 
 def save_checkpoint(run_dir: Path, total_steps: int, payload: dict[str, Any], keep: int) -> Path:
@@ -79,14 +81,28 @@ def new_run_dir(tag_dir: Path) -> Path:
     return run_dir
 
 
-def find_latest_run(output_dir: Path, tag: str) -> Path:
-    """The newest run directory of `tag` that holds at least one checkpoint."""
+def _run_seed(run_dir: Path) -> int | None:
+    """The seed a run's `run.json` records, or None."""
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("seed")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def find_latest_run(output_dir: Path, tag: str, seed: int | None = None) -> Path:
+    """The newest run directory of `tag` that holds at least one checkpoint (of those whose
+    `run.json` records `seed`, when given: runs of several seeds can share a tag)."""
     tag_dir = output_dir / tag
     runs = sorted(
         (d for d in tag_dir.glob("*") if d.is_dir() and list_checkpoints(d)),
         key=lambda d: d.name,
         reverse=True,
     )
+    if seed is not None:
+        runs = [run for run in runs if _run_seed(run) == seed]
     if not runs:
-        raise CheckpointError(f"{tag_dir}: no run with a checkpoint to resume (--resume latest)")
+        of_seed = "" if seed is None else f" of seed {seed}"
+        raise CheckpointError(
+            f"{tag_dir}: no run{of_seed} with a checkpoint to resume (--resume latest)"
+        )
     return runs[0]

@@ -11,6 +11,7 @@ from typing import Any
 
 from stagerl.engine.checkpoint import (
     CHECKPOINT_FORMAT,
+    CHECKPOINTS_DIR,
     find_latest_run,
     list_checkpoints,
     load_checkpoint,
@@ -36,12 +37,12 @@ class ResumePlan:
 
 
 def _checkpoint_and_payload(
-    target: str, output: Path, tag: str, warn: Any
+    target: str, output: Path, tag: str, seed: int | None, warn: Any
 ) -> tuple[Path, dict, bool]:
     """The checkpoint, its contents, and whether it was named as a file (not picked as the
     newest readable one of a run)."""
     if target == "latest":
-        return *load_latest(find_latest_run(output, tag), warn), False
+        return *load_latest(find_latest_run(output, tag, seed), warn), False
     path = Path(target)
     if path.is_dir():
         return *load_latest(path, warn), False
@@ -78,16 +79,18 @@ def _summary(diff: list[str]) -> str:
     return "\n".join(shown) + (f"\n... ({more} more diff lines)" if more else "")
 
 
-def _start_branch(run_dir: Path, checkpoint: Path, payload: dict[str, Any]) -> Path:
-    """A new run directory beside `run_dir` recording where it came from. It gets the metrics
-    rows up to the checkpoint (the logger drops later ones) and the original's config."""
-    branch = new_run_dir(run_dir.parent)
+def _start_branch(
+    original: Path | None, tag_dir: Path, checkpoint: Path, payload: dict[str, Any]
+) -> Path:
+    """A new run directory in `tag_dir` recording where it came from. It gets the original
+    run's metrics rows up to the checkpoint (the logger drops later ones) and its config."""
+    branch = new_run_dir(tag_dir)
     for name in ("metrics.jsonl", "config.py"):
-        if (run_dir / name).exists():
-            shutil.copy(run_dir / name, branch / name)
+        if original is not None and (original / name).exists():
+            shutil.copy(original / name, branch / name)
     record = {
         "resumed_from_checkpoint": str(checkpoint.resolve()),
-        "original_run": str(run_dir.resolve()),
+        "original_run": str(original.resolve()) if original is not None else None,
         "total_steps": payload["state"]["total_steps"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -102,14 +105,22 @@ def plan_resume(
     experiment: LoadedExperiment,
     allow_config_change: bool,
     warn: Any,
+    seed: int | None = None,
 ) -> ResumePlan:
-    """Load the checkpoint `target` names (`latest`, a run directory or a file) and decide
-    where training continues: in place, unless a file older than its run's newest checkpoint
-    was named, which starts a branch. An experiment file that differs from the one the checkpoint
-    saved is refused unless `allow_config_change`; then the diff is kept in the run directory."""
+    """Load the checkpoint `target` names (`latest`: of the runs of `seed` when given, a run
+    directory or a file) and decide where training continues: in place, unless a file older
+    than its run's newest checkpoint, or one outside a run's `checkpoints/`, was named: that
+    starts a new run directory. An experiment file that differs from the one the checkpoint
+    saved is refused unless `allow_config_change`; then the diff is kept in the run directory.
+    A `seed` other than the checkpoint's is refused."""
     tag = experiment.call("tag")
-    checkpoint, payload, named = _checkpoint_and_payload(target, output, tag, warn)
+    checkpoint, payload, named = _checkpoint_and_payload(target, output, tag, seed, warn)
     check_experiment(payload, experiment)
+    if seed is not None and payload.get("seed") != seed:
+        raise CheckpointError(
+            f"{checkpoint} was trained with seed {payload.get('seed')}, not {seed}: resume it "
+            "without -s (a run keeps its seed)"
+        )
     diff = config_diff(
         payload.get("config_source", ""),
         experiment.source,
@@ -122,12 +133,13 @@ def plan_resume(
             "resume with --allow-config-change to go on with the edited file (the diff is "
             "recorded in the run directory)"
         )
-    run_dir = checkpoint.parent.parent
+    run_dir, branched_from = checkpoint.parent.parent, None
     newest = list_checkpoints(run_dir)
-    branched_from = None
-    if named and newest and newest[0].resolve() != checkpoint.resolve():
+    if checkpoint.parent.name != CHECKPOINTS_DIR:  # a file on its own: no run to write into
+        run_dir = _start_branch(None, output / tag, checkpoint, payload)
+    elif named and newest and newest[0].resolve() != checkpoint.resolve():
         branched_from = run_dir
-        run_dir = _start_branch(run_dir, checkpoint, payload)
+        run_dir = _start_branch(run_dir, run_dir.parent, checkpoint, payload)
     if diff:
         step = payload["state"]["total_steps"]
         (run_dir / f"config_change_at_{step}.diff").write_text("\n".join(diff) + "\n")
