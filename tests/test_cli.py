@@ -108,6 +108,20 @@ def test_file_without_experiment_config(tmp_path, capsys):
     assert "empty.py: expected exactly one concrete ExperimentConfig" in capsys.readouterr().err
 
 
+def test_a_config_class_missing_methods_names_them(tmp_path, capsys):
+    config = tmp_path / "half.py"
+    config.write_text(
+        "from stagerl.experiment import ExperimentConfig\n\n\n"
+        "class Half(ExperimentConfig):\n"
+        "    @classmethod\n"
+        "    def tag(cls):\n"
+        "        return 'half'\n"
+    )
+    assert cli.main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "found none; Half lacks" in err and "machine_params" in err
+
+
 def test_config_that_raises_on_import_names_the_file(tmp_path, capsys):
     config = tmp_path / "raises.py"
     config.write_text("import not_a_module_anywhere\n")

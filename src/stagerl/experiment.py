@@ -427,19 +427,24 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
     known = set(gymnasium.registry)
     module = _import_file(path, module_name)
     registered = tuple(spec for env_id, spec in gymnasium.registry.items() if env_id not in known)
-    found = [
+    defined = [
         value
         for value in vars(module).values()
         if inspect.isclass(value)
         and issubclass(value, ExperimentConfig)
         and value.__module__ == module_name
-        and not inspect.isabstract(value)
     ]
+    found = [config for config in defined if not inspect.isabstract(config)]
     if len(found) != 1:
         names = [cls.__name__ for cls in found]
+        missing = [
+            f"{config.__name__} lacks {', '.join(sorted(config.__abstractmethods__))}"
+            for config in defined
+            if inspect.isabstract(config)
+        ]
         raise ConfigError(
             f"{path}: expected exactly one concrete ExperimentConfig subclass, "
-            f"found {names or 'none'}"
+            f"found {names or 'none'}" + "".join(f"; {line}" for line in missing)
         )
     return LoadedExperiment(
         config=found[0],
