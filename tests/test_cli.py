@@ -122,6 +122,16 @@ def test_a_config_class_missing_methods_names_them(tmp_path, capsys):
     assert "found none; Half lacks" in err and "machine_params" in err
 
 
+def test_eval_into_a_missing_folder_fails_before_evaluating(tmp_path, monkeypatch, capsys):
+    from stagerl.engine import evaluator
+
+    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: pytest.fail("it evaluated"))
+    output = tmp_path / "no-such-folder" / "results.json"
+    arguments = ["eval", str(FIXTURES / "tiny_ppo.py"), "-c", str(tmp_path / "ckpt.pt")]
+    assert cli.main([*arguments, "--output-json", str(output)]) == 2
+    assert f"{output}: cannot write the results there" in capsys.readouterr().err
+
+
 def test_config_that_raises_on_import_names_the_file(tmp_path, capsys):
     config = tmp_path / "raises.py"
     config.write_text("import not_a_module_anywhere\n")

@@ -5,6 +5,7 @@ Heavy imports happen inside the commands, so that `--help` is instant and spawne
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -274,6 +275,9 @@ def evaluate(args: argparse.Namespace) -> int:
     from stagerl.experiment import load_experiment
 
     experiment = load_experiment(args.config)
+    output = args.output_json or args.checkpoint.with_suffix(".eval.json")
+    if not (output.parent.is_dir() and os.access(output.parent, os.W_OK)):  # fail before, not after
+        raise StagerlError(f"{output}: cannot write the results there (no writable folder)")
     results = run_evaluation(
         experiment,
         args.checkpoint,
@@ -289,7 +293,6 @@ def evaluate(args: argparse.Namespace) -> int:
             f"{args.episodes} episodes asked for",
             file=sys.stderr,
         )
-    output = args.output_json or args.checkpoint.with_suffix(".eval.json")
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"stagerl: results written to {output}", file=sys.stderr)
     if args.video:
