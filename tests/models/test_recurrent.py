@@ -37,3 +37,23 @@ def test_episode_stretches_equal_stepping_one_step_at_a_time(
     for fast_grad, stepped_grad in zip(*gradients, strict=True):
         torch.testing.assert_close(fast_grad, stepped_grad)
     assert (gradients[0][1][:, 1] == 0).all()  # task 1's given memory did not matter
+
+
+@pytest.mark.parametrize("steps", [1, 5])  # one step: while acting; several: in updates
+def test_a_batch_first_rnn_gives_what_the_same_rnn_time_first_gives(steps):
+    torch.manual_seed(0)
+    time_first = nn.GRU(6, 5, num_layers=2)  # two layers: not the one-layer cell path
+    batch_first = nn.GRU(6, 5, num_layers=2, batch_first=True)
+    batch_first.load_state_dict(time_first.state_dict())
+    inputs, memory = torch.randn(steps, 3, 6), torch.randn(2, 3, 5)
+    masks = torch.ones(steps, 3)
+    masks[-1, 1] = 0
+    expected = run_recurrent(time_first, inputs, memory, masks)
+    for got, want in zip(run_recurrent(batch_first, inputs, memory, masks), expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_an_lstm_with_projections_is_refused():
+    lstm = nn.LSTM(6, 5, proj_size=3)
+    with pytest.raises(ValueError, match="proj_size"):
+        run_recurrent(lstm, torch.randn(1, 2, 6), torch.zeros(1, 2, 8), torch.ones(1, 2))

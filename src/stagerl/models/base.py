@@ -73,9 +73,10 @@ def run_recurrent_stepwise(
     outputs = []
     for t in range(inputs.shape[0]):
         memory = memory * masks[t].view(1, -1, 1)
-        out, state = rnn(inputs[t : t + 1], _state(memory, lstm))
+        step = inputs[t : t + 1].transpose(0, 1) if rnn.batch_first else inputs[t : t + 1]
+        out, state = rnn(step, _state(memory, lstm))
         memory = _memory(state, lstm)
-        outputs.append(out)
+        outputs.append(out.transpose(0, 1) if rnn.batch_first else out)
     return torch.cat(outputs, dim=0), memory
 
 
@@ -247,6 +248,9 @@ def run_recurrent(
     packed calls fused). Equal to `run_recurrent_stepwise` up to float rounding
     (tests/models), faster by benchmarks/recurrent.py.
     """
+    if getattr(rnn, "proj_size", 0):
+        raise ValueError("run_recurrent: an LSTM with proj_size has h and c of two widths, but "
+                         "memory holds them side by side at one width; build it without")  # fmt: skip
     if masks.shape[0] == 1:
         return _one_step(rnn, inputs, memory, masks)
     dense = _plain(rnn) and not rnn.batch_first and inputs.device.type == "cpu"
