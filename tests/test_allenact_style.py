@@ -86,3 +86,21 @@ def test_readme_import_table_covers_every_name_the_configs_import_and_each_resol
     assert imported and imported <= set(table), sorted(imported - set(table))
     for name, module in table.items():
         assert hasattr(importlib.import_module(module), name), (module, name)
+
+
+def test_samplers_whose_arguments_give_no_seed_are_seeded_apart(monkeypatch):
+    # AllenAct seeds such samplers apart (at random); one seed for all would repeat one
+    # sequence of episodes in every slot.
+    from stagerl.engine.setup import build_samplers
+
+    monkeypatch.chdir(ROOT)
+    experiment = load_experiment(STYLE / "ppo.py")
+    with_seed = experiment.config.train_task_sampler_args
+
+    def without_seed(self, *args, **kwargs):
+        return {k: v for k, v in with_seed(self, *args, **kwargs).items() if k != "seed"}
+
+    monkeypatch.setattr(experiment.config, "train_task_sampler_args", without_seed)
+    _, samplers = build_samplers(experiment, "train", seed=0)
+    first_episodes = [sampler.next_task().seed for sampler in samplers]
+    assert len(set(first_episodes)) == len(samplers) == 16

@@ -85,7 +85,8 @@ def make_samplers(
 ) -> list[TaskSampler]:
     """`machine.nprocesses` samplers, each from its `<mode>_task_sampler_args`, at global
     indices `first`, `first + 1`, ... of a run of `total` (default: these alone); a rank's
-    share gets the samplers a single process would build at the same indices and seeds."""
+    share gets the samplers a single process would build at the same indices and seeds. A
+    sampler whose arguments give no seed is seeded with its index's seed of the run."""
     total = machine.nprocesses if total is None else total
     seeds = sampler_seeds(seed, total, mode)
     samplers = []
@@ -108,6 +109,8 @@ def make_samplers(
                 f"{experiment.name}.make_sampler_fn() returned {type(sampler).__name__}, "
                 "expected a TaskSampler"
             )
+        if args.get("seed") is None:  # AllenAct seeds these apart at random; here by the run's
+            sampler.set_seed(seeds[index])  # seed (one seed for all would repeat one sequence)
         samplers.append(sampler)
     return samplers
 
