@@ -19,7 +19,7 @@ from stagerl.plugins.miniworld import (
     ObjectNavTaskSampler,
     RGBSensor,
 )
-from stagerl.plugins.miniworld.scenes import Scene, SceneObject, scene_ids
+from stagerl.plugins.miniworld.scenes import AGENT_RADIUS, Scene, SceneObject, scene_ids
 from stagerl.plugins.miniworld.tasks import (
     END,
     LOOK_DOWN,
@@ -27,6 +27,7 @@ from stagerl.plugins.miniworld.tasks import (
     MOVE_AHEAD,
     ROTATE_LEFT,
     STEP_PENALTY,
+    SUCCESS_DISTANCE,
     SUCCESS_REWARD,
     ObjectNavTask,
 )
@@ -180,6 +181,36 @@ def test_objectnav_samplers_move_to_their_next_scene_every_period(tmp_path):
         assert [s.scenes[s.scene_index] for s in samplers] == [
             scene_ids("train", 40)[i + 4 * (rollouts // 2)] for i in range(4)
         ]
+
+
+def test_objectnav_starts_are_clear_and_spl_paths_end_at_the_success_distance(sampler):
+    sampler.reset()
+    for _ in range(20):
+        task = sampler.next_task()
+        x, _, z = task.world().agent.pos
+        assert task.scene.clearance(x, z) >= AGENT_RADIUS  # nothing overlaps the agent
+        targets = [o for o in task.scene.objects if o.type == task.target_type]
+        straight = min(math.hypot(x - o.x, z - o.z) - o.radius for o in targets)
+        # no shorter than the straight way to within SUCCESS_DISTANCE of a target; shorter
+        # than the way into the goal region that guides the expert and the shaping reward
+        assert straight - SUCCESS_DISTANCE <= task.optimal_distance < task.distance()
+
+
+@pytest.mark.parametrize(
+    ("sensors", "named"),
+    [
+        ([RGBSensor(), RGBSensor(uuid="rgb_small")], r"2 RGBSensors \(\['rgb', 'rgb_small'\]\)"),
+        ([RGBSensor(width=32, height=24), GoalObjectTypeSensor()], "frames of 24 x 32 are too"),
+    ],
+    ids=["two-cameras", "frames-too-small-for-the-model"],
+)
+def test_objectnav_sensors_the_task_or_model_cannot_serve_are_named(sensors, named):
+    class Sensed(MiniWorldObjectNavExperimentConfig):
+        SENSORS = sensors
+
+    with pytest.raises(ConfigError, match=named):
+        Sensed.make_sampler_fn(**Sensed.train_task_sampler_args(process_ind=0, total_processes=1))
+        Sensed.create_model()
 
 
 def test_objectnav_needs_a_training_scene_for_every_sampler():

@@ -6,7 +6,10 @@ from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical
 
+from stagerl.errors import ConfigError
 from stagerl.models.base import ActorCriticModel, ActorCriticOutput, run_recurrent
+
+MIN_FRAME = 36  # pixels: 8/4, then 4/2, then 3/1 convolutions leave one cell of 36
 
 
 class ObjectNavActorCritic(ActorCriticModel):
@@ -36,6 +39,11 @@ class ObjectNavActorCritic(ActorCriticModel):
             nn.ReLU(),
             nn.Flatten(),
         )
+        if min(height, width) < MIN_FRAME:
+            raise ConfigError(
+                f"{type(self).__name__}: frames of {height} x {width} are too small for its "
+                f"convolutions; give the RGBSensor at least {MIN_FRAME} x {MIN_FRAME}"
+            )
         with torch.no_grad():
             features = self.cnn(torch.zeros(1, channels, height, width)).shape[1]
         # layer norm on the frame's features: imitation from pixels learns about twice as

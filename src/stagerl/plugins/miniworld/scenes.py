@@ -5,6 +5,7 @@ A scene is one rectangular room, 5 to 8 m a side, holding three or four objects 
 types (one type sometimes twice). Scene ids of the splits never overlap.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,11 @@ class Scene:
     def types(self) -> tuple[str, ...]:
         """The object types present, sorted."""
         return tuple(sorted({o.type for o in self.objects}))
+
+    def clearance(self, x: float, z: float) -> float:
+        """Distance (m) from a floor point to the nearest wall or object surface."""
+        walls = min(x, self.width - x, z, self.depth - z)
+        return min([walls, *(math.hypot(x - o.x, z - o.z) - o.radius for o in self.objects)])
 
 
 def scene_ids(split: str, count: int) -> list[int]:

@@ -17,7 +17,8 @@ import numpy as np
 from gymnasium import spaces
 
 from stagerl.errors import ConfigError
-from stagerl.plugins.miniworld.scenes import NavigationMap, Scene, build_scene
+from stagerl.plugins.miniworld.scenes import AGENT_RADIUS, NavigationMap, Scene, build_scene
+from stagerl.plugins.miniworld.sensors import RGBSensor
 from stagerl.tasks.base import Task, TaskSampler
 from stagerl.tasks.sensors import Sensor, SensorSuite
 
@@ -53,7 +54,11 @@ class ObjectNavTask(Task):
         self.map = NavigationMap(scene, target_type, GOAL_REACH)
         self.env.load(scene)
         self._place_agent(np.random.default_rng(episode_seed))
-        self.optimal_distance = self.distance()
+        # SPL's shortest path ends where success can: within SUCCESS_DISTANCE of a target (the
+        # goal region above, inside it, only guides the shaping reward and the expert)
+        x, _, z = self.env.agent.pos
+        success_region = NavigationMap(scene, target_type, SUCCESS_DISTANCE)
+        self.optimal_distance = success_region.distance_from(float(x), float(z))
         self.travelled = 0.0
         self.ended = self.succeeded = False
         self.frame = self.env.render_obs()
@@ -72,6 +77,8 @@ class ObjectNavTask(Task):
         i, j = candidates[rng.integers(len(candidates))]
         x = self.map.x[i, j] + rng.uniform(-0.05, 0.05)
         z = self.map.z[i, j] + rng.uniform(-0.05, 0.05)
+        if self.scene.clearance(x, z) < AGENT_RADIUS:  # the offset moved it into a wall or object
+            x, z = self.map.x[i, j], self.map.z[i, j]  # the cell's centre is clear
         self.env.agent.pos = np.array([x, 0.0, z])
         self.env.agent.dir = float(rng.uniform(-math.pi, math.pi))
         self.env.agent.cam_pitch = 0.0
@@ -208,6 +215,9 @@ class ObjectNavTaskSampler(TaskSampler):
         rgb = self.sensor_suite.sensors.get("rgb")
         if rgb is None:
             raise ConfigError("SENSORS has no RGBSensor (uuid 'rgb'): ObjectNav renders for it")
+        cameras = [s.uuid for s in self.sensor_suite.sensors.values() if isinstance(s, RGBSensor)]
+        if len(cameras) > 1:  # the world renders at one size, the 'rgb' sensor's
+            raise ConfigError(f"SENSORS has {len(cameras)} RGBSensors ({cameras}); give one")
         self.resolution = rgb.observation_space.shape[:2]  # (height, width)
         self.max_steps, self.deterministic = max_steps, deterministic
         self.slot, self.num_slots, self.max_tasks = slot, num_slots, max_tasks
