@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from stagerl import ExpertActionSensor, MLPActorCritic
+from stagerl import ConfigError, ExpertActionSensor, MLPActorCritic
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
     MiniGridExperimentConfig,
@@ -32,6 +33,19 @@ def test_expert_actions_from_the_sensor_solve_test_episodes_despite_other_action
     # The task tells its expert each action taken, so the plan survives 30% random actions
     # (the experts alone: test_experts.py).
     assert _success_rate("BabyAI-GoToLocal-v0", 100, random_fraction=0.3) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("env_id", "named"),
+    [
+        ("MiniGrid-DoorKey-5x5-v0", "gives no action at an episode's start"),  # a locked door
+        ("MiniGrid-Fetch-5x5-N2-v0", "needs an expert, and this env has none"),  # no goal square
+    ],
+)
+def test_an_expert_sensor_on_tasks_without_a_working_expert_is_an_error(env_id, named):
+    sensors = [EgocentricMiniGridSensor(view_channels=3), ExpertActionSensor(nactions=7)]
+    with pytest.raises(ConfigError, match=f"{env_id}: .*{named}"):
+        MiniGridTaskSampler(env_ids=env_id, sensors=sensors)
 
 
 def test_tasks_without_expert_sensor_never_build_an_expert():

@@ -47,6 +47,31 @@ def _check_registered(env_id: str) -> None:
         raise ConfigError(f"env id {env_id!r} cannot be made: {error}") from None
 
 
+_EXPERTS_CHECKED: set[str] = set()  # env ids whose expert acted at an episode's start
+
+
+def _check_expert(env_id: str, env: Any) -> None:
+    """With an ExpertActionSensor, the tasks need an expert that acts: a ConfigError now, not an
+    imitation stage that trains on no labels (checked once per env id, on a training seed)."""
+    if env_id in _EXPERTS_CHECKED:
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        env.reset(seed=SEED_RANGES["train"][0])
+    expert = make_expert(env)
+    if expert is None:
+        raise ConfigError(
+            f"{env_id}: an ExpertActionSensor needs an expert, and this env has none (the BabyAI "
+            "bot plays BabyAI levels, a shortest-path expert MiniGrid tasks with a goal square)"
+        )
+    expert.reset(env)
+    if not expert.expert_action()[1]:
+        raise ConfigError(
+            f"{env_id}: its expert ({type(expert).__name__}) gives no action at an episode's "
+            "start (the shortest-path expert walks to a goal square and opens no doors)"
+        )
+    _EXPERTS_CHECKED.add(env_id)
+
+
 class MiniGridTask(Task):
     """One episode; the raw observation of the last step is kept for the sensors to read."""
 
@@ -194,6 +219,11 @@ class MiniGridTaskSampler(_MiniGridSampler):
         self.num_sampled = 0
         self.env_scene = -1
         self.set_seed(seed)
+        for env_id in self.env_ids if self.expert_factory else []:
+            if env_id not in _EXPERTS_CHECKED:
+                env = make_minigrid_env(env_id, **self.env_kwargs)
+                _check_expert(env_id, env)
+                env.close()
 
     def _environment(self) -> Any:
         if self.env is None or self.env_scene != self.scene:
@@ -272,6 +302,8 @@ class BabyAITaskSampler(_MiniGridSampler):
         self.deterministic_sampling = deterministic_sampling
         self.num_tasks_generated = 0
         self.set_seed(0 if seed is None else seed)
+        if self.expert_factory:
+            _check_expert(self.env_id, self._environment())
 
     def _environment(self) -> Any:
         if self.env is None:
