@@ -295,12 +295,13 @@ def test_show_prints_each_stage_with_budget_and_schedules_starting_no_worker(mon
         for line in capsys.readouterr().out.splitlines()
         if line.startswith("│")
     ]
-    # stage, losses, steps, rollouts of 16 x 32 frames, updates, teacher forcing, clip, LR
+    # stage, losses, steps, rollouts of 16 x 32 frames, updates, teacher forcing, clip, LR; a
+    # stage runs whole rollouts: 196 x 512 = 100,352 frames for its 100,000
     assert rows == [
-        ["0", "imitation_loss (1)", "100,000", "196", "1,568 (4 x 2)", "1 / 0 / 0", "-",
-         "0.001 / 0.001 / 0.00025"],
-        ["1", "ppo_loss (1)", "50,000", "98", "784 (4 x 2)", "-", "0.1 / 0.05 / 0",
-         "0.00025 / 0.000125 / 0"],
+        ["0", "imitation_loss (1)", "100,352", "196", "1,568 (4 x 2)", "1 / 0 / 0", "-",
+         "0.001 / 0.001 / 0.000248"],
+        ["1", "ppo_loss (1)", "50,176", "98", "784 (4 x 2)", "-", "0.1 / 0.0498 / 0",
+         "0.000248 / 0.000123 / 0"],
     ]  # fmt: skip
 
 

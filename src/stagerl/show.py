@@ -19,9 +19,13 @@ from stagerl.pipeline import PipelineStage
 MIB = 2**20
 
 
-def _three(schedule: Any, start: int, budget: int) -> str:
-    """A schedule's values at the start, middle and end of a stage."""
-    return " / ".join(f"{schedule(start + budget * k // 2):.3g}" for k in range(3))
+def _three(
+    schedule: Any, start: int, budget: int, low: float = -math.inf, high: float = math.inf
+) -> str:
+    """A schedule's values at the start, middle and end of a stage, clipped to [low, high] as
+    training clips them."""
+    values = (schedule(start + budget * k // 2) for k in range(3))
+    return " / ".join(f"{min(max(value, low), high):.3g}" for value in values)
 
 
 def _learning_rates(setup: TrainingSetup, start: int, budget: int) -> str:
@@ -40,7 +44,7 @@ def _clip(setup: TrainingSetup, stage: PipelineStage, budget: int) -> str:
     ppo = [losses[name] for name in stage.loss_names if isinstance(losses[name], PPO)]
     if not ppo:
         return "-"
-    return _three(lambda steps: ppo[0].clip_param * ppo[0].clip_decay(steps), 0, budget)
+    return _three(lambda steps: ppo[0].clip_param * ppo[0].clip_decay(steps), 0, budget, low=0)
 
 
 def _stage_table(setup: TrainingSetup) -> Table:
@@ -53,8 +57,9 @@ def _stage_table(setup: TrainingSetup) -> Table:
     per_rollout = pipeline.num_steps * setup.num_tasks
     start = 0
     for index, stage in enumerate(pipeline.pipeline_stages):
-        budget = stage.max_stage_steps
-        rollouts = math.ceil(budget / per_rollout)
+        # a stage ends with the rollout that reaches its max_stage_steps
+        rollouts = math.ceil(stage.max_stage_steps / per_rollout)
+        budget = rollouts * per_rollout
         losses = [f"{n} ({w:g})" for n, w in zip(stage.loss_names, stage.loss_weights, strict=True)]
         updates = []
         if stage.loss_names:
@@ -73,12 +78,19 @@ def _stage_table(setup: TrainingSetup) -> Table:
             f"{budget:,}",
             f"{rollouts:,}",
             "\n".join(updates) or "-",
-            _three(teacher, 0, budget) if teacher is not None else "-",
+            _three(teacher, 0, budget, low=0, high=1) if teacher is not None else "-",
             _clip(setup, stage, budget),
             _learning_rates(setup, start, budget),
         )
         start += budget
     return table
+
+
+def _total_frames(setup: TrainingSetup) -> int:
+    """The frames training runs: each stage's whole rollouts up to its max_stage_steps."""
+    per_rollout = setup.pipeline.num_steps * setup.num_tasks
+    stages = setup.pipeline.pipeline_stages
+    return sum(math.ceil(stage.max_stage_steps / per_rollout) * per_rollout for stage in stages)
 
 
 def _memory_mib(setup: TrainingSetup) -> tuple[float, float, float]:
@@ -114,13 +126,13 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
         storage_mib, model_mib, buffer_mib = _memory_mib(setup)
         parameters = sum(p.numel() for p in setup.model.parameters())
         console = Console()
-        console.width = max(console.width, 130)  # the stage table's columns, unabridged
+        console.width = max(console.width, 140)  # the stage table's columns, unabridged
         console.print(
             f"[bold]{experiment.name}[/] (tag {experiment.call('tag')}): {setup.num_tasks} task "
             f"samplers in {processes} sampler process{'es' if processes > 1 else ''}, "
             + ("double-buffered" if groups > 1 else "synchronous")
             + f", trained on {setup.device}; {pipeline.num_steps} steps per task per rollout = "
-            f"{pipeline.num_steps * setup.num_tasks:,} frames; {pipeline.total_steps:,} "
+            f"{pipeline.num_steps * setup.num_tasks:,} frames; {_total_frames(setup):,} "
             f"steps in all\nmodel {type(setup.model).__name__}: {parameters:,} parameters; "
             f"memory estimate: rollout storage {storage_mib:.1f} MiB, model with gradients "
             f"and Adam moments {model_mib:.1f} MiB"
