@@ -54,6 +54,14 @@ def test_plot_draws_seeds_as_median_and_range_and_marks_stage_switches(tmp_path)
     assert by_time.lines[0].get_xdata().tolist() == [2.0, 4.0, 6.0]
 
 
+def test_runs_of_one_tag_in_two_outputs_are_two_curves(tmp_path):
+    old = _run(tmp_path / "old", "PPO", "seed1", _rows([0.0, 0.2, 0.5]))
+    new = _run(tmp_path / "new", "PPO", "seed1", _rows([0.1, 0.4, 0.9]))
+    (axis,) = plot_runs([old, new], tmp_path / "versions.png").axes
+    labels = [line.get_label() for line in axis.lines if not line.get_label().startswith("_")]
+    assert labels == ["old/PPO", "new/PPO"]
+
+
 def test_plot_of_a_directory_without_metrics_exits_2_naming_it(tmp_path, capsys):
     assert main(["plot", str(tmp_path), "-o", str(tmp_path / "x.png")]) == 2
     assert f"{tmp_path} is not a run directory" in capsys.readouterr().err

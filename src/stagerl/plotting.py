@@ -70,11 +70,13 @@ def plot_runs(
     matplotlib.use("Agg")  # files only; never needs a display
     from matplotlib import pyplot as plt
 
-    experiments: dict[str, list[list[dict[str, Any]]]] = {}
-    for run_dir in run_dirs:
-        experiments.setdefault(run_dir.resolve().parent.name, []).append(read_metrics(run_dir))
+    experiments: dict[Path, list[list[dict[str, Any]]]] = {}
+    for run_dir in run_dirs:  # by the whole parent path: two outputs may hold one tag
+        experiments.setdefault(run_dir.resolve().parent, []).append(read_metrics(run_dir))
     figure, axis = plt.subplots(figsize=(7, 4))
-    for index, (name, runs) in enumerate(experiments.items()):
+    for index, (parent, runs) in enumerate(experiments.items()):
+        clash = sum(other.name == parent.name for other in experiments) > 1
+        name = f"{parent.parent.name}/{parent.name}" if clash else parent.name
         colour = f"C{index % 10}"
         curves = [curve(rows, metric, x) for rows in runs]
         if not all(xs for xs, _ in curves):
