@@ -51,10 +51,12 @@ def _stagerl(*args: str) -> None:
 def run_seed(config: Path, seed: int, out: Path, episodes: int, threshold: float) -> dict:
     """Train and evaluate one seed; its run directory stays under `out/seed_<seed>`."""
     output = out / f"seed_{seed}"
+    before = set(output.glob("*/*/metrics.jsonl"))  # runs of an earlier call, or another config
     start = time.perf_counter()
     _stagerl("train", str(config), "-s", str(seed), "-o", str(output))
     wall = time.perf_counter() - start
-    run_dir = sorted(output.glob("*/*/metrics.jsonl"))[-1].parent
+    (metrics,) = set(output.glob("*/*/metrics.jsonl")) - before
+    run_dir = metrics.parent
     checkpoint = sorted(run_dir.glob("checkpoints/ckpt_*.pt"))[-1]
     results = run_dir / "test.json"
     _stagerl(

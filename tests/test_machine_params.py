@@ -33,6 +33,9 @@ def test_allenact_device_forms(kwargs, device):
         ({"nprocesses": 8, "visualizer": object()}, "MachineParams.visualizer"),
         ({"nprocesses": 8, "max_sampler_processes": 0}, "MachineParams.max_sampler_processes=0"),
         ({"nprocesses": 8, "update_threads": 2.0}, "MachineParams.update_threads=2.0"),
+        ({"nprocesses": 8, "worker_timeout": float("inf")}, "MachineParams.worker_timeout=inf"),
+        ({"nprocesses": 8, "rank_timeout": 3e6}, "MachineParams.rank_timeout=3000000.0"),
+        ({"nprocesses": 8, "double_buffered": "no"}, "MachineParams.double_buffered='no'"),
     ],
 )
 def test_bad_machine_params_name_the_field(kwargs, named):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from stagerl.tasks.worker import WorkerExperiment
 
 _UNSUPPORTED_MACHINE_FIELDS = ("sensor_preprocessor_graph", "visualizer", "local_worker_ids")
+MAX_TIMEOUT = 2_000_000.0  # s: poll() and torch.distributed take no longer
 
 
 def _device_name(device: Any, field_name: str) -> str:
@@ -156,8 +157,17 @@ class MachineParams:
             allow_none=True,
         )
         require_positive("MachineParams.update_threads", self.update_threads, whole=True)
-        require_positive("MachineParams.worker_timeout", self.worker_timeout)
-        require_positive("MachineParams.rank_timeout", self.rank_timeout)
+        for name in ("worker_timeout", "rank_timeout"):
+            value = getattr(self, name)
+            require_positive(f"MachineParams.{name}", value)
+            # poll() takes whole milliseconds in a C int: about 24.8 days
+            require(value <= MAX_TIMEOUT, f"MachineParams.{name}", value, "at most 2,000,000 s")
+        require(
+            isinstance(self.double_buffered, bool),
+            "MachineParams.double_buffered",
+            self.double_buffered,
+            "True or False",
+        )
 
     @property
     def device(self) -> str:

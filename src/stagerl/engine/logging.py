@@ -147,6 +147,10 @@ class MetricsLogger:
         self.start_step = start_step
         self.window_start_step = start_step  # of the open window's frames/s (not before a resume)
 
+    def start_clock(self) -> None:
+        """Count training time (fps, the ETA, `time`) from now: the samplers' start-up is none."""
+        self.last_emit_time = self.start_time = time.monotonic()
+
     def state_dict(self) -> dict[str, Any]:
         """The open window's sums and the time trained so far, for checkpoints."""
         return {

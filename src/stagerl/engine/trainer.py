@@ -373,6 +373,7 @@ class Trainer:
                 else:
                     storage.set_observations(0, sampler.reset())
                     storage.memory = setup.model.initial_memory(setup.num_tasks)
+                logger.start_clock()
                 return self._run_stages(sampler, storage, logger, stop_after_steps)
         finally:
             self.validator = None
