@@ -9,7 +9,7 @@ import pytest
 
 from stagerl import cli
 from stagerl.offpolicy.dataset import DatasetError, write_dataset
-from stagerl.plugins.minigrid.recording import observation_space
+from stagerl.plugins.minigrid.recording import PlayedChunk, observation_space
 from stagerl.plugins.minigrid.tasks import make_minigrid_env
 
 pytestmark = pytest.mark.timeout(120)
@@ -78,3 +78,9 @@ def test_an_existing_dataset_is_never_overwritten(empty_dataset):
             env_spec=None,
             metadata=dict,
         )
+
+
+def test_a_chunk_cut_short_counts_only_the_episodes_dropped_before_the_cut():
+    played = PlayedChunk([None, "kept 1", None, "kept 2", None, "kept 3"])
+    assert played.first(2) == (["kept 1", "kept 2"], 2)  # the drop after "kept 2" is unused
+    assert played.first(10) == (["kept 1", "kept 2", "kept 3"], 3)

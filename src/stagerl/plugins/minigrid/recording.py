@@ -34,10 +34,23 @@ EPISODES_PER_CHUNK = 50  # one worker job; also the unit of writing to disk
 
 @dataclass
 class PlayedChunk:
-    """One job's kept episodes (Minari episode buffers) and how many it dropped."""
+    """One job's episodes in seed order: a Minari episode buffer for each the expert finished,
+    None for each it dropped."""
 
-    episodes: list[Any]
-    dropped: int
+    outcomes: list[Any | None]
+
+    def first(self, count: int) -> tuple[list[Any], int]:
+        """The first `count` kept episodes (or all), and how many were dropped before the last
+        of them (all of the chunk's drops when it is used whole)."""
+        kept, dropped = [], 0
+        for outcome in self.outcomes:
+            if len(kept) == count:
+                break
+            if outcome is None:
+                dropped += 1
+            else:
+                kept.append(outcome)
+        return kept, dropped
 
 
 def _mission_words(episode: Any) -> int:
@@ -131,15 +144,11 @@ def chunk_seeds(seed: int, chunk: int) -> list[int]:
 def play_chunk(env_id: str, seed: int, chunk: int) -> PlayedChunk:
     """A worker's job: play one chunk of episodes."""
     env = make_minigrid_env(env_id)
-    kept, dropped = [], 0
-    for episode_seed in chunk_seeds(seed, chunk):
-        episode = _play_episode(env, env_id, episode_seed)
-        if episode is None:
-            dropped += 1
-            continue
-        kept.append(episode)
+    outcomes = [
+        _play_episode(env, env_id, episode_seed) for episode_seed in chunk_seeds(seed, chunk)
+    ]
     env.close()
-    return PlayedChunk(kept, dropped)
+    return PlayedChunk(outcomes)
 
 
 class _Recording:
@@ -159,11 +168,11 @@ class _Recording:
                 pending.append(self.pool.submit(play_chunk, self.env_id, self.seed, next_chunk))
                 next_chunk += 1
             played: PlayedChunk = pending.pop(0).result()
-            if kept == 0 and self.dropped + played.dropped >= 1000:
+            take, dropped = played.first(episodes - kept)
+            if kept == 0 and self.dropped + dropped >= 1000:
                 raise ConfigError(f"{self.env_id}: the expert completed none of 1,000 episodes")
-            take = played.episodes[: episodes - kept]
             kept += len(take)
-            self.dropped += played.dropped
+            self.dropped += dropped
             self.longest_mission = max([self.longest_mission, *map(_mission_words, take)])
             progress(len(take))
             yield take
