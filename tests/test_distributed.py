@@ -64,7 +64,7 @@ def _single_run(ranks: int, output: Path) -> Path:
 
 
 @pytest.mark.timeout(600)
-def test_two_ranks_count_switch_and_update_as_one_rank_with_all_tasks(runs):
+def test_two_ranks_count_switch_and_update_as_one_rank_with_all_tasks(runs, tmp_path):
     one, two = runs[1], runs[2]
     steps_and_stages = [[(r["step"], r["stage_index"]) for r in _rows(d)] for d in (one, two)]
     assert steps_and_stages[0] == steps_and_stages[1]
@@ -74,8 +74,13 @@ def test_two_ranks_count_switch_and_update_as_one_rank_with_all_tasks(runs):
     # the mean of the ranks' gradients is the gradient of the whole batch
     first, second = _model(one, 64), _model(two, 64)
     assert max((first[k] - second[k]).abs().max().item() for k in first) < 1e-6
-    later = [_model(d, 1088) for d in (one, two)]
-    assert max((later[0][k] - later[1][k]).abs().max().item() for k in first) > 1e-3
+    # and that update did move the model: the equality is not that of two untouched copies
+    from stagerl.engine.trainer import Trainer
+    from stagerl.experiment import load_experiment
+
+    initial = Trainer(load_experiment(FIXTURE), run_dir=tmp_path, seed=5).setup.model
+    moved = max((first[k] - v).abs().max().item() for k, v in initial.state_dict().items())
+    assert moved > 1e-4
     record = json.loads((two / "run.json").read_text())
     assert record["world_size"] == 2 and record["launcher"]["name"] == "torchrun"
     assert [(r["rank"], r["first_task"], r["tasks"]) for r in record["ranks"]] == [
@@ -174,9 +179,7 @@ def _stopped_by_rank_1(tmp_path: Path, signum: int, limit: float, **env: str) ->
     torchrun = _start_long_run(tmp_path / "out", log, **env)
     try:
         _rank_process(psutil.Process(torchrun.pid), 1).send_signal(signum)
-        sent = time.monotonic()
-        returncode = torchrun.wait(timeout=limit)
-        assert time.monotonic() - sent < limit and returncode != 0
+        assert torchrun.wait(timeout=limit) != 0  # TimeoutExpired past the limit
     finally:
         if torchrun.poll() is None:
             os.killpg(torchrun.pid, signal.SIGKILL)

@@ -102,12 +102,12 @@ def test_more_minibatches_than_tasks_is_rejected():
 
 
 def test_stage_without_onpolicy_losses_allows_zero_minibatches():
-    pipeline = _pipeline(
-        num_mini_batch=0,
-        update_repeats=0,
-        pipeline_stages=[PipelineStage(loss_names=[], max_stage_steps=100)],
-    )
-    pipeline.check_task_count(1)
+    stages = [PipelineStage(loss_names=[], max_stage_steps=100)]
+    pipeline = _pipeline(num_mini_batch=0, update_repeats=0, pipeline_stages=stages)
+    pipeline.check_task_count(1)  # no minibatch to fill
+    assert pipeline.setting(stages[0], "num_mini_batch") == 0
+    with pytest.raises(ConfigError, match="num_mini_batch=0"):  # a stage with a loss needs one
+        _pipeline(num_mini_batch=0)
 
 
 def test_named_losses_must_be_losses():

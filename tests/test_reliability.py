@@ -179,32 +179,16 @@ def test_nonfinite_losses_skip_updates_then_stop_keeping_last_good_checkpoint(
     assert all(torch.isfinite(p).all() for p in trainer.setup.model.parameters())
 
 
-def _run_faulty(fault: str, timeout: str = "60") -> tuple[int, str, float]:
-    env = {**os.environ, "STAGERL_TEST_FAULT": fault, "STAGERL_TEST_TIMEOUT": timeout}
-    start = time.monotonic()
+def test_a_worker_fault_ends_the_run_with_exit_1_and_a_checkpoint(tmp_path):
+    # How each fault is detected and named: tests/tasks/test_vector.py. Here: what the run does.
+    env = {**os.environ, "STAGERL_TEST_FAULT": "segfault", "STAGERL_TEST_TIMEOUT": "60"}
     process = _stagerl(
-        "train", str(FIXTURES / "faulty_experiment.py"), "-o", "/tmp/unused", env=env
+        "train", str(FIXTURES / "faulty_experiment.py"), "-o", str(tmp_path), env=env
     )
-    _, err = process.communicate(timeout=120)
-    return process.returncode, err, time.monotonic() - start
-
-
-@pytest.mark.parametrize(
-    ("fault", "cause"),
-    [
-        ("raise", "ValueError: boom in the environment"),
-        ("segfault", "exit code -11"),
-        ("hang", "did not answer 'step' within 2 s"),
-    ],
-)
-def test_worker_fault_ends_the_run_with_an_error_naming_worker_and_task(fault, cause):
-    code, err, elapsed = _run_faulty(fault, timeout="2")
-    assert code == 1
-    assert "sampler worker 1 (tasks: CountingSampler(slot=1))" in err
-    assert "CountingTask(slot=1)" in err or fault != "raise"
-    assert cause in err
+    _, err = process.communicate(timeout=60)  # never a hang
+    assert process.returncode == 1
+    assert "sampler worker 1 (tasks: CountingSampler(slot=1))" in err and "exit code -11" in err
     assert "checkpoint before this rollout:" in err  # saved, since it safely could
-    assert elapsed < 60
 
 
 def test_killed_worker_stops_the_run_and_leaves_no_process(tmp_path):
@@ -260,10 +244,8 @@ def test_second_ctrl_c_exits_at_once_even_while_a_worker_hangs(tmp_path):
     children = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGINT)  # first: finish the rollout, then checkpoint and stop
     time.sleep(0.5)
-    started = time.monotonic()
     process.send_signal(signal.SIGINT)  # second: stop now
-    _, err = process.communicate(timeout=30)
-    assert time.monotonic() - started < 10
+    _, err = process.communicate(timeout=10)  # at once: TimeoutExpired otherwise
     assert process.returncode == 130
     assert "stagerl: interrupted" in err
     _, alive = psutil.wait_procs(children, timeout=10)

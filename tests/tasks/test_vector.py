@@ -1,7 +1,6 @@
 """The shared-memory sampler: steps round-trip, and every worker fault becomes a clear error."""
 
 import os
-import time
 
 import numpy as np
 import psutil
@@ -45,15 +44,15 @@ def test_max_tasks_deactivates_slots():
 
 
 def _run_until_fault(fault, timeout=60.0):
+    """The fault's error and the workers' pids (a hang instead fails the module's timeout)."""
     samplers = [CountingSampler(0), CountingSampler(1, fault=fault)]
     sampler = VectorSampler(samplers, num_workers=2, timeout=timeout)
     pids = [p.pid for p in sampler.processes]
     sampler.reset()
-    started = time.monotonic()
     with pytest.raises(WorkerError) as error:
         for _ in range(5):
             sampler.step(np.zeros(2, dtype=np.int64))
-    return str(error.value), pids, time.monotonic() - started
+    return str(error.value), pids
 
 
 def _assert_gone(pids):
@@ -62,7 +61,7 @@ def _assert_gone(pids):
 
 
 def test_worker_exception_names_worker_task_and_cause():
-    message, pids, _ = _run_until_fault("raise")
+    message, pids = _run_until_fault("raise")
     assert "sampler worker 1" in message
     assert "CountingTask(slot=1)" in message
     assert "ValueError: boom in the environment" in message
@@ -70,17 +69,15 @@ def test_worker_exception_names_worker_task_and_cause():
 
 
 def test_worker_segfault_is_reported_with_its_tasks():
-    message, pids, elapsed = _run_until_fault("segfault")
+    message, pids = _run_until_fault("segfault")
     assert "sampler worker 1 (tasks: CountingSampler(slot=1))" in message
     assert "died during 'step'" in message and str(-11) in message
-    assert elapsed < 10
     _assert_gone(pids)
 
 
 def test_hung_worker_times_out():
-    message, pids, elapsed = _run_until_fault("hang", timeout=1.0)
+    message, pids = _run_until_fault("hang", timeout=1.0)
     assert "sampler worker 1" in message and "did not answer 'step' within 1 s" in message
-    assert elapsed < 10
     _assert_gone(pids)
 
 

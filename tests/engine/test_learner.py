@@ -1,0 +1,53 @@
+"""One optimizer step: the gradient clipped to max_grad_norm, a non-finite one skipped, each
+loss scaled by its weight."""
+
+import pytest
+import torch
+from torch import nn
+
+from stagerl.engine.learner import WeightedLoss, optimizer_step, weighted_loss
+
+
+def _step(loss_of, max_grad_norm: float) -> tuple[nn.Parameter, float | None]:
+    parameter = nn.Parameter(torch.tensor([3.0, 4.0]))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    norm = optimizer_step(optimizer, [parameter], loss_of(parameter), max_grad_norm)
+    return parameter, norm
+
+
+def test_the_gradient_is_clipped_to_max_grad_norm():
+    # loss = 10 * (p . [3, 4]): gradient [30, 40], norm 50, clipped to norm 5: [3, 4]
+    parameter, norm = _step(lambda p: 10 * (p * torch.tensor([3.0, 4.0])).sum(), 5.0)
+    assert norm == 50.0
+    assert parameter.tolist() == pytest.approx([0.0, 0.0], abs=1e-5)  # [3, 4] - 1.0 * [3, 4]
+
+
+def test_a_non_finite_gradient_skips_the_step_even_with_a_finite_loss():
+    # sqrt at 0: the loss is 0, its gradient inf
+    parameter, norm = _step(lambda p: (p - torch.tensor([3.0, 0.0])).abs().sqrt().sum(), 5.0)
+    assert norm is None and parameter.tolist() == [3.0, 4.0]
+
+
+class _Constant:
+    """A loss whose value is the batch's number, for checking the weights."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def loss(self, step_count, batch, output):
+        return torch.tensor(self.value), {"value": self.value}
+
+
+class _Model(nn.Module):
+    def forward(self, observations, memory, prev_actions, masks):
+        output = type("Output", (), {"values": torch.zeros(1)})()
+        return output, memory
+
+
+def test_each_loss_is_scaled_by_its_weight():
+    batch = type("Batch", (), dict(observations={}, memory=None, prev_actions=None, masks=None))
+    losses = [WeightedLoss("a", _Constant(2.0), 0.5), WeightedLoss("b", _Constant(3.0), 2.0)]
+    info: dict[str, float] = {}
+    total, _ = weighted_loss(_Model(), batch, losses, stage_steps=0, info=info)
+    assert total.item() == 0.5 * 2.0 + 2.0 * 3.0
+    assert info == {"a/value": 2.0, "b/value": 3.0}
