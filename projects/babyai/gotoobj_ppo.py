@@ -1,4 +1,4 @@
-"""PPO on BabyAI-GoToObj: 16 tasks in 2 worker processes, 50,000 steps (a minute or so on 2 CPUs).
+"""PPO on BabyAI-GoToObj: 16 tasks, 50,000 steps (half a minute or so on 2 CPUs).
 
 The settings of AllenAct's GoToObj baseline: constant learning rate, PPO clip decayed linearly.
 """
