@@ -1,13 +1,14 @@
 """The PPO loss on a hand-made batch, in and out of the clip range."""
 
 import math
+import warnings
 
 import pytest
 import torch
 from torch.distributions import Categorical
 
 from stagerl import PPO, ConfigError, LinearDecay, PPOConfig
-from stagerl.losses.base import RolloutBatch
+from stagerl.losses.base import RolloutBatch, standardize
 from stagerl.models.base import ActorCriticOutput
 
 
@@ -127,3 +128,9 @@ def test_ppo_config_takes_keyword_overrides_as_in_allenact():
         False,
         "none",
     )
+
+
+def test_one_advantage_standardises_to_zero_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on the std of one value
+        assert standardize(torch.tensor([[2.5]])).tolist() == [[0.0]]

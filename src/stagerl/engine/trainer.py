@@ -374,6 +374,8 @@ class Trainer:
                     storage.set_observations(0, sampler.reset())
                     storage.memory = setup.model.initial_memory(setup.num_tasks)
                 logger.start_clock()
+                if self.share and self._validation_missed():
+                    self._validate(logger)
                 return self._run_stages(sampler, storage, logger, stop_after_steps)
         finally:
             self.validator = None
@@ -453,6 +455,15 @@ class Trainer:
         where = f"pipeline_stages[{state.stage_index}].early_stopping_criterion"
         criterion = stage.early_stopping_criterion
         return bool(user_call(where, criterion, state.stage_steps, state.total_steps, metrics))
+
+    def _validation_missed(self) -> bool:
+        """The checkpoint resumed from was saved without its validation (on a signal)."""
+        state = self.state
+        return (
+            self.validator is not None
+            and state.last_save_steps == state.total_steps
+            and state.last_valid_steps < state.total_steps
+        )
 
     def _validation_due(self) -> bool:
         interval = self.validator and self.validator.settings.interval

@@ -35,7 +35,11 @@ def require_coefficients(owner: str, value_loss_coef: Any, entropy_coef: Any) ->
 
 
 def standardize(values: torch.Tensor) -> torch.Tensor:
-    """Mean 0, standard deviation 1 (advantages, before a policy-gradient loss uses them)."""
+    """Mean 0, standard deviation 1 (advantages, before a policy-gradient loss uses them); one
+    value has no spread and becomes 0 (a loss that standardises one sample is refused when the
+    pipeline is built; this keeps torch's warning out of the others' rollouts)."""
+    if values.numel() < 2:
+        return torch.zeros_like(values)
     return (values - values.mean()) / (values.std() + 1e-5)
 
 

@@ -27,6 +27,9 @@ class Task(ABC):
     `step` adds the step counter and the `max_steps` truncation every task shares.
     """
 
+    _env_ended = False  # once `_step` says the environment ended the episode (a class default:
+    # tasks pickled before it existed read it too)
+
     def __init__(self, *, env: Any, sensors: SensorSuite, max_steps: int) -> None:
         self.env = env
         self.sensor_suite = sensors
@@ -55,14 +58,20 @@ class Task(ABC):
         """Take `action`, count the step and return what followed."""
         if self.is_done():
             raise RuntimeError(f"{self!r}: step() called on a finished task")
-        reward, _ = self._step(action)
+        reward, ended = self._step(action)
+        self._env_ended = self._env_ended or ended
         self.num_steps_taken += 1
         self.total_reward += reward
         return RLStepResult(self.get_observations(), reward, self.is_done())
 
     def is_done(self) -> bool:
-        """True once the episode ended or reached `max_steps`."""
-        return self.reached_terminal_state() or self.num_steps_taken >= self.max_steps
+        """True once the environment ended the episode (terminated or cut it off) or it
+        reached `max_steps`."""
+        return (
+            self._env_ended
+            or self.reached_terminal_state()
+            or self.num_steps_taken >= self.max_steps
+        )
 
     def metrics(self) -> dict[str, float]:
         """Episode metrics, read when the task is done: at least `ep_length` and `reward`."""
