@@ -29,6 +29,18 @@ ONE_CHANNEL_MODEL = """from gymnasium import spaces
         return cls.MODEL(spaces.Discrete(7), observations, use_memory=True, use_instr=False)"""
 
 
+ALLENACT_VALUES_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
+        forward = model.forward
+
+        def allenact_forward(*args):  # AllenAct's critics give values shaped [T, N, 1]
+            output, memory = forward(*args)
+            output.values = output.values[..., None]
+            return output, memory
+
+        model.forward = allenact_forward
+        return model"""
+
+
 @pytest.mark.parametrize(
     ("fixture", "replacements", "named"),
     [
@@ -64,6 +76,14 @@ ONE_CHANNEL_MODEL = """from gymnasium import spaces
             {"return super().create_model(memory_dim=32, **kwargs)": ONE_CHANNEL_MODEL},
             ["built for 'minigrid_ego_image' shaped (7, 7, 1)", "give it shaped (7, 7, 3)"],
         ),
+        (
+            "tiny_ppo.py",
+            {"return super().create_model(memory_dim=32, **kwargs)": ALLENACT_VALUES_MODEL},
+            [
+                "TinyPPO.create_model(): for one step of 2 tasks the model's values are shaped "
+                "(1, 2, 1), expected (1, 2)"
+            ],
+        ),
     ],
     ids=[
         "unknown-loss-name",
@@ -71,6 +91,7 @@ ONE_CHANNEL_MODEL = """from gymnasium import spaces
         "lr-scheduler-of-a-metric",
         "lr-scheduler-without-a-step-count",
         "model-of-other-observations",
+        "model-with-allenacts-value-shape",
     ],
 )
 def test_a_bad_experiment_fails_before_any_worker_starts(

@@ -174,7 +174,46 @@ def build_model(
         )
     if observation_space is not None:
         _check_observations(where, model, observation_space, training=training)
-    return model.to(device)
+    model = model.to(device)
+    if observation_space is not None:
+        _check_outputs(where, model, observation_space, torch.device(device))
+    return model
+
+
+def _check_outputs(
+    where: str, model: ActorCriticModel, tasks: spaces.Dict, device: torch.device
+) -> None:
+    """One forward pass, in eval mode, over one step of two tasks: the outputs have the
+    contract's shapes, else the first rollout fails deep in the storage (AllenAct's models
+    give values shaped [T, N, 1], stagerl's contract [T, N])."""
+    built_for = getattr(model.observation_space, "spaces", None) or tasks.spaces
+    observations = {
+        uuid: torch.as_tensor(
+            np.clip(np.zeros((1, 2, *box.shape), box.dtype), box.low, box.high)
+        ).to(device)
+        for uuid, box in built_for.items()
+    }
+    memory = model.initial_memory(2)
+    actions = torch.zeros(1, 2, dtype=torch.long, device=device)
+    training = model.training
+    model.eval()
+    with torch.no_grad():
+        output, new_memory = model(observations, memory, actions, torch.ones(1, 2, device=device))
+    model.train(training)
+    shapes = {
+        "values": (tuple(output.values.shape), (1, 2)),
+        "distributions.logits": (
+            tuple(output.distributions.logits.shape),
+            (1, 2, model.action_space.n),
+        ),
+        "memory": (tuple(new_memory.shape), tuple(memory.shape)),
+    }
+    for name, (got, expected) in shapes.items():
+        if got != expected:
+            raise ConfigError(
+                f"{where}: for one step of 2 tasks the model's {name} are shaped {got}, "
+                f"expected {expected} ([T, N, ...]; AllenAct's [T, N, 1] values: squeeze them)"
+            )
 
 
 def _check_observations(
