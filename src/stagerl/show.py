@@ -57,9 +57,8 @@ def _stage_table(setup: TrainingSetup) -> Table:
     per_rollout = pipeline.num_steps * setup.num_tasks
     start = 0
     for index, stage in enumerate(pipeline.pipeline_stages):
-        # a stage ends with the rollout that reaches its max_stage_steps
-        rollouts = math.ceil(stage.max_stage_steps / per_rollout)
-        budget = rollouts * per_rollout
+        budget = _stage_frames(setup, stage)
+        rollouts = budget // per_rollout
         losses = [f"{n} ({w:g})" for n, w in zip(stage.loss_names, stage.loss_weights, strict=True)]
         updates = []
         if stage.loss_names:
@@ -86,11 +85,10 @@ def _stage_table(setup: TrainingSetup) -> Table:
     return table
 
 
-def _total_frames(setup: TrainingSetup) -> int:
-    """The frames training runs: each stage's whole rollouts up to its max_stage_steps."""
+def _stage_frames(setup: TrainingSetup, stage: PipelineStage) -> int:
+    """The frames a stage runs: it ends with the whole rollout that reaches max_stage_steps."""
     per_rollout = setup.pipeline.num_steps * setup.num_tasks
-    stages = setup.pipeline.pipeline_stages
-    return sum(math.ceil(stage.max_stage_steps / per_rollout) * per_rollout for stage in stages)
+    return math.ceil(stage.max_stage_steps / per_rollout) * per_rollout
 
 
 def _memory_mib(setup: TrainingSetup) -> tuple[float, float, float]:
@@ -125,6 +123,7 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
         processes, groups = sampler_packing(machine, setup.num_tasks, setup.training_groups)
         storage_mib, model_mib, buffer_mib = _memory_mib(setup)
         parameters = sum(p.numel() for p in setup.model.parameters())
+        frames = sum(_stage_frames(setup, stage) for stage in pipeline.pipeline_stages)
         console = Console()
         console.width = max(console.width, 140)  # the stage table's columns, unabridged
         console.print(
@@ -132,7 +131,7 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
             f"samplers in {processes} sampler process{'es' if processes > 1 else ''}, "
             + ("double-buffered" if groups > 1 else "synchronous")
             + f", trained on {setup.device}; {pipeline.num_steps} steps per task per rollout = "
-            f"{pipeline.num_steps * setup.num_tasks:,} frames; {_total_frames(setup):,} "
+            f"{pipeline.num_steps * setup.num_tasks:,} frames; {frames:,} "
             f"steps in all\nmodel {type(setup.model).__name__}: {parameters:,} parameters; "
             f"memory estimate: rollout storage {storage_mib:.1f} MiB, model with gradients "
             f"and Adam moments {model_mib:.1f} MiB"

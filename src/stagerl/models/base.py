@@ -81,8 +81,9 @@ def run_recurrent_stepwise(
 
 
 def _plain(rnn: nn.GRU | nn.LSTM) -> bool:
-    """One layer, one direction, no projection: what the fast paths below handle."""
-    return rnn.num_layers == 1 and not rnn.bidirectional and not getattr(rnn, "proj_size", 0)
+    """One layer, one direction: what the fast paths below handle (`run_recurrent` refuses
+    projections first)."""
+    return rnn.num_layers == 1 and not rnn.bidirectional
 
 
 def _one_step(

@@ -96,7 +96,6 @@ class MiniGridTask(Task):
         if self.expert is not None:
             self.expert.reset(env)
         self._terminated = False
-        self._env_truncated = False
 
     @property
     def action_space(self) -> spaces.Discrete:
@@ -110,18 +109,14 @@ class MiniGridTask(Task):
 
     def _step(self, action: int) -> tuple[float, bool]:
         self.last_obs, reward, terminated, truncated, _ = self.env.step(action)
-        self._terminated, self._env_truncated = bool(terminated), bool(truncated)
+        self._terminated = bool(terminated)
         if self.expert is not None and not terminated:
             self.expert.record_action(action)
-        return float(reward), self._terminated or self._env_truncated
+        return float(reward), self._terminated or bool(truncated)  # Task.is_done keeps it
 
     def reached_terminal_state(self) -> bool:
         """True once the environment terminated the episode."""
         return self._terminated
-
-    def is_done(self) -> bool:
-        """True once the environment ended or truncated the episode, or at `max_steps`."""
-        return self._terminated or self._env_truncated or self.num_steps_taken >= self.max_steps
 
     def metrics(self) -> dict[str, float]:
         """The base metrics and `success` (terminated with a positive reward)."""
