@@ -91,9 +91,11 @@ class MachineParams:
       workers step (oversubscribed threads spin and run many times slower) and updates with
       `update_threads` while the workers idle.
     - `double_buffered`: in training, the samplers form two halves that take turns, so the
-      workers step one half while the model acts for the other (default). `False`: the model
-      acts for all samplers, then waits for all of them. The rollouts are alike in
-      distribution either way, and each is reproducible from its seed.
+      workers step one half while the model acts for the other (default); with a core to
+      spare, the trainer also steps a few samplers itself when that is measured faster
+      (docs/performance.md). `False`: the model acts for all samplers, then waits for all of
+      them. The rollouts are alike in distribution either way, and each is reproducible from
+      its seed.
     """
 
     nprocesses: int | Sequence[int]

@@ -7,6 +7,7 @@ import psutil
 import pytest
 
 from stagerl.errors import WorkerError
+from stagerl.plugins.minigrid import BabyAITaskSampler, EgocentricMiniGridSensor
 from stagerl.tasks.vector import VectorSampler
 from tests.tasks.faulty import CountingSampler
 
@@ -41,6 +42,63 @@ def test_max_tasks_deactivates_slots():
         assert sampler.active.tolist() == [False, True]
         sampler.step(np.zeros(2, dtype=np.int64))
         assert not sampler.active.any()
+
+
+def _double_buffered_run(trainer_slots, moves):
+    """20 steps of 6 BabyAI slots in two groups, with fixed random actions; after step t, the
+    trainer steps `moves[t]` slots. Every step's observations, rewards, ends and finished."""
+    sensors = [EgocentricMiniGridSensor(view_channels=3)]
+    samplers = [BabyAITaskSampler("BabyAI-GoToObj-v0", sensors, seed=s) for s in range(6)]
+    actions = np.random.default_rng(0).integers(0, 3, size=(20, 6))
+    seen = []
+    with VectorSampler(samplers, num_workers=2, groups=2, trainer_slots=trainer_slots) as sampler:
+        seen.append(sampler.reset()["minigrid_ego_image"].copy())
+        for t in range(20):
+            for g, tasks in enumerate(sampler.groups):
+                sampler.send_step(g, actions[t, tasks])
+            for g in range(2):
+                step = sampler.receive_step(g)
+                flags = (step.rewards, step.terminated, step.truncated)
+                seen += [step.observations["minigrid_ego_image"].copy(), *map(np.copy, flags)]
+                seen.append(step.finished)
+            if t in moves:
+                sampler.move_slots(moves[t])
+    return seen
+
+
+def test_slots_stepped_in_the_trainer_and_moved_mid_episode_give_the_same_steps():
+    expected = _double_buffered_run(trainer_slots=0, moves={})
+    moved = _double_buffered_run(trainer_slots=2, moves={3: 4, 8: 1, 12: 3, 15: 0})
+    assert len(expected) == len(moved) == 1 + 20 * 2 * 5
+    for a, b in zip(expected, moved, strict=True):
+        if isinstance(a, list):
+            assert a == b
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "fault, cause",
+    [
+        ("raise", "ValueError: boom in the environment"),
+        ("hang", "did not finish 'step' within 1 s"),
+    ],
+)
+def test_a_fault_in_a_slot_the_trainer_steps_names_it_and_stops_the_workers(fault, cause):
+    samplers = [CountingSampler(0, fault=fault), CountingSampler(1)]
+    sampler = VectorSampler(samplers, num_workers=1, groups=2, trainer_slots=1, timeout=1.0)
+    pids = [p.pid for p in sampler.processes]
+    sampler.reset()
+    with pytest.raises(WorkerError) as error:
+        for _ in range(3):
+            for g in range(2):
+                sampler.send_step(g, np.zeros(1, dtype=np.int64))
+            for g in range(2):
+                sampler.receive_step(g)
+    message = str(error.value)
+    assert "the trainer's own slots (tasks: CountingSampler(slot=0))" in message
+    assert "CountingTask(slot=0)" in message and cause in message
+    _assert_gone(pids)
 
 
 def _run_until_fault(fault, timeout=60.0):

@@ -34,10 +34,10 @@ def test_restore_closes_the_samplers_and_tasks_it_replaces():
     samplers = [ClosingSampler(slot, closed) for slot in range(2)]
     layout = _layout(samplers[0].observation_space, 2)
     arrays = SharedArrays(bytearray(SharedArrays.nbytes(layout)), layout)
-    loop = WorkerLoop(list(samplers), arrays, slots=[0, 1], max_tasks=None)
+    loop = WorkerLoop(dict(enumerate(samplers)), arrays, max_tasks=None)
     loop.reset()
     snapshot = pickle.loads(pickle.dumps(loop.snapshot()))  # as it crosses to a new worker
     closed.clear()
     loop.restore(snapshot)
     assert closed == ["task 0", "sampler 0", "task 1", "sampler 1"]
-    assert all(new is not old for new, old in zip(loop.samplers, samplers, strict=True))
+    assert all(loop.slots[i].sampler is not samplers[i] for i in range(2))

@@ -204,6 +204,7 @@ def collect_rollout(
     for g, tasks in enumerate(sampler.groups):
         step = sampler.receive_step(g)
         _record(storage, storage.num_steps - 1, tasks, acted[g], step, result, cuts)
+    sampler.balance()
     cuts.write_values(model, storage)
     storage.final_memory = memory
     return result

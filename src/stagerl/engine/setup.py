@@ -18,6 +18,7 @@ from stagerl.errors import CheckpointError, ConfigError, require, user_call
 from stagerl.experiment import LoadedExperiment, MachineParams, worker_experiment
 from stagerl.models.base import ActorCriticModel
 from stagerl.pipeline import TrainingPipeline
+from stagerl.tasks.balance import first_trainer_slots
 from stagerl.tasks.base import TaskSampler
 from stagerl.tasks.sensors import ExpertActionSensor
 from stagerl.tasks.vector import VectorSampler
@@ -134,8 +135,10 @@ def start_sampler(
     groups: int = 1,
 ) -> VectorSampler:
     """The worker processes stepping `samplers` in `groups` groups, packed as
-    `sampler_packing` says."""
+    `sampler_packing` says. Double-buffered on a machine with a core beyond the workers', the
+    trainer steps a few slots itself, as many as even the loads (stagerl.tasks.balance)."""
     num_workers, groups = sampler_packing(machine, len(samplers), groups)
+    spare_core = groups > 1 and machine.cores() > num_workers
     return VectorSampler(
         samplers,
         num_workers=num_workers,
@@ -143,6 +146,7 @@ def start_sampler(
         max_tasks=max_tasks,
         experiment=worker_experiment(experiment),
         groups=groups,
+        trainer_slots=first_trainer_slots(len(samplers), num_workers) if spare_core else 0,
     )
 
 

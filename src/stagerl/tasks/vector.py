@@ -8,6 +8,10 @@ the group's workers a tiny `step` command, and later reads observations, rewards
 group. Only finished episodes' metrics are pickled. A worker that raises, dies or stays silent
 past `timeout` becomes a `WorkerError` naming the worker, its tasks and the cause, and all
 workers are stopped.
+
+With `trainer_slots`, the trainer steps the last few slots of each group itself, when it
+receives that group's step (so its workers step theirs meanwhile), and `balance()` moves slots
+between the trainer and the workers as measured times say (stagerl.tasks.balance).
 """
 
 import contextlib
@@ -15,6 +19,10 @@ import itertools
 import multiprocessing as mp
 import pickle
 import select
+import signal
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +30,12 @@ import numpy as np
 from gymnasium import spaces
 
 from stagerl.errors import ConfigError, WorkerError
+from stagerl.tasks.balance import RolloutClock, SlotBalancer
 from stagerl.tasks.base import TaskSampler
 from stagerl.tasks.shared import ArraySpec, SharedArrays
-from stagerl.tasks.worker import WorkerExperiment, worker_main
+from stagerl.tasks.worker import WorkerExperiment, WorkerLoop, worker_main
+
+TRAINER = -1  # the owner of the slots the trainer steps itself
 
 
 @dataclass
@@ -38,6 +49,27 @@ class StepBatch:
     final_observations: dict[str, np.ndarray]
     active: np.ndarray
     finished: list[tuple[int, dict[str, float]]]
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float, message: str) -> Iterator[None]:
+    """Raise TimeoutError(message) in the main thread if the block runs past `seconds` (no
+    limit elsewhere: only the main thread receives signals). A blocking system call is
+    interrupted too; a C extension looping without returning to Python is not."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(message)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
@@ -54,15 +86,22 @@ def _layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
     return layout
 
 
-def pack_slots(num_tasks: int, num_workers: int) -> list[list[int]]:
-    """Each worker's task slots, dealt round-robin: every contiguous group of slots is shared
-    as evenly as it can be, so stepping one group keeps every worker busy."""
-    return [list(range(w, num_tasks, num_workers)) for w in range(num_workers)]
+def slot_owners(groups: list[slice], num_workers: int, trainer_slots: int) -> list[int]:
+    """Which process steps each slot: the trainer (`TRAINER`) the last `trainer_slots` slots,
+    split evenly between the groups, and the workers the rest, dealt round-robin so that
+    stepping one group keeps every worker busy. One more trainer slot moves only one slot."""
+    owners = [slot % num_workers for slot in range(groups[-1].stop)]
+    for g, group in enumerate(groups):
+        mine = trainer_slots // len(groups) + int(g < trainer_slots % len(groups))
+        for slot in range(max(group.start, group.stop - mine), group.stop):
+            owners[slot] = TRAINER
+    return owners
 
 
 class VectorSampler:
-    """Steps `len(samplers)` task slots in `num_workers` spawned processes, all at once
-    (`step`) or one of `groups` groups at a time (`send_step` then `receive_step`).
+    """Steps `len(samplers)` task slots in `num_workers` spawned processes (and `trainer_slots`
+    of them in this one), all at once (`step`) or one of `groups` groups at a time
+    (`send_step` then `receive_step`).
 
     Without `max_tasks` (training) every slot runs forever, starting its sampler over when it
     has no task left. With `max_tasks` (evaluation) slot i runs at most `max_tasks[i]` tasks
@@ -78,6 +117,7 @@ class VectorSampler:
         max_tasks: list[int | None] | None = None,
         experiment: WorkerExperiment | None = None,
         groups: int = 1,
+        trainer_slots: int = 0,
     ) -> None:
         if not 1 <= num_workers <= len(samplers):
             raise ConfigError(
@@ -86,58 +126,73 @@ class VectorSampler:
         if not 1 <= groups <= len(samplers):
             raise ConfigError(f"groups={groups} is invalid: expected 1..{len(samplers)}")
         self.num_tasks = len(samplers)
+        self.num_workers = num_workers
         self.observation_space = samplers[0].observation_space
         self.action_space = samplers[0].action_space
         self.timeout = timeout
         self.uuids = list(self.observation_space.spaces)
         context = mp.get_context("spawn")
         self.arrays = SharedArrays.create(context, _layout(self.observation_space, self.num_tasks))
-        self.slots = pack_slots(self.num_tasks, num_workers)
         bounds = np.linspace(0, self.num_tasks, groups + 1).astype(int)
         self.groups = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-        # per group, its workers and each one's slots in it, as indices into its own slots
-        self.group_workers: list[dict[int, list[int]]] = [{} for _ in self.groups]
-        for w, slots in enumerate(self.slots):
-            for local, slot in enumerate(slots):
-                g = next(g for g, group in enumerate(self.groups) if slot < group.stop)
-                self.group_workers[g].setdefault(w, []).append(local)
-        self.descriptions = [", ".join(repr(samplers[i]) for i in slots) for slots in self.slots]
+        self.trainer_slots = trainer_slots
+        self.balancer = SlotBalancer(self.num_tasks, num_workers) if trainer_slots else None
+        self.owners = slot_owners(self.groups, num_workers, trainer_slots)
+        self.names = [repr(sampler) for sampler in samplers]
+        limits = dict(enumerate(max_tasks)) if max_tasks is not None else None
+        mine = {i: s for i, s in enumerate(samplers) if self.owners[i] == TRAINER}
+        # a copy, as a worker would unpickle it: the caller's samplers stay untouched
+        self.local = WorkerLoop(pickle.loads(pickle.dumps(mine)), self.arrays, limits)
         self.conns, self.processes = [], []
-        for w, slots in enumerate(self.slots):
-            self._start_worker(context, w, [samplers[i] for i in slots], max_tasks, experiment)
-        # Per step only these pre-pickled bytes cross the pipes, and replies are awaited with
-        # one poll object per worker: pickling and building a selector every time cost as much
-        # as stepping a task.
+        for w in range(num_workers):
+            slots = {i: s for i, s in enumerate(samplers) if self.owners[i] == w}
+            self._start_worker(context, w, slots, limits, experiment)
+        # Replies are awaited with one poll object per worker and step commands are pickled
+        # in advance (`_route`): pickling and building a selector every step cost as much as
+        # stepping a task.
         self.pollers = []
         for conn, process in zip(self.conns, self.processes, strict=True):
             poller = select.poll()
             poller.register(conn.fileno(), select.POLLIN)
             poller.register(process.sentinel, select.POLLIN)
             self.pollers.append(poller)
+        self.clock = RolloutClock()
+        self.reply_seconds = 0.0
+        self.sent: set[int] = set()  # groups whose step was sent and not yet received
+        self._route()
+
+    def _route(self) -> None:
+        """Each group's step command per worker and trainer slots, from `owners`."""
         self.step_all = pickle.dumps(("step", None))
-        self.step_group = [
-            {w: pickle.dumps(("step", local)) for w, local in workers.items()}
-            for workers in self.group_workers
-        ]
+        self.group_workers: list[dict[int, bytes]] = []
+        self.group_local: list[list[int]] = []
+        for group in self.groups:
+            slots = range(group.start, group.stop)
+            workers = sorted({self.owners[i] for i in slots} - {TRAINER})
+            self.group_workers.append(
+                {
+                    w: pickle.dumps(("step", [i for i in slots if self.owners[i] == w]))
+                    for w in workers
+                }
+            )
+            self.group_local.append([i for i in slots if self.owners[i] == TRAINER])
 
     def _start_worker(
         self,
         context: Any,
         w: int,
-        samplers: list[TaskSampler],
-        max_tasks: list[int | None] | None,
+        samplers: dict[int, TaskSampler],
+        max_tasks: dict[int, int | None] | None,
         experiment: WorkerExperiment | None,
     ) -> None:
-        slots = self.slots[w]
         parent, child = context.Pipe()
         args = (
             w,
             child,
             self.arrays.block,
             self.arrays.layout,
-            slots,
             pickle.dumps(samplers),
-            None if max_tasks is None else [max_tasks[i] for i in slots],
+            max_tasks,
             experiment,
         )
         process = context.Process(
@@ -156,20 +211,43 @@ class VectorSampler:
             self.conns[w].send_bytes(message)
 
     def _call_all(self, command: str, arguments: list[Any] | None = None) -> list[Any]:
-        arguments = arguments or [None] * len(self.conns)
-        for w, argument in enumerate(arguments):
-            self._send(w, pickle.dumps((command, argument)))
-        return [self._receive(w, command) for w in range(len(self.conns))]
+        """`command` in every worker and in the trainer's own loop (its argument last); their
+        replies, the trainer's last."""
+        arguments = arguments or [None] * (len(self.conns) + 1)
+        for w in range(len(self.conns)):
+            self._send(w, pickle.dumps((command, arguments[w])))
+        mine = self._local(command, arguments[-1])
+        return [*(self._receive(w, command) for w in range(len(self.conns))), mine]
+
+    def _describe(self, owner: int) -> str:
+        where = f"sampler worker {owner}" if owner != TRAINER else "the trainer's own slots"
+        tasks = ", ".join(self.names[i] for i, o in enumerate(self.owners) if o == owner)
+        return f"{where} (tasks: {tasks})"
+
+    def _local(self, command: str, argument: Any = None) -> Any:
+        """`command` on the slots the trainer steps itself; a failure, or no answer within
+        `timeout`, is a WorkerError naming them, as a worker's would be."""
+        try:
+            with _deadline(self.timeout, f"did not finish '{command}' within {self.timeout:.0f} s"):
+                return getattr(self.local, command)(argument)
+        except Exception as error:
+            where = self.local.describe()
+            self.close(graceful=False)
+            raise WorkerError(
+                f"{self._describe(TRAINER)} raised during '{command}' ({where}):\n"
+                f"{type(error).__name__}: {error}"
+            ) from error
 
     def _receive(self, w: int, command: str) -> Any:
         conn, process = self.conns[w], self.processes[w]
         ready = {fd for fd, _ in self.pollers[w].poll(self.timeout * 1000)}
         if conn.fileno() in ready:
             try:
-                status, payload = conn.recv()
+                status, payload, seconds = conn.recv()
             except (EOFError, OSError):
-                status, payload = "dead", None
+                status, payload, seconds = "dead", None, 0.0
             if status == "ok":
+                self.reply_seconds = seconds  # how long the worker worked on it
                 return payload
             if status == "error":
                 where, message = payload
@@ -180,8 +258,9 @@ class VectorSampler:
         self._fail(w, f"died during '{command}' (exit code {process.exitcode})")
 
     def _fail(self, w: int, cause: str) -> None:
+        description = self._describe(w)
         self.close(graceful=False)
-        raise WorkerError(f"sampler worker {w} (tasks: {self.descriptions[w]}) {cause}")
+        raise WorkerError(f"{description} {cause}")
 
     def reset(self) -> dict[str, np.ndarray]:
         """Start every slot's sampler over; the first observations of all slots."""
@@ -196,7 +275,7 @@ class VectorSampler:
             truncated=self.arrays["truncated"][group],
             final_observations=self._views("final", group),
             active=self.arrays["active"][group],
-            finished=finished,
+            finished=sorted(finished, key=lambda item: item[0]),  # the same for any packing
         )
 
     def step(self, actions: np.ndarray) -> StepBatch:
@@ -204,21 +283,72 @@ class VectorSampler:
         self.arrays["action"][:] = actions
         for w in range(len(self.conns)):
             self._send(w, self.step_all)
-        finished = [item for w in range(len(self.conns)) for item in self._receive(w, "step")]
+        finished = self._local("step")
+        finished += [item for w in range(len(self.conns)) for item in self._receive(w, "step")]
         return self._batch(slice(None), finished)
 
     def send_step(self, group: int, actions: np.ndarray) -> None:
         """Start stepping group `group`'s slots (`self.groups[group]`) with `actions`; the
-        other group's shared memory may be read and written meanwhile."""
+        other group's shared memory may be read and written meanwhile. The trainer's own
+        slots of the group are stepped in `receive_step`."""
+        self.clock.begin()
         self.arrays["action"][self.groups[group]] = actions
-        for w, message in self.step_group[group].items():
+        for w, message in self.group_workers[group].items():
             self._send(w, message)
+        self.sent.add(group)
 
     def receive_step(self, group: int) -> StepBatch:
-        """Wait for the step `send_step(group, ...)` started; views of that group's slots,
-        `finished` with slot indices of the whole sampler."""
-        finished = [item for w in self.group_workers[group] for item in self._receive(w, "step")]
+        """Step the trainer's slots of the group, then wait for the step `send_step(group, ...)`
+        started; views of that group's slots, `finished` with slot indices of the whole
+        sampler."""
+        finished = []
+        if group in self.sent and self.group_local[group]:
+            start = time.perf_counter()
+            finished = self._local("step", self.group_local[group])
+            self.clock.stepping += time.perf_counter() - start
+            self.clock.slot_steps += len(self.group_local[group])
+        self.sent.discard(group)
+        start = time.perf_counter()
+        for w in self.group_workers[group]:
+            finished += self._receive(w, "step")
+            self.clock.worker_seconds += self.reply_seconds
+        self.clock.end = time.perf_counter()
+        self.clock.waiting += self.clock.end - start
+        size = self.groups[group].stop - self.groups[group].start
+        self.clock.worker_slot_steps += size - len(self.group_local[group])
+        self.clock.steps += group == len(self.groups) - 1
         return self._batch(self.groups[group], finished)
+
+    def balance(self) -> None:
+        """Between rollouts: move slots between the trainer and the workers as the balancer
+        chooses from the rollout's times (stagerl.tasks.balance). Does nothing unless the
+        trainer was given slots; the results are the same however the slots are packed."""
+        clock, self.clock = self.clock, RolloutClock()
+        if self.balancer is not None:
+            chosen = self.balancer.choose(self.trainer_slots, clock)
+            if chosen != self.trainer_slots:
+                self.move_slots(chosen)
+
+    def move_slots(self, trainer_slots: int) -> None:
+        """Let the trainer step `trainer_slots` slots (`slot_owners`), moving each slot whose
+        owner changes with its whole state; only between steps."""
+        owners = slot_owners(self.groups, self.num_workers, trainer_slots)
+        moved = [i for i in range(self.num_tasks) if owners[i] != self.owners[i]]
+        released: dict[int, dict[int, bytes]] = {}
+        for owner in {self.owners[i] for i in moved}:
+            slots = [i for i in moved if self.owners[i] == owner]
+            released[owner] = self._call(owner, "release", slots)
+        for owner in {owners[i] for i in moved}:
+            states = {i: state for part in released.values() for i, state in part.items()}
+            self._call(owner, "adopt", {i: states[i] for i in moved if owners[i] == owner})
+        self.owners, self.trainer_slots = owners, trainer_slots
+        self._route()
+
+    def _call(self, owner: int, command: str, argument: Any) -> Any:
+        if owner == TRAINER:
+            return self._local(command, argument)
+        self._send(owner, pickle.dumps((command, argument)))
+        return self._receive(owner, command)
 
     def next_scene(self) -> None:
         """Move every worker's samplers to their next scene."""
@@ -226,11 +356,8 @@ class VectorSampler:
 
     def snapshot(self) -> list[bytes]:
         """One state per task slot, in slot order (independent of how slots are packed)."""
-        states: list[bytes] = [b""] * self.num_tasks
-        for slots, part in zip(self.slots, self._call_all("snapshot"), strict=True):
-            for slot, state in zip(slots, part, strict=True):
-                states[slot] = state
-        return states
+        states = {i: state for part in self._call_all("snapshot") for i, state in part.items()}
+        return [states[slot] for slot in range(self.num_tasks)]
 
     def restore(self, snapshots: list[bytes]) -> dict[str, np.ndarray]:
         """Continue from `snapshot()`; the restored tasks' current observations."""
@@ -239,7 +366,11 @@ class VectorSampler:
                 f"checkpoint holds {len(snapshots)} task samplers' states but the experiment now "
                 f"has {self.num_tasks}; resume with the same MachineParams.nprocesses"
             )
-        self._call_all("restore", [[snapshots[i] for i in slots] for slots in self.slots])
+        per_owner = [
+            {i: snapshots[i] for i in range(self.num_tasks) if self.owners[i] == owner}
+            for owner in [*range(len(self.conns)), TRAINER]
+        ]
+        self._call_all("restore", per_owner)
         return self._views("obs")
 
     @property
@@ -261,6 +392,8 @@ class VectorSampler:
         for conn in self.conns:
             conn.close()
         self.processes, self.conns = [], []
+        with contextlib.nullcontext() if graceful else contextlib.suppress(Exception):
+            self.local.close()  # after a failure, closing what failed may fail too
 
     def __enter__(self) -> "VectorSampler":
         return self

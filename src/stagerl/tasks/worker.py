@@ -11,6 +11,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -63,75 +64,85 @@ def _register_envs(experiment: WorkerExperiment | None) -> None:
             registry.setdefault(spec.id, spec)
 
 
+@dataclass
+class _Slot:
+    """One task slot: its sampler, current task, tasks started since the last reset and, in
+    evaluation, the most tasks it may run (None: until its sampler has none left)."""
+
+    sampler: TaskSampler
+    task: Task | None = None
+    started: int = 0
+    limit: int | None = None
+
+
 class WorkerLoop:
-    """The slots one worker owns: a sampler and its current task per slot."""
+    """The task slots one process steps, by their index in the shared arrays. Slots can move
+    to another process's loop and back (`release`, `adopt`) between steps."""
 
     def __init__(
         self,
-        samplers: list[TaskSampler],
+        samplers: dict[int, TaskSampler],
         arrays: SharedArrays,
-        slots: list[int],
-        max_tasks: list[int | None] | None,
+        max_tasks: dict[int, int | None] | None,
     ) -> None:
-        self.samplers = samplers
         self.arrays = arrays
-        self.slots = slots  # the sampler-wide index of each of this worker's slots
-        self.max_tasks_given = max_tasks is not None
-        self.max_tasks = max_tasks or [None] * len(samplers)
-        self.tasks_started = [0] * len(samplers)
-        self.tasks: list[Task | None] = [None] * len(samplers)
-        self.current = -1  # slot being worked on, for error messages
-        self.uuids = list(samplers[0].observation_space.spaces)
+        self.endless = max_tasks is None  # training: a slot starts its sampler over forever
+        self.slots = {
+            index: _Slot(sampler, limit=None if max_tasks is None else max_tasks[index])
+            for index, sampler in samplers.items()
+        }
+        self.current: int | None = None  # slot being worked on, for error messages
+        self.uuids = [name.removeprefix("obs/") for name in arrays.layout if name[:4] == "obs/"]
 
     def describe(self) -> str:
         """The slot and task being worked on, for error messages."""
-        if 0 <= self.current < len(self.tasks):
-            task = self.tasks[self.current]
-            return f"slot {self.slots[self.current]}, task {task!r}"
+        if self.current in self.slots:
+            return f"slot {self.current}, task {self.slots[self.current].task!r}"
         return "no task"
 
-    def _write(self, prefix: str, slot: int, obs: dict) -> None:
+    def _write(self, prefix: str, index: int, obs: dict) -> None:
         for uuid in self.uuids:
-            self.arrays[f"{prefix}/{uuid}"][self.slots[slot]] = obs[uuid]
+            self.arrays[f"{prefix}/{uuid}"][index] = obs[uuid]
 
-    def _start_next(self, slot: int) -> None:
+    def _start_next(self, index: int) -> None:
         """The slot's next task. Training (no limits) starts an exhausted sampler over, so a
         finite list of training tasks repeats; evaluation ends the slot at its limit or when its
         sampler has no task left."""
-        limit, sampler = self.max_tasks[slot], self.samplers[slot]
+        slot = self.slots[index]
         task = None
-        if not self.max_tasks_given:
-            task = sampler.next_task()
+        if self.endless:
+            task = slot.sampler.next_task()
             if task is None:
-                sampler.reset()
-                task = sampler.next_task()
+                slot.sampler.reset()
+                task = slot.sampler.next_task()
             if task is None:
-                raise RuntimeError(f"{sampler!r} has no task to give, even after reset()")
-        elif limit is None or self.tasks_started[slot] < limit:
-            task = sampler.next_task()
-        self.tasks[slot] = task
-        self.arrays["active"][self.slots[slot]] = task is not None
+                raise RuntimeError(f"{slot.sampler!r} has no task to give, even after reset()")
+        elif slot.limit is None or slot.started < slot.limit:
+            task = slot.sampler.next_task()
+        slot.task = task
+        self.arrays["active"][index] = task is not None
         if task is not None:
-            self.tasks_started[slot] += 1
-            self._write("obs", slot, task.get_observations())
+            slot.started += 1
+            self._write("obs", index, task.get_observations())
 
     def reset(self, _: Any = None) -> None:
         """Start every slot's sampler over (a fixed valid/test sequence begins again)."""
-        for slot, sampler in enumerate(self.samplers):
-            self.current = slot
-            if self.tasks[slot] is not None:
-                self.tasks[slot].close()
-            sampler.reset()
-            self.tasks_started[slot] = 0
-            self._start_next(slot)
+        for index, slot in self.slots.items():
+            self.current = index
+            if slot.task is not None:
+                slot.task.close()
+            slot.sampler.reset()
+            slot.started = 0
+            self._start_next(index)
 
-    def step(self, local: list[int] | None = None) -> list[tuple[int, dict[str, float]]]:
-        """Step the slots `local` (indices into this worker's slots; all of them if None)."""
+    def step(self, indices: list[int] | None = None) -> list[tuple[int, dict[str, float]]]:
+        """Step the slots `indices` (all of this loop's if None); the finished episodes'
+        slots and metrics."""
         finished = []
         actions, rewards = self.arrays["action"], self.arrays["reward"]
         terminated, truncated = self.arrays["terminated"], self.arrays["truncated"]
-        for slot in range(len(self.tasks)) if local is None else local:
-            task, self.current, index = self.tasks[slot], slot, self.slots[slot]
+        for index in self.slots if indices is None else indices:
+            self.current, task = index, self.slots[index].task
             if task is None:
                 rewards[index], terminated[index], truncated[index] = 0.0, False, False
                 continue
@@ -140,45 +151,66 @@ class WorkerLoop:
             terminal = result.done and task.reached_terminal_state()
             terminated[index], truncated[index] = terminal, result.done and not terminal
             if not result.done:
-                self._write("obs", slot, result.observation)
+                self._write("obs", index, result.observation)
                 continue
-            self._write("final", slot, result.observation)
+            self._write("final", index, result.observation)
             finished.append((index, task.metrics()))
             task.close()
-            self._start_next(slot)
+            self._start_next(index)
         return finished
 
     def next_scene(self, _: Any = None) -> None:
-        """Move every sampler of this worker to its next scene."""
-        for sampler in self.samplers:
-            sampler.next_scene()
+        """Move every sampler of this loop to its next scene."""
+        for slot in self.slots.values():
+            slot.sampler.next_scene()
 
-    def snapshot(self, _: Any = None) -> list[bytes]:
+    def snapshot(self, _: Any = None) -> dict[int, bytes]:
         """Per slot, everything needed to continue exactly: its sampler, running task and their
         RNGs. Per slot, so that a run can resume with its samplers packed differently."""
-        return [
-            pickle.dumps((self.samplers[slot], self.tasks[slot], self.tasks_started[slot]))
-            for slot in range(len(self.samplers))
-        ]
+        return {
+            index: pickle.dumps((slot.sampler, slot.task, slot.started))
+            for index, slot in self.slots.items()
+        }
 
-    def restore(self, slots: list[bytes]) -> None:
-        """Continue from `snapshot()`'s bytes, one entry per slot; the samplers and tasks
+    def restore(self, states: dict[int, bytes]) -> None:
+        """Continue from `snapshot()`'s bytes of this loop's slots; the samplers and tasks
         started before are closed (their environments with them)."""
-        for slot, data in enumerate(slots):
-            if self.tasks[slot] is not None:
-                self.tasks[slot].close()
-            self.samplers[slot].close()
-            self.samplers[slot], self.tasks[slot], self.tasks_started[slot] = pickle.loads(data)
-        for slot, task in enumerate(self.tasks):
-            self.current = slot
-            self.arrays["active"][self.slots[slot]] = task is not None
-            if task is not None:
-                self._write("obs", slot, task.get_observations())
+        for index, data in states.items():
+            slot = self.slots[index]
+            if slot.task is not None:
+                slot.task.close()
+            slot.sampler.close()
+            slot.sampler, slot.task, slot.started = pickle.loads(data)
+        for index, slot in self.slots.items():
+            self.current = index
+            self.arrays["active"][index] = slot.task is not None
+            if slot.task is not None:
+                self._write("obs", index, slot.task.get_observations())
+
+    def release(self, indices: list[int]) -> dict[int, bytes]:
+        """Hand the slots `indices` over to another loop (`adopt`): their whole state; their
+        samplers and tasks here are closed. Observations stay in the shared arrays."""
+        released = {}
+        for index in indices:
+            self.current = index
+            slot = self.slots.pop(index)
+            released[index] = pickle.dumps(slot)
+            if slot.task is not None:
+                slot.task.close()
+            slot.sampler.close()
+        return released
+
+    def adopt(self, released: dict[int, bytes]) -> None:
+        """Take over the slots another loop released, where they stood."""
+        for index, data in released.items():
+            self.current = index
+            self.slots[index] = pickle.loads(data)
 
     def close(self, _: Any = None) -> None:
-        """Close every sampler (and its environments)."""
-        for sampler in self.samplers:
-            sampler.close()
+        """Close every sampler (and its environments), once."""
+        slots, self.slots = self.slots, {}
+        for slot in slots.values():
+            slot.sampler.close()
 
 
 def worker_main(
@@ -186,9 +218,8 @@ def worker_main(
     conn: Any,
     block: Any,
     layout: dict[str, ArraySpec],
-    slots: list[int],
     samplers_blob: bytes,
-    max_tasks: list[int | None] | None,
+    max_tasks: dict[int, int | None] | None,
     experiment: WorkerExperiment | None,
 ) -> None:
     """Serve commands from the trainer until `close` or until the trainer goes away."""
@@ -199,19 +230,20 @@ def worker_main(
     try:
         samplers = _ExperimentUnpickler(samplers_blob, experiment).load()
         _register_envs(experiment)
-        loop = WorkerLoop(samplers, SharedArrays(block, layout), slots, max_tasks)
+        loop = WorkerLoop(samplers, SharedArrays(block, layout), max_tasks)
         while True:
             try:
                 command, argument = conn.recv()
             except (EOFError, OSError):
                 return  # the trainer is gone: nothing left to serve
+            start = time.perf_counter()
             reply = getattr(loop, command)(argument)
-            conn.send(("ok", reply))
+            conn.send(("ok", reply, time.perf_counter() - start))  # the time, for balancing
             if command == "close":
                 return
     except BaseException as error:  # report everything, even KeyboardInterrupt, then exit
         where = loop.describe() if loop else "while starting"
         message = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
         with contextlib.suppress(OSError, BrokenPipeError):
-            conn.send(("error", (where, message)))
+            conn.send(("error", (where, message), 0.0))
         os._exit(1)

@@ -74,12 +74,12 @@ def test_in_training_a_sampler_that_ends_starts_over():
         bytearray(SharedArrays.nbytes(_layout(sampler.observation_space, 1))),
         _layout(sampler.observation_space, 1),
     )
-    loop = WorkerLoop([sampler], arrays, slots=[0], max_tasks=None)
+    loop = WorkerLoop({0: sampler}, arrays, max_tasks=None)
     loop.reset()
-    seeds = [loop.tasks[0].seed]
+    seeds = [loop.slots[0].task.seed]
     for _ in range(3):
-        loop.tasks[0].num_steps_taken = loop.tasks[0].max_steps - 1  # end it on the next step
+        loop.slots[0].task.num_steps_taken = loop.slots[0].task.max_steps - 1  # end it on the next step
         arrays["action"][:] = np.array([0])
         loop.step()
-        seeds.append(loop.tasks[0].seed)
+        seeds.append(loop.slots[0].task.seed)
     assert seeds == [5, 6, 5, 6] and arrays["active"][0]
