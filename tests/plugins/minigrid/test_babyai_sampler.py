@@ -78,7 +78,8 @@ def test_in_training_a_sampler_that_ends_starts_over():
     loop.reset()
     seeds = [loop.slots[0].task.seed]
     for _ in range(3):
-        loop.slots[0].task.num_steps_taken = loop.slots[0].task.max_steps - 1  # end it on the next step
+        task = loop.slots[0].task
+        task.num_steps_taken = task.max_steps - 1  # end it on the next step
         arrays["action"][:] = np.array([0])
         loop.step()
         seeds.append(loop.slots[0].task.seed)
