@@ -266,7 +266,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as variants:
         sync = _variant(GOTOOBJ, variants, SYNCHRONOUS)
         wide = _variant(GOTOOBJ, variants, "    NUM_TRAIN_SAMPLERS = 64\n")
-        short_mlp = _variant(EMPTY_MLP, variants, f"    STEPS = {16 * 128 * 10}\n")
+        short_mlp = _variant(EMPTY_MLP, variants, f"    STEPS = {16 * 128 * 40}\n")
         results["sampling_sps"] = sampling_sps(GOTOOBJ, groups=2)
         results["sampling_sync_sps"] = sampling_sps(GOTOOBJ, groups=1)
         results["sampling_64_sps"] = sampling_sps(wide, groups=2)
