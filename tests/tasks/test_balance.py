@@ -42,7 +42,7 @@ def _clock(seconds_per_step, trainer_slots):
 
 @pytest.mark.parametrize("faster", [6, 0])
 def test_the_even_split_is_tried_against_none_and_the_faster_kept(faster):
-    balancer, current, seen = SlotBalancer(16, 1), 4, []
+    balancer, current, seen = SlotBalancer(16, 1, most=8), 4, []
     for _ in range(3 + 2 * COMPARE):  # the start-up rollout, two settling, the comparison
         current = balancer.choose(current, _clock(0.011 if current == faster else 0.012, current))
         seen.append(current)

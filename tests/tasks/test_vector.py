@@ -1,6 +1,7 @@
 """The shared-memory sampler: steps round-trip, and every worker fault becomes a clear error."""
 
 import os
+import signal
 
 import numpy as np
 import psutil
@@ -8,7 +9,13 @@ import pytest
 
 from stagerl.errors import WorkerError
 from stagerl.plugins.minigrid import BabyAITaskSampler, EgocentricMiniGridSensor
-from stagerl.tasks.vector import VectorSampler
+from stagerl.tasks.vector import (
+    TRAINER,
+    VectorSampler,
+    _deadline,
+    most_trainer_slots,
+    slot_owners,
+)
 from tests.tasks.faulty import CountingSampler
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,7 +92,7 @@ def test_slots_stepped_in_the_trainer_and_moved_mid_episode_give_the_same_steps(
     ],
 )
 def test_a_fault_in_a_slot_the_trainer_steps_names_it_and_stops_the_workers(fault, cause):
-    samplers = [CountingSampler(0, fault=fault), CountingSampler(1)]
+    samplers = [CountingSampler(0), CountingSampler(1, fault=fault)]  # slot 1: the trainer's
     sampler = VectorSampler(samplers, num_workers=1, groups=2, trainer_slots=1, timeout=1.0)
     pids = [p.pid for p in sampler.processes]
     sampler.reset()
@@ -96,9 +103,34 @@ def test_a_fault_in_a_slot_the_trainer_steps_names_it_and_stops_the_workers(faul
             for g in range(2):
                 sampler.receive_step(g)
     message = str(error.value)
-    assert "the trainer's own slots (tasks: CountingSampler(slot=0))" in message
-    assert "CountingTask(slot=0)" in message and cause in message
+    assert "the trainer's own slots (tasks: CountingSampler(slot=1))" in message
+    assert "CountingTask(slot=1)" in message and cause in message
     _assert_gone(pids)
+
+
+def test_the_trainer_takes_at_most_an_even_share_and_leaves_every_worker_a_slot():
+    for slots in range(1, 13):
+        for workers in range(1, slots + 1):
+            for groups in (1, 2):
+                bounds = np.linspace(0, slots, groups + 1).astype(int)
+                split = [slice(int(a), int(b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+                most = most_trainer_slots(split, workers)
+                assert most <= slots / (workers + 1)
+                for k in range(most + 1):
+                    owners = slot_owners(split, workers, k)
+                    assert owners.count(TRAINER) == k
+                    assert set(owners) - {TRAINER} == set(range(workers))
+
+
+def test_the_trainers_deadline_hands_an_outer_timer_back_with_its_time():
+    signal.setitimer(signal.ITIMER_REAL, 500.0)
+    try:
+        with _deadline(30.0, "unused"):
+            pass
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 499.0 < left <= 500.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _run_until_fault(fault, timeout=60.0):

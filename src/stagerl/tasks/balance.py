@@ -79,7 +79,7 @@ class RolloutClock:
 
 @dataclass
 class SlotBalancer:
-    """The trainer's share of `num_slots` slots beside `num_workers` workers.
+    """The trainer's share of `num_slots` slots beside `num_workers` workers, up to `most`.
 
     The costs, averaged over rollouts, give the even `k`. But where the two processes slow
     each other down more than the costs show, stepping anything in the trainer loses (the
@@ -90,6 +90,7 @@ class SlotBalancer:
 
     num_slots: int
     num_workers: int
+    most: int  # the most slots the trainer may step
     costs: list[float] | None = None  # running averages of t, w and a
     plan: list[int] = field(default_factory=list)  # the splits of a comparison under way
     times: list[float] = field(default_factory=list)  # seconds per step of its rollouts so far
@@ -112,6 +113,7 @@ class SlotBalancer:
         if self.settle > 0:
             return current
         even = round(balanced_trainer_slots(self.num_slots, self.num_workers, *self.costs))
+        even = min(even, self.most)
         if even == 0:
             self.settle = SETTLE
             return 0

@@ -54,22 +54,28 @@ class StepBatch:
 @contextlib.contextmanager
 def _deadline(seconds: float, message: str) -> Iterator[None]:
     """Raise TimeoutError(message) in the main thread if the block runs past `seconds` (no
-    limit elsewhere: only the main thread receives signals). A blocking system call is
-    interrupted too; a C extension looping without returning to Python is not."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    limit in other threads: only the main thread receives signals). A timer already set
+    (pytest-timeout's, say) keeps its handler and runs on with its remaining time. A blocking
+    system call is interrupted too; a C extension looping without returning to Python is not."""
+    outer, interval = signal.getitimer(signal.ITIMER_REAL)
+    if threading.current_thread() is not threading.main_thread() or 0 < outer <= seconds:
+        yield  # no limit here, or the outer timer fires first anyway
         return
 
     def expire(signum: int, frame: Any) -> None:
         raise TimeoutError(message)
 
     previous = signal.signal(signal.SIGALRM, expire)
+    start = time.monotonic()
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+        if outer:
+            left = outer - (time.monotonic() - start)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), interval)
 
 
 def _layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
@@ -88,14 +94,26 @@ def _layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
 
 def slot_owners(groups: list[slice], num_workers: int, trainer_slots: int) -> list[int]:
     """Which process steps each slot: the trainer (`TRAINER`) the last `trainer_slots` slots,
-    split evenly between the groups, and the workers the rest, dealt round-robin so that
-    stepping one group keeps every worker busy. One more trainer slot moves only one slot."""
+    split evenly between the groups (an odd one to the last, the larger), and the workers the
+    rest, dealt round-robin so that stepping one group keeps every worker busy. One more
+    trainer slot moves only one slot."""
     owners = [slot % num_workers for slot in range(groups[-1].stop)]
     for g, group in enumerate(groups):
-        mine = trainer_slots // len(groups) + int(g < trainer_slots % len(groups))
+        extra = len(groups) - 1 - g < trainer_slots % len(groups)
+        mine = trainer_slots // len(groups) + int(extra)
         for slot in range(max(group.start, group.stop - mine), group.stop):
             owners[slot] = TRAINER
     return owners
+
+
+def most_trainer_slots(groups: list[slice], num_workers: int) -> int:
+    """The most slots the trainer may step: at most an even share of all (n / (W + 1)), and
+    never so many that a worker is left without a slot."""
+    num_slots = groups[-1].stop
+    for k in range(num_slots // (num_workers + 1), 0, -1):
+        if len(set(slot_owners(groups, num_workers, k)) - {TRAINER}) == num_workers:
+            return k
+    return 0
 
 
 class VectorSampler:
@@ -135,14 +153,17 @@ class VectorSampler:
         self.arrays = SharedArrays.create(context, _layout(self.observation_space, self.num_tasks))
         bounds = np.linspace(0, self.num_tasks, groups + 1).astype(int)
         self.groups = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-        self.trainer_slots = trainer_slots
-        self.balancer = SlotBalancer(self.num_tasks, num_workers) if trainer_slots else None
-        self.owners = slot_owners(self.groups, num_workers, trainer_slots)
+        most = most_trainer_slots(self.groups, num_workers)
+        self.trainer_slots = min(trainer_slots, most)
+        self.balancer = (
+            SlotBalancer(self.num_tasks, num_workers, most) if self.trainer_slots else None
+        )
+        self.owners = slot_owners(self.groups, num_workers, self.trainer_slots)
         self.names = [repr(sampler) for sampler in samplers]
         limits = dict(enumerate(max_tasks)) if max_tasks is not None else None
         mine = {i: s for i, s in enumerate(samplers) if self.owners[i] == TRAINER}
         # a copy, as a worker would unpickle it: the caller's samplers stay untouched
-        self.local = WorkerLoop(pickle.loads(pickle.dumps(mine)), self.arrays, limits)
+        self.local = WorkerLoop(pickle.loads(pickle.dumps(mine)), self.arrays, limits, experiment)
         self.conns, self.processes = [], []
         for w in range(num_workers):
             slots = {i: s for i, s in enumerate(samplers) if self.owners[i] == w}
@@ -227,6 +248,8 @@ class VectorSampler:
     def _local(self, command: str, argument: Any = None) -> Any:
         """`command` on the slots the trainer steps itself; a failure, or no answer within
         `timeout`, is a WorkerError naming them, as a worker's would be."""
+        if not self.local.slots:
+            return getattr(self.local, command)(argument)  # nothing there to fail or hang
         try:
             with _deadline(self.timeout, f"did not finish '{command}' within {self.timeout:.0f} s"):
                 return getattr(self.local, command)(argument)
@@ -338,10 +361,11 @@ class VectorSampler:
         for owner in {self.owners[i] for i in moved}:
             slots = [i for i in moved if self.owners[i] == owner]
             released[owner] = self._call(owner, "release", slots)
+        self.owners = owners  # an error adopting names the new owner and the tasks it took
         for owner in {owners[i] for i in moved}:
             states = {i: state for part in released.values() for i, state in part.items()}
             self._call(owner, "adopt", {i: states[i] for i in moved if owners[i] == owner})
-        self.owners, self.trainer_slots = owners, trainer_slots
+        self.trainer_slots = trainer_slots
         self._route()
 
     def _call(self, owner: int, command: str, argument: Any) -> Any:

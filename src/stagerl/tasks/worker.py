@@ -84,8 +84,10 @@ class WorkerLoop:
         samplers: dict[int, TaskSampler],
         arrays: SharedArrays,
         max_tasks: dict[int, int | None] | None,
+        experiment: WorkerExperiment | None = None,
     ) -> None:
         self.arrays = arrays
+        self.experiment = experiment  # to unpickle slots whose classes its file defines
         self.endless = max_tasks is None  # training: a slot starts its sampler over forever
         self.slots = {
             index: _Slot(sampler, limit=None if max_tasks is None else max_tasks[index])
@@ -180,7 +182,7 @@ class WorkerLoop:
             if slot.task is not None:
                 slot.task.close()
             slot.sampler.close()
-            slot.sampler, slot.task, slot.started = pickle.loads(data)
+            slot.sampler, slot.task, slot.started = self._load(data)
         for index, slot in self.slots.items():
             self.current = index
             self.arrays["active"][index] = slot.task is not None
@@ -193,8 +195,8 @@ class WorkerLoop:
         released = {}
         for index in indices:
             self.current = index
+            released[index] = pickle.dumps(self.slots[index])
             slot = self.slots.pop(index)
-            released[index] = pickle.dumps(slot)
             if slot.task is not None:
                 slot.task.close()
             slot.sampler.close()
@@ -204,7 +206,10 @@ class WorkerLoop:
         """Take over the slots another loop released, where they stood."""
         for index, data in released.items():
             self.current = index
-            self.slots[index] = pickle.loads(data)
+            self.slots[index] = self._load(data)
+
+    def _load(self, data: bytes) -> Any:
+        return _ExperimentUnpickler(data, self.experiment).load()
 
     def close(self, _: Any = None) -> None:
         """Close every sampler (and its environments), once."""
@@ -230,7 +235,7 @@ def worker_main(
     try:
         samplers = _ExperimentUnpickler(samplers_blob, experiment).load()
         _register_envs(experiment)
-        loop = WorkerLoop(samplers, SharedArrays(block, layout), max_tasks)
+        loop = WorkerLoop(samplers, SharedArrays(block, layout), max_tasks, experiment)
         while True:
             try:
                 command, argument = conn.recv()
