@@ -154,11 +154,9 @@ class VectorSampler:
         bounds = np.linspace(0, self.num_tasks, groups + 1).astype(int)
         self.groups = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
         most = most_trainer_slots(self.groups, num_workers)
-        self.trainer_slots = min(trainer_slots, most)
-        self.balancer = (
-            SlotBalancer(self.num_tasks, num_workers, most) if self.trainer_slots else None
-        )
-        self.owners = slot_owners(self.groups, num_workers, self.trainer_slots)
+        trainer_slots = min(trainer_slots, most)
+        self.balancer = SlotBalancer(self.num_tasks, num_workers, most) if trainer_slots else None
+        self.owners = slot_owners(self.groups, num_workers, trainer_slots)
         self.names = [repr(sampler) for sampler in samplers]
         limits = dict(enumerate(max_tasks)) if max_tasks is not None else None
         mine = {i: s for i, s in enumerate(samplers) if self.owners[i] == TRAINER}
@@ -352,20 +350,22 @@ class VectorSampler:
             if chosen != self.trainer_slots:
                 self.move_slots(chosen)
 
+    @property
+    def trainer_slots(self) -> int:
+        """How many slots the trainer steps itself now."""
+        return self.owners.count(TRAINER)
+
     def move_slots(self, trainer_slots: int) -> None:
         """Let the trainer step `trainer_slots` slots (`slot_owners`), moving each slot whose
         owner changes with its whole state; only between steps."""
         owners = slot_owners(self.groups, self.num_workers, trainer_slots)
         moved = [i for i in range(self.num_tasks) if owners[i] != self.owners[i]]
-        released: dict[int, dict[int, bytes]] = {}
+        states: dict[int, bytes] = {}
         for owner in {self.owners[i] for i in moved}:
-            slots = [i for i in moved if self.owners[i] == owner]
-            released[owner] = self._call(owner, "release", slots)
+            states |= self._call(owner, "release", [i for i in moved if self.owners[i] == owner])
         self.owners = owners  # an error adopting names the new owner and the tasks it took
         for owner in {owners[i] for i in moved}:
-            states = {i: state for part in released.values() for i, state in part.items()}
             self._call(owner, "adopt", {i: states[i] for i in moved if owners[i] == owner})
-        self.trainer_slots = trainer_slots
         self._route()
 
     def _call(self, owner: int, command: str, argument: Any) -> Any:

@@ -74,6 +74,12 @@ class _Slot:
     started: int = 0
     limit: int | None = None
 
+    def close(self) -> None:
+        """Close the running task and the sampler (their environments with them)."""
+        if self.task is not None:
+            self.task.close()
+        self.sampler.close()
+
 
 class WorkerLoop:
     """The task slots one process steps, by their index in the shared arrays. Slots can move
@@ -179,9 +185,7 @@ class WorkerLoop:
         started before are closed (their environments with them)."""
         for index, data in states.items():
             slot = self.slots[index]
-            if slot.task is not None:
-                slot.task.close()
-            slot.sampler.close()
+            slot.close()
             slot.sampler, slot.task, slot.started = self._load(data)
         for index, slot in self.slots.items():
             self.current = index
@@ -196,10 +200,7 @@ class WorkerLoop:
         for index in indices:
             self.current = index
             released[index] = pickle.dumps(self.slots[index])
-            slot = self.slots.pop(index)
-            if slot.task is not None:
-                slot.task.close()
-            slot.sampler.close()
+            self.slots.pop(index).close()
         return released
 
     def adopt(self, released: dict[int, bytes]) -> None:
