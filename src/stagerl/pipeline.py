@@ -429,6 +429,12 @@ class TrainingPipeline:
         """The stage's Imitation losses (what DatasetAggregation trains)."""
         return [n for n in stage.loss_names if isinstance(self.named_losses[n], Imitation)]
 
+    def reads_expert(self, stage: PipelineStage) -> bool:
+        """Whether the stage uses the tasks' expert: teacher forcing, or a loss that reads
+        expert actions (`Loss.reads_expert_actions`)."""
+        reading = [self.named_losses[name].reads_expert_actions for name in stage.loss_names]
+        return stage.teacher_forcing is not None or any(reading)
+
     def named_imitation_losses(self) -> dict[str, Imitation]:
         """Every Imitation loss of the pipeline by name (each is bound to an expert sensor)."""
         return {n: loss for n, loss in self.named_losses.items() if isinstance(loss, Imitation)}

@@ -2,10 +2,12 @@
 (resuming inside a stage: tests/test_reliability.py)."""
 
 import json
+import pickle
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from stagerl import cli
 from stagerl.engine.checkpoint import load_checkpoint
@@ -90,3 +92,21 @@ def test_early_stopping_criterion_is_asked_after_every_rollout(tmp_path, conditi
     assert max(r["step"] for r in rows if r["stage"] == "0:imitation_loss") == stage_end
     state = load_checkpoint(final)["state"]
     assert (state["stage_index"], state["total_steps"]) == (2, stage_end + 512)
+
+
+def test_a_stage_that_reads_no_expert_action_turns_the_experts_off_and_learns_the_same(tmp_path):
+    # PPO reads no expert action: its stage turns the tasks' experts off, which changes none
+    # of what it learns. The same run with a PPO that claims to read them keeps them on.
+    reading_ppo = "type('ReadingPPO', (PPO,), {'reads_expert_actions': True})(**PPOConfig)"
+    runs = {
+        "off": TINY,
+        "on": fixture_variant(tmp_path, "tiny_dagger_ppo.py", {"PPO(**PPOConfig)": reading_ppo}),
+    }
+    finals = {}
+    for name, config in runs.items():
+        final = Trainer(load_experiment(config), run_dir=tmp_path / name, seed=0).train()
+        finals[name] = load_checkpoint(final)
+        samplers = [pickle.loads(state)[0] for state in finals[name]["ranks"][0]["samplers"]]
+        assert {s.sensor_suite.expert_enabled for s in samplers} == {name == "on"}
+    on, off = finals["on"]["model"], finals["off"]["model"]
+    assert all(torch.equal(on[key], off[key]) for key in on)

@@ -231,6 +231,7 @@ class Trainer:
     ) -> None:
         pipeline, model, state = self.pipeline, self.setup.model, self.state
         teacher = self._teacher(stage)
+        sampler.use_expert(pipeline.reads_expert(stage))
         model.eval()
         # Collecting changes only the samplers and RNGs; with these, a worker fault mid-rollout
         # can still be checkpointed exactly as of the rollout's start.

@@ -11,6 +11,8 @@ A2CConfig = dict(value_loss_coef=0.5, entropy_coef=0.01)
 class A2C(Loss):
     """The unclipped on-policy actor-critic loss; use with `update_repeats=1`."""
 
+    reads_expert_actions = False
+
     def __init__(self, value_loss_coef: float, entropy_coef: float) -> None:
         require_coefficients("A2C", value_loss_coef, entropy_coef)
         self.value_loss_coef = value_loss_coef

@@ -47,7 +47,11 @@ class Loss(ABC):
     """`loss(step_count, batch, actor_critic_output) -> (loss, info)`.
 
     `step_count` is the stage's own step count, so schedules inside a loss restart per stage.
+    `reads_expert_actions` says whether it reads the tasks' `ExpertActionSensor`: stages whose
+    losses do not (and that have no teacher forcing) turn the tasks' experts off.
     """
+
+    reads_expert_actions: bool = True  # the safe default for a loss written elsewhere
 
     @abstractmethod
     def loss(

@@ -30,6 +30,8 @@ class PPO(Loss):
     the GoToObj example the rollout gave the better worst seed (benchmarks/LEARNING.md).
     """
 
+    reads_expert_actions = False
+
     def __init__(
         self,
         clip_param: float,

@@ -24,6 +24,11 @@ class Sensor(ABC):
 class SensorSuite:
     """The ordered set of sensors of an experiment, keyed by unique `uuid`."""
 
+    # Off in stages that read no expert action (the trainer says which): an expert can cost
+    # several times the environment's step, as the BabyAI bot does. (A class default: suites
+    # pickled before it existed read it too.)
+    expert_enabled = True
+
     def __init__(self, sensors: Iterable[Sensor]) -> None:
         require(
             isinstance(sensors, Iterable) and not isinstance(sensors, str | Sensor),
@@ -52,8 +57,14 @@ class SensorSuite:
         return self.observation_space
 
     def get_observations(self, env: Any, task: Any) -> dict[str, np.ndarray]:
-        """Every sensor's reading, keyed by uuid."""
-        return {uuid: s.get_observation(env, task) for uuid, s in self.sensors.items()}
+        """Every sensor's reading, keyed by uuid; while `expert_enabled` is off, an
+        `ExpertActionSensor` reads "no action" without asking the task."""
+        return {
+            uuid: s.get_observation(env, task)
+            if self.expert_enabled or not isinstance(s, ExpertActionSensor)
+            else NO_EXPERT_ACTION.copy()
+            for uuid, s in self.sensors.items()
+        }
 
     def has(self, sensor_type: type[Sensor]) -> bool:
         """True if some sensor of the suite is a `sensor_type`."""
@@ -76,6 +87,9 @@ def _action_count(action_space: Any, nactions: int | None) -> int:
         "a positive number of actions (or a gymnasium Discrete space)",
     )
     return count
+
+
+NO_EXPERT_ACTION = np.zeros(2, dtype=np.int64)  # [action 0, not valid]
 
 
 class ExpertActionSensor(Sensor):

@@ -178,6 +178,7 @@ class VectorSampler:
         self.clock = RolloutClock()
         self.reply_seconds = 0.0
         self.sent: set[int] = set()  # groups whose step was sent and not yet received
+        self.expert_enabled: bool | None = None  # as the tasks' suites hold it; None: unknown
         self._route()
 
     def _route(self) -> None:
@@ -378,6 +379,12 @@ class VectorSampler:
         """Move every worker's samplers to their next scene."""
         self._call_all("next_scene")
 
+    def use_expert(self, enabled: bool) -> None:
+        """Turn the tasks' experts on or off (`WorkerLoop.use_expert`) unless already so."""
+        if enabled != self.expert_enabled:
+            self._call_all("use_expert", [enabled] * (len(self.conns) + 1))
+            self.expert_enabled = enabled
+
     def snapshot(self) -> list[bytes]:
         """One state per task slot, in slot order (independent of how slots are packed)."""
         states = {i: state for part in self._call_all("snapshot") for i, state in part.items()}
@@ -395,6 +402,7 @@ class VectorSampler:
             for owner in [*range(len(self.conns)), TRAINER]
         ]
         self._call_all("restore", per_owner)
+        self.expert_enabled = None  # as each slot's snapshot holds it
         return self._views("obs")
 
     @property

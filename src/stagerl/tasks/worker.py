@@ -172,6 +172,15 @@ class WorkerLoop:
         for slot in self.slots.values():
             slot.sampler.next_scene()
 
+    def use_expert(self, enabled: bool) -> None:
+        """Turn the tasks' experts on or off (`SensorSuite.expert_enabled`), the running
+        tasks' included."""
+        for slot in self.slots.values():
+            for holder in (slot.sampler, slot.task):
+                suite = getattr(holder, "sensor_suite", None)
+                if suite is not None:
+                    suite.expert_enabled = enabled
+
     def snapshot(self, _: Any = None) -> dict[int, bytes]:
         """Per slot, everything needed to continue exactly: its sampler, running task and their
         RNGs. Per slot, so that a run can resume with its samplers packed differently."""

@@ -1,6 +1,7 @@
 """Experts through the task API: `query_expert` and the ExpertActionSensor solve test episodes."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,3 +97,32 @@ def test_the_model_of_an_imitation_experiment_does_not_read_the_expert():
     model = ImitationMLP.create_model()
     assert model.uuids == ["minigrid_ego_image"]
     assert model.policy_net[0].in_features == 7 * 7 * 3
+
+
+def test_an_expert_turned_off_plans_nothing_and_plans_afresh_when_turned_on(monkeypatch):
+    from stagerl.plugins.minigrid import experts
+
+    replans: list[Any] = []
+
+    class CountingBot(experts.BabyAIBot):
+        def replan(self, action_taken: Any = None) -> Any:
+            replans.append(action_taken)
+            return super().replan(action_taken)
+
+    monkeypatch.setattr(experts, "BabyAIBot", CountingBot)
+    sensors = [EgocentricMiniGridSensor(view_channels=3), ExpertActionSensor(nactions=7)]
+    sampler = MiniGridTaskSampler(env_ids="BabyAI-GoToLocal-v0", sensors=sensors, seed=1)
+    task = sampler.next_task()
+    assert task.get_observations()[ExpertActionSensor.UUID][1] == 1  # planned
+    planned = len(replans)
+    sampler.sensor_suite.expert_enabled = False  # as WorkerLoop.use_expert does
+    for action in (0, 0, 2):
+        expert_reading = task.step(action).observation[ExpertActionSensor.UUID]
+        assert expert_reading.tolist() == [0, 0]  # "no action", without asking the bot
+    assert len(replans) == planned
+    sampler.sensor_suite.expert_enabled = True
+    reading = task.step(1).observation[ExpertActionSensor.UUID]
+    fresh = experts.BabyAIExpert()
+    fresh.reset(task.env)  # a new bot planning from where the episode now is
+    assert replans[planned] is None  # the task's bot too started over, not from a stale plan
+    assert reading.tolist() == [fresh.expert_action()[0], 1]
