@@ -111,6 +111,20 @@ def test_objectnav_camera_pitch_stays_within_its_range(sampler):
     assert task.world().agent.cam_pitch == -60
 
 
+def test_objectnav_worlds_sharing_a_process_each_draw_their_own_room(sampler):
+    # miniworld compiles every world's room into one OpenGL display list, which the contexts
+    # of a process share: a worker's second world once drew its room into the first's views
+    other = ObjectNavTaskSampler(scenes=scene_ids("test", 10), sensors=SENSORS, max_steps=50)
+    position = np.array([2.0, 0.0, 1.2])
+    try:
+        alone = _box_ahead(sampler).step(ROTATE_LEFT).observation["rgb"]
+        task = _box_ahead(sampler)
+        _box_task(other, (9.0, 7.0), (8.0, 6.0), position, 0.0)  # loaded last: its room listed
+        np.testing.assert_array_equal(task.step(ROTATE_LEFT).observation["rgb"], alone)
+    finally:
+        other.close()
+
+
 def test_objectnav_task_resumes_from_a_pickle_at_its_pose(sampler):
     task = sampler.next_task()
     for _ in range(3):

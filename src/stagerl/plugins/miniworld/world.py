@@ -5,6 +5,7 @@ before miniworld is first imported, which this module does first."""
 import contextlib
 import io
 import math
+from typing import Any
 
 import numpy as np
 import pyglet
@@ -41,10 +42,18 @@ def _entity(type_name: str) -> Entity:
     return entity
 
 
+# miniworld compiles every world's room (walls, floor) into OpenGL display list 1, and the
+# contexts of one process share their lists: with two worlds in a process, each drew the room
+# loaded last. Which world's room the list holds now, so a world recompiles its own first.
+_ROOM_IN_LIST: list[object | None] = [None]
+
+
 class ObjectNavWorld(MiniWorldEnv):
-    """One room of a `Scene` with its objects; the task moves the agent and its camera."""
+    """One room of a `Scene` with its objects; the task moves the agent and its camera.
+    Several can live in one process (a worker's task slots): each draws its own room."""
 
     def __init__(self, obs_width: int, obs_height: int) -> None:
+        self.room_token = object()  # this world's mark in _ROOM_IN_LIST
         self.scene = build_scene(SCENE_RANGES["train"][0])
         with contextlib.redirect_stdout(io.StringIO()):  # "Falling back to num_samples=4"
             super().__init__(max_episode_steps=math.inf, obs_width=obs_width, obs_height=obs_height)
@@ -75,3 +84,14 @@ class ObjectNavWorld(MiniWorldEnv):
     def objects_of(self, type_name: str) -> list[Entity]:
         """The entities of an object type."""
         return [e for e in self.entities if getattr(e, "object_type", None) == type_name]
+
+    def _render_static(self) -> None:
+        """Compile this world's room into the shared display list, and say so."""
+        super()._render_static()
+        _ROOM_IN_LIST[0] = self.room_token
+
+    def _render_world(self, frame_buffer: Any, render_agent: bool) -> np.ndarray:
+        """Draw the world, its own room first compiled again if another world's is there."""
+        if _ROOM_IN_LIST[0] is not self.room_token:
+            self._render_static()
+        return super()._render_world(frame_buffer, render_agent)
