@@ -110,3 +110,55 @@ def test_a_stage_that_reads_no_expert_action_turns_the_experts_off_and_learns_th
         assert {s.sensor_suite.expert_enabled for s in samplers} == {name == "on"}
     on, off = finals["on"]["model"], finals["off"]["model"]
     assert all(torch.equal(on[key], off[key]) for key in on)
+
+
+def test_a_run_resumed_where_the_experts_come_back_on_continues_exactly(tmp_path):
+    # PPO (experts off), then DAgger: turned on again, each task's expert plans afresh and the
+    # rollout's first row is observed again; resumed from the checkpoint at the switch
+    ppo_first = {
+        '                PipelineStage(loss_names=["ppo_loss"], max_stage_steps=steps),\n'
+        "            ],": "            ],",
+        "            pipeline_stages=[\n": "            pipeline_stages=[\n"
+        '                PipelineStage(loss_names=["ppo_loss"], max_stage_steps=steps),\n',
+    }
+    config = fixture_variant(tmp_path, "tiny_dagger_ppo.py", ppo_first)
+    straight = Trainer(load_experiment(config), run_dir=tmp_path / "straight", seed=0).train()
+    at_switch = Trainer(load_experiment(config), run_dir=tmp_path / "cut", seed=0).train(
+        stop_after_steps=512
+    )
+    assert cli.main(["train", str(config), "--resume", str(at_switch)]) == 0
+    resumed = tmp_path / "cut" / "checkpoints" / "ckpt_000000001024.pt"  # the run went on there
+    expected, got = load_checkpoint(straight)["model"], load_checkpoint(resumed)["model"]
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+    assert [r["stage"] for r in _rows(tmp_path / "straight")][-1] == "1:imitation_loss"
+
+
+def test_losses_and_models_that_may_read_expert_actions_keep_the_experts_on(tmp_path):
+    from stagerl import PPO, PPOConfig
+    from stagerl.engine.setup import build_training_setup
+
+    class PPOWithCloning(PPO):  # a subclass may add a term that reads them
+        pass
+
+    assert not PPO(**PPOConfig).reads_expert_actions
+    assert PPOWithCloning(**PPOConfig).reads_expert_actions
+    every_sensor = {  # a model built with the expert's reading among its inputs
+        "    @classmethod\n    def create_model(cls, **kwargs):\n        return super()": (
+            "    @classmethod\n    def create_model(cls, **kwargs):\n"
+            "        from gymnasium import spaces\n"
+            "        from stagerl import MLPActorCritic\n"
+            "        from stagerl.tasks.sensors import SensorSuite\n"
+            "        space = SensorSuite(cls.SENSORS).observation_space\n"
+            "        return MLPActorCritic(spaces.Discrete(7), space)\n"
+            "        return super()"
+        )
+    }
+    configs = {
+        "default": TINY,
+        "every sensor": fixture_variant(tmp_path, "tiny_dagger_ppo.py", every_sensor),
+    }
+    reads = {
+        name: build_training_setup(load_experiment(config), seed=0).model_reads_expert
+        for name, config in configs.items()
+    }
+    assert reads == {"default": False, "every sensor": True}

@@ -265,6 +265,15 @@ class TrainingSetup:
         """The training samplers' observation space."""
         return self.samplers[0].observation_space
 
+    @property
+    def model_reads_expert(self) -> bool:
+        """The model takes an ExpertActionSensor's reading as an input (a model built from
+        every sensor, which `_check_observations` allows): every stage keeps experts on."""
+        suite = getattr(self.samplers[0], "sensor_suite", None)
+        inputs = getattr(self.model.observation_space, "spaces", {})
+        sensors = suite.sensors.items() if suite else []
+        return any(isinstance(s, ExpertActionSensor) and u in inputs for u, s in sensors)
+
     def start_sampler(self) -> VectorSampler:
         """The training samplers' workers: two groups taking turns unless the machine params
         ask for synchronous sampling."""

@@ -231,7 +231,9 @@ class Trainer:
     ) -> None:
         pipeline, model, state = self.pipeline, self.setup.model, self.state
         teacher = self._teacher(stage)
-        sampler.use_expert(pipeline.reads_expert(stage))
+        observed = sampler.use_expert(pipeline.reads_expert(stage) or self.setup.model_reads_expert)
+        if observed is not None:  # experts back on: the first row's readings are theirs now
+            storage.set_observations(0, observed)
         model.eval()
         # Collecting changes only the samplers and RNGs; with these, a worker fault mid-rollout
         # can still be checkpointed exactly as of the rollout's start.

@@ -48,10 +48,16 @@ class Loss(ABC):
 
     `step_count` is the stage's own step count, so schedules inside a loss restart per stage.
     `reads_expert_actions` says whether it reads the tasks' `ExpertActionSensor`: stages whose
-    losses do not (and that have no teacher forcing) turn the tasks' experts off.
+    losses do not (and that have no teacher forcing) turn the tasks' experts off. Every class
+    says so in its own body or is taken to read them, a subclass of PPO included (it may add
+    a term that does).
     """
 
-    reads_expert_actions: bool = True  # the safe default for a loss written elsewhere
+    reads_expert_actions: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reads_expert_actions = cls.__dict__.get("reads_expert_actions", True)
 
     @abstractmethod
     def loss(

@@ -89,6 +89,11 @@ class Task(ABC):
         """The expert's action for the current state and whether it is valid."""
         return 0, False
 
+    def resume_expert(self) -> None:
+        """The expert was off for a while (`SensorSuite.expert_enabled`, in stages that read
+        no expert action) and is on again: let it forget what it kept of the episode and plan
+        from where the episode is now. Nothing to forget by default."""
+
     def close(self) -> None:
         """Release what the task alone holds (the sampler owns the environment)."""
 

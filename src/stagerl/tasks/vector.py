@@ -379,11 +379,14 @@ class VectorSampler:
         """Move every worker's samplers to their next scene."""
         self._call_all("next_scene")
 
-    def use_expert(self, enabled: bool) -> None:
-        """Turn the tasks' experts on or off (`WorkerLoop.use_expert`) unless already so."""
-        if enabled != self.expert_enabled:
-            self._call_all("use_expert", [enabled] * (len(self.conns) + 1))
-            self.expert_enabled = enabled
+    def use_expert(self, enabled: bool) -> dict[str, np.ndarray] | None:
+        """Turn the tasks' experts on or off (`WorkerLoop.use_expert`) unless already so; the
+        tasks' observations if turning them on observed any task again, else None."""
+        if enabled == self.expert_enabled:
+            return None
+        observed = self._call_all("use_expert", [enabled] * (len(self.conns) + 1))
+        self.expert_enabled = enabled
+        return self._views("obs") if any(observed) else None
 
     def snapshot(self) -> list[bytes]:
         """One state per task slot, in slot order (independent of how slots are packed)."""

@@ -172,14 +172,24 @@ class WorkerLoop:
         for slot in self.slots.values():
             slot.sampler.next_scene()
 
-    def use_expert(self, enabled: bool) -> None:
-        """Turn the tasks' experts on or off (`SensorSuite.expert_enabled`), the running
-        tasks' included."""
-        for slot in self.slots.values():
+    def use_expert(self, enabled: bool) -> bool:
+        """Turn the tasks' experts on or off (`SensorSuite.expert_enabled`). A running task
+        whose expert comes back on resumes it and is observed again (the reading was
+        "no action"); True if any was."""
+        observed = False
+        for index, slot in self.slots.items():
+            self.current = index
+            suite = getattr(slot.task or slot.sampler, "sensor_suite", None)
+            if suite is None or suite.expert_enabled == enabled:
+                continue
             for holder in (slot.sampler, slot.task):
-                suite = getattr(holder, "sensor_suite", None)
-                if suite is not None:
-                    suite.expert_enabled = enabled
+                if getattr(holder, "sensor_suite", None) is not None:
+                    holder.sensor_suite.expert_enabled = enabled
+            if enabled and slot.task is not None:
+                slot.task.resume_expert()
+                self._write("obs", index, slot.task.get_observations())
+                observed = True
+        return observed
 
     def snapshot(self, _: Any = None) -> dict[int, bytes]:
         """Per slot, everything needed to continue exactly: its sampler, running task and their

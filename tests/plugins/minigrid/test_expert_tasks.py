@@ -101,6 +101,9 @@ def test_the_model_of_an_imitation_experiment_does_not_read_the_expert():
 
 def test_an_expert_turned_off_plans_nothing_and_plans_afresh_when_turned_on(monkeypatch):
     from stagerl.plugins.minigrid import experts
+    from stagerl.tasks.shared import SharedArrays
+    from stagerl.tasks.vector import _layout
+    from stagerl.tasks.worker import WorkerLoop
 
     replans: list[Any] = []
 
@@ -112,17 +115,23 @@ def test_an_expert_turned_off_plans_nothing_and_plans_afresh_when_turned_on(monk
     monkeypatch.setattr(experts, "BabyAIBot", CountingBot)
     sensors = [EgocentricMiniGridSensor(view_channels=3), ExpertActionSensor(nactions=7)]
     sampler = MiniGridTaskSampler(env_ids="BabyAI-GoToLocal-v0", sensors=sensors, seed=1)
-    task = sampler.next_task()
-    assert task.get_observations()[ExpertActionSensor.UUID][1] == 1  # planned
+    layout = _layout(sampler.observation_space, 1)
+    loop = WorkerLoop(
+        {0: sampler}, SharedArrays(bytearray(SharedArrays.nbytes(layout)), layout), None
+    )
+    loop.reset()
+    expert = loop.arrays["obs/expert_action"]
+    assert expert[0, 1] == 1  # planned
     planned = len(replans)
-    sampler.sensor_suite.expert_enabled = False  # as WorkerLoop.use_expert does
+    assert loop.use_expert(False) is False  # nothing to observe again
     for action in (0, 0, 2):
-        expert_reading = task.step(action).observation[ExpertActionSensor.UUID]
-        assert expert_reading.tolist() == [0, 0]  # "no action", without asking the bot
+        loop.arrays["action"][0] = action
+        loop.step()
+        assert expert[0].tolist() == [0, 0]  # "no action", without asking the bot
     assert len(replans) == planned
-    sampler.sensor_suite.expert_enabled = True
-    reading = task.step(1).observation[ExpertActionSensor.UUID]
+    assert loop.use_expert(True) is True  # the running task is observed again
+    task = loop.slots[0].task
     fresh = experts.BabyAIExpert()
     fresh.reset(task.env)  # a new bot planning from where the episode now is
     assert replans[planned] is None  # the task's bot too started over, not from a stale plan
-    assert reading.tolist() == [fresh.expert_action()[0], 1]
+    assert expert[0].tolist() == [fresh.expert_action()[0], 1]

@@ -75,8 +75,6 @@ def _check_expert(env_id: str, env: Any) -> None:
 class MiniGridTask(Task):
     """One episode; the raw observation of the last step is kept for the sensors to read."""
 
-    _expert_stale = False  # tasks pickled before it existed had planned already
-
     def __init__(
         self,
         *,
@@ -95,7 +93,8 @@ class MiniGridTask(Task):
         self.env_id = env_id
         self.seed = seed
         self.expert = expert_factory(env) if expert_factory else None
-        self._expert_stale = True  # the expert plans when first asked (`query_expert`)
+        if self.expert is not None and sensors.expert_enabled:
+            self.expert.reset(env)  # else `resume_expert` plans when the expert is turned on
         self._terminated = False
 
     @property
@@ -111,13 +110,8 @@ class MiniGridTask(Task):
     def _step(self, action: int) -> tuple[float, bool]:
         self.last_obs, reward, terminated, truncated, _ = self.env.step(action)
         self._terminated = bool(terminated)
-        if self.expert is not None and not terminated:
-            # The BabyAI bot follows the episode action by action while it is asked; once it
-            # is not (expert off), it plans afresh from where the episode is when asked again.
-            if self.sensor_suite.expert_enabled and not self._expert_stale:
-                self.expert.record_action(action)
-            else:
-                self._expert_stale = True
+        if self.expert is not None and self.sensor_suite.expert_enabled and not terminated:
+            self.expert.record_action(action)
         return float(reward), self._terminated or bool(truncated)  # Task.is_done keeps it
 
     def reached_terminal_state(self) -> bool:
@@ -141,10 +135,12 @@ class MiniGridTask(Task):
         """The expert's action and whether it gave one; invalid without an expert."""
         if self.expert is None:
             return 0, False
-        if self._expert_stale:
-            self.expert.reset(self.env)
-            self._expert_stale = False
         return self.expert.expert_action()
+
+    def resume_expert(self) -> None:
+        """A new plan from where the episode is: the BabyAI bot followed no action while off."""
+        if self.expert is not None:
+            self.expert.reset(self.env)
 
     def __repr__(self) -> str:
         return f"MiniGridTask({self.env_id}, seed={self.seed}, step={self.num_steps_taken})"

@@ -162,6 +162,11 @@ class ObjectNavTask(Task):
 
         return expert_action(self), True
 
+    def resume_expert(self) -> None:
+        """Forget where the expert last saw a target and any detour it was on."""
+        self.__dict__.pop("target_seen_at", None)
+        self.__dict__.pop("detour_until", None)
+
     def render(self) -> np.ndarray:
         """The agent's view."""
         return self.frame

@@ -42,9 +42,10 @@ def _entity(type_name: str) -> Entity:
     return entity
 
 
-# miniworld compiles every world's room (walls, floor) into OpenGL display list 1, and the
-# contexts of one process share their lists: with two worlds in a process, each drew the room
-# loaded last. Which world's room the list holds now, so a world recompiles its own first.
+# miniworld compiles every world's static part (light, room, static objects) into OpenGL
+# display list 1, and the contexts of one process share their lists: with two worlds in a
+# process, each drew the room loaded last. Which world's room the list holds now, so that a
+# world recompiles its own first.
 _ROOM_IN_LIST: list[object | None] = [None]
 
 
