@@ -12,9 +12,12 @@ timed windows after a warm-up:
   from its metrics rows after the first; `peak_pss_mib`: that run's process tree at its peak;
   `gotoobj_sync_fps`: the same with `MachineParams(double_buffered=False)`;
 - `mlp_fps`: `stagerl train benchmarks/empty_mlp_ppo.py` (MiniGrid-Empty-Random-5x5, 64x64
-  MLP, 16 tasks x 128 steps, 8 minibatches x 4 epochs);
+  MLP, 16 tasks x 128 steps, 8 minibatches x 4 epochs) for 40 rollouts, the median of its
+  metrics rows after the first;
 - `sb3_fps`: Stable-Baselines3 PPO with the same network, envs, rollout, minibatches and epochs
-  (DummyVecEnv); skipped with a message when stable-baselines3 is not installed
+  (DummyVecEnv), the median of its rollouts after the first over the same 40 rollouts (as its
+  policy learns, episodes shorten and resets cost more); skipped with a message when
+  stable-baselines3 is not installed
   (`pip install -e ".[bench]"`);
 - `allenact_fps`: AllenAct's GoToObj PPO config at `-m 2`, only when `ALLENACT_PYTHON` names an
   interpreter that has AllenAct (`ALLENACT_CONFIG` the experiment file, `ALLENACT_PROJECT` the
@@ -43,6 +46,7 @@ sys.path.insert(0, str(ROOT / "src"))
 GOTOOBJ = ROOT / "projects" / "babyai" / "gotoobj_ppo.py"
 EMPTY_MLP = ROOT / "benchmarks" / "empty_mlp_ppo.py"
 WINDOWS = 5
+MLP_ROLLOUTS = 40  # of stagerl's and SB3's MLP runs, each timed rollout by rollout
 
 
 def _children() -> dict[int, list[int]]:
@@ -249,9 +253,9 @@ def sb3_fps() -> float | None:
         gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, seed=0, verbose=0,
     )  # fmt: skip
     rollout = 16 * 128
-    model.learn(rollout)  # warm-up
+    model.learn(rollout)  # warm-up, as stagerl's first metrics row is left out
     windows = []
-    for _ in range(WINDOWS):
+    for _ in range(MLP_ROLLOUTS - 1):  # as long as stagerl's run: episodes shorten as it learns
         start = time.perf_counter()
         model.learn(rollout, reset_num_timesteps=False)
         windows.append(rollout / (time.perf_counter() - start))
@@ -266,7 +270,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as variants:
         sync = _variant(GOTOOBJ, variants, SYNCHRONOUS)
         wide = _variant(GOTOOBJ, variants, "    NUM_TRAIN_SAMPLERS = 64\n")
-        short_mlp = _variant(EMPTY_MLP, variants, f"    STEPS = {16 * 128 * 40}\n")
+        short_mlp = _variant(EMPTY_MLP, variants, f"    STEPS = {16 * 128 * MLP_ROLLOUTS}\n")
         results["sampling_sps"] = sampling_sps(GOTOOBJ, groups=2)
         results["sampling_sync_sps"] = sampling_sps(GOTOOBJ, groups=1)
         results["sampling_64_sps"] = sampling_sps(wide, groups=2)
