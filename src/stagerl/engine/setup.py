@@ -248,7 +248,7 @@ class TrainingSetup:
     model: ActorCriticModel
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
-    expert_uuid: str | None
+    expert_uuids: list[str]  # of the tasks' ExpertActionSensors
     validation: tuple[MachineParams, list[TaskSampler]] | None  # its machine and samplers
     offpolicy_iterators: dict[int, Any]  # stage index -> its dataset iterator
     ranks: Ranks
@@ -266,13 +266,16 @@ class TrainingSetup:
         return self.samplers[0].observation_space
 
     @property
+    def expert_uuid(self) -> str | None:
+        """The first ExpertActionSensor's uuid (teacher forcing follows it), or None."""
+        return self.expert_uuids[0] if self.expert_uuids else None
+
+    @property
     def model_reads_expert(self) -> bool:
         """The model takes an ExpertActionSensor's reading as an input (a model built from
         every sensor, which `_check_observations` allows): every stage keeps experts on."""
-        suite = getattr(self.samplers[0], "sensor_suite", None)
         inputs = getattr(self.model.observation_space, "spaces", {})
-        sensors = suite.sensors.items() if suite else []
-        return any(isinstance(s, ExpertActionSensor) and u in inputs for u, s in sensors)
+        return any(uuid in inputs for uuid in self.expert_uuids)
 
     def start_sampler(self) -> VectorSampler:
         """The training samplers' workers: two groups taking turns unless the machine params
@@ -287,8 +290,8 @@ class TrainingSetup:
         return 2 if self.machine.double_buffered else 1
 
 
-def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str | None:
-    """The ExpertActionSensor's uuid, with every Imitation loss bound to an expert sensor the
+def _expert_uuids(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> list[str]:
+    """The ExpertActionSensors' uuids, with every Imitation loss bound to an expert sensor the
     tasks have; an error naming the stage if one needs an expert and there is none."""
     suite = getattr(samplers[0], "sensor_suite", None)
     experts = {
@@ -311,7 +314,7 @@ def _expert_uuid(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> str
             )
     for name, loss in pipeline.named_imitation_losses().items():
         loss.bind(uuids, f"TrainingPipeline.named_losses[{name!r}]")
-    return uuids[0] if uuids else None
+    return uuids
 
 
 def _validation_samplers(
@@ -436,7 +439,7 @@ def build_training_setup(
     samplers = make_samplers(experiment, "train", machine, seed, first_task, total_tasks)
     device = trainer_device(machine)
     pipeline.check_task_count(len(samplers))
-    expert_uuid = _expert_uuid(pipeline, samplers)
+    expert_uuids = _expert_uuids(pipeline, samplers)
     validation = None
     if ranks.is_main:
         validation = _validation_samplers(experiment, pipeline, seed, max_sampler_processes)
@@ -459,7 +462,7 @@ def build_training_setup(
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        expert_uuid=expert_uuid,
+        expert_uuids=expert_uuids,
         validation=validation,
         offpolicy_iterators=offpolicy,
         ranks=ranks,
