@@ -326,3 +326,18 @@ def test_resume_refuses_an_edited_config_unless_allowed_and_records_the_change(t
     # the edited learning rate took effect: halfway, the linear decay gives 5e-4 / 2, not 1e-3 / 2
     halfway = tmp_path / "r" / "checkpoints" / "ckpt_000000000512.pt"
     assert load_checkpoint(halfway)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)
+
+
+def test_a_run_resumes_after_its_experiment_file_moved(tmp_path):
+    # the samplers' snapshots pickle a class of the experiment file, loaded as a module named
+    # after the file's path; resumed from another path, that class is the moved file's
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("tiny_ppo.py", "seed_reporting.py"):
+        (project / name).write_text((FIXTURES / name).read_text())
+    cut = Trainer(load_experiment(project / "seed_reporting.py"), run_dir=tmp_path / "r", seed=0)
+    final = cut.train(stop_after_steps=512)
+    project.rename(tmp_path / "moved")
+    config = tmp_path / "moved" / "seed_reporting.py"
+    assert cli.main(["train", str(config), "--resume", str(final)]) == 0
+    assert list_checkpoints(tmp_path / "r")[0].name == "ckpt_000000001024.pt"

@@ -4,6 +4,7 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import pickle
 import sys
 import traceback
 from abc import ABC, abstractmethod
@@ -12,12 +13,10 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stagerl.errors import ConfigError, is_number, require, require_positive, user_call
-
-if TYPE_CHECKING:
-    from stagerl.tasks.worker import WorkerExperiment
+from stagerl.tasks.worker import EXPERIMENT_MODULE_PREFIX, WorkerExperiment
 
 _UNSUPPORTED_MACHINE_FIELDS = ("sensor_preprocessor_graph", "visualizer", "local_worker_ids")
 MAX_TIMEOUT = 2_000_000.0  # s: poll() and torch.distributed take no longer
@@ -435,7 +434,7 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
         sys.path.insert(0, os.getcwd())
     source = path.read_text()
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    module_name = f"stagerl_experiment_{path.stem}_{digest}"
+    module_name = f"{EXPERIMENT_MODULE_PREFIX}{path.stem}_{digest}"
     known = set(gymnasium.registry)
     module = _import_file(path, module_name)
     registered = tuple(spec for env_id, spec in gymnasium.registry.items() if env_id not in known)
@@ -467,12 +466,8 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
     )
 
 
-def worker_experiment(experiment: LoadedExperiment) -> "WorkerExperiment":
+def worker_experiment(experiment: LoadedExperiment) -> WorkerExperiment:
     """What sampler workers need of the experiment (see `WorkerExperiment`)."""
-    import pickle
-
-    from stagerl.tasks.worker import WorkerExperiment
-
     return WorkerExperiment(
         experiment.module_name, str(experiment.path), pickle.dumps(experiment.registered_envs)
     )

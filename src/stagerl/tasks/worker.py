@@ -19,6 +19,8 @@ from typing import Any
 from stagerl.tasks.base import Task, TaskSampler
 from stagerl.tasks.shared import ArraySpec, SharedArrays
 
+EXPERIMENT_MODULE_PREFIX = "stagerl_experiment_"  # the modules experiment files load as
+
 
 @dataclass(frozen=True)
 class WorkerExperiment:
@@ -42,13 +44,21 @@ class _ExperimentUnpickler(pickle.Unpickler):
         self.experiment = experiment
 
     def find_class(self, module: str, name: str) -> Any:
-        """Load the experiment file as `module` the first time one of its classes is asked for."""
+        """Load the experiment file (and the files it loads) the first time a class of an
+        experiment module is asked for. Such a module that is still unknown was named after
+        the file's path when the state was saved (before the file moved, or by the run's
+        `config.py`): its classes are the experiment file's as the run loads it now."""
         experiment = self.experiment
-        if experiment and module == experiment.module_name and module not in sys.modules:
-            spec = importlib.util.spec_from_file_location(module, experiment.path)
-            loaded = importlib.util.module_from_spec(spec)
-            sys.modules[module] = loaded
-            spec.loader.exec_module(loaded)
+        if experiment and module.startswith(EXPERIMENT_MODULE_PREFIX):
+            if experiment.module_name not in sys.modules:
+                spec = importlib.util.spec_from_file_location(
+                    experiment.module_name, experiment.path
+                )
+                loaded = importlib.util.module_from_spec(spec)
+                sys.modules[experiment.module_name] = loaded
+                spec.loader.exec_module(loaded)
+            if module not in sys.modules:
+                module = experiment.module_name
         return super().find_class(module, name)
 
 
