@@ -89,6 +89,11 @@ def test_loss_weights_must_be_a_number_per_loss_name(weights):
         PipelineStage(loss_names=["a", "b"], max_stage_steps=10, loss_weights=weights)
 
 
+def test_a_loss_named_twice_in_a_stage_is_rejected():
+    with pytest.raises(ConfigError, match=r"PipelineStage.loss_names=\['ppo', 'ppo'\].*once"):
+        PipelineStage(loss_names=["ppo", "ppo"], max_stage_steps=10)
+
+
 def test_dataset_aggregation_must_be_a_dataset_aggregation():
     with pytest.raises(ConfigError, match=r"PipelineStage.dataset_aggregation=True"):
         PipelineStage(loss_names=["a"], max_stage_steps=10, dataset_aggregation=True)
@@ -176,11 +181,20 @@ def test_seed_offpolicy_stage_without_onpolicy_training_builds():
         ({"loss_names": ["nope"]}, {}, [], r"offpolicy_component.loss_names contains 'nope'"),
         ({"updates": 0}, {}, [], r"OffPolicyPipelineComponent.updates=0"),
         ({"loss_names": []}, {}, [], r"OffPolicyPipelineComponent.loss_names=\[\]"),
+        ({"loss_names": ["bc", "bc"]}, {}, [], r"loss_names=\['bc', 'bc'\].*loss name once"),
         ({"data_iterator_builder": "data.hdf5"}, {}, [], r"data_iterator_builder='data.hdf5'"),
         ({"loss_names": ["ppo_loss"]}, {}, [], r"'ppo_loss' \(PPO\), which is not an off-policy"),
         ({}, {}, ["bc"], r"loss_names contains 'bc'.*belong in offpolicy_component"),
     ],
-    ids=["unknown-loss", "no-updates", "no-losses", "not-callable", "onpolicy-loss", "misplaced"],
+    ids=[
+        "unknown-loss",
+        "no-updates",
+        "no-losses",
+        "repeated-loss",
+        "not-callable",
+        "onpolicy-loss",
+        "misplaced",
+    ],
 )
 def test_bad_offpolicy_component_is_named(component, losses, stage_losses, named):
     named_losses = {"bc": MiniGridOffPolicyExpertCELoss(), "ppo_loss": PPO(**PPOConfig)}

@@ -15,6 +15,7 @@ from stagerl.components import (
     DatasetAggregation,
     OffPolicyPipelineComponent,
     Validation,
+    checked_loss_names,
     checked_loss_weights,
 )
 from stagerl.errors import ConfigError, is_number, require, require_positive, user_call
@@ -98,13 +99,7 @@ class PipelineStage:
         training_settings: TrainingSettings | None = None,
         **settings: Any,
     ) -> None:
-        require(
-            isinstance(loss_names, list | tuple),
-            "PipelineStage.loss_names",
-            loss_names,
-            "a list of loss names",
-        )
-        self.loss_names = list(loss_names)
+        self.loss_names = checked_loss_names("PipelineStage.loss_names", loss_names, empty=True)
         require(
             is_number(max_stage_steps) and 1 <= max_stage_steps < math.inf,
             "PipelineStage.max_stage_steps",
