@@ -1,5 +1,7 @@
 """A bad pipeline raises an error naming the field and the value."""
 
+import re
+
 import pytest
 from torch import optim
 
@@ -56,10 +58,13 @@ def test_unknown_loss_name_is_named():
         ("bootstrap_time_limit", "yes"),
         ("validation", 100),
         ("lr_scheduler_builder", 5),
+        ("named_losses", ["ppo_loss"]),  # a list of names, not a dict of losses
+        ("pipeline_stages", None),
+        ("pipeline_stages", PipelineStage(loss_names=["ppo_loss"], max_stage_steps=10)),
     ],
 )
 def test_out_of_range_settings_name_field_and_value(field, value):
-    with pytest.raises(ConfigError, match=rf"{field}={value!r}"):
+    with pytest.raises(ConfigError, match=re.escape(f"{field}={value!r}")):
         _pipeline(**{field: value})
 
 
@@ -89,9 +94,15 @@ def test_loss_weights_must_be_a_number_per_loss_name(weights):
         PipelineStage(loss_names=["a", "b"], max_stage_steps=10, loss_weights=weights)
 
 
-def test_a_loss_named_twice_in_a_stage_is_rejected():
-    with pytest.raises(ConfigError, match=r"PipelineStage.loss_names=\['ppo', 'ppo'\].*once"):
-        PipelineStage(loss_names=["ppo", "ppo"], max_stage_steps=10)
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [(["ppo", "ppo"], "each loss name once"), ([["ppo"]], "a list of loss names (strings)")],
+    ids=["repeated", "not-a-name"],
+)
+def test_stage_loss_names_must_be_names_given_once(names, expected):
+    named = re.escape(f"PipelineStage.loss_names={names!r}") + ".*" + re.escape(expected)
+    with pytest.raises(ConfigError, match=named):
+        PipelineStage(loss_names=names, max_stage_steps=10)
 
 
 def test_dataset_aggregation_must_be_a_dataset_aggregation():

@@ -12,14 +12,15 @@ def checked_loss_names(field: str, names: Any, *, empty: bool) -> list[str]:
     """A list (or tuple) of loss names, none twice (AllenAct computes each named loss once per
     update), empty only where `empty` allows."""
     require(
-        isinstance(names, list | tuple) and (empty or len(names) > 0),
+        isinstance(names, list | tuple)
+        and (empty or len(names) > 0)
+        and all(isinstance(name, str) for name in names),
         field,
         names,
-        "a list of loss names" if empty else "a non-empty list of loss names",
+        "a list of loss names (strings)" if empty else "a non-empty list of loss names (strings)",
     )
-    distinct = all(name not in names[:index] for index, name in enumerate(names))
     require(
-        distinct,
+        len(set(names)) == len(names),
         field,
         names,
         "each loss name once: a named loss is computed once per update (weight it in "
