@@ -1,5 +1,7 @@
 """A bad pipeline raises an error naming the field and the value."""
 
+import re
+
 import pytest
 from torch import optim
 
@@ -56,10 +58,13 @@ def test_unknown_loss_name_is_named():
         ("bootstrap_time_limit", "yes"),
         ("validation", 100),
         ("lr_scheduler_builder", 5),
+        ("named_losses", ["ppo_loss"]),  # a list of names, not a dict of losses
+        ("pipeline_stages", None),
+        ("pipeline_stages", PipelineStage(loss_names=["ppo_loss"], max_stage_steps=10)),
     ],
 )
 def test_out_of_range_settings_name_field_and_value(field, value):
-    with pytest.raises(ConfigError, match=rf"{field}={value!r}"):
+    with pytest.raises(ConfigError, match=re.escape(f"{field}={value!r}")):
         _pipeline(**{field: value})
 
 
@@ -87,6 +92,17 @@ def test_stage_steps_under_one_are_rejected(steps):
 def test_loss_weights_must_be_a_number_per_loss_name(weights):
     with pytest.raises(ConfigError, match=r"PipelineStage.loss_weights=.*one number per loss"):
         PipelineStage(loss_names=["a", "b"], max_stage_steps=10, loss_weights=weights)
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [(["ppo", "ppo"], "each loss name once"), ([["ppo"]], "a list of loss names (strings)")],
+    ids=["repeated", "not-a-name"],
+)
+def test_stage_loss_names_must_be_names_given_once(names, expected):
+    named = re.escape(f"PipelineStage.loss_names={names!r}") + ".*" + re.escape(expected)
+    with pytest.raises(ConfigError, match=named):
+        PipelineStage(loss_names=names, max_stage_steps=10)
 
 
 def test_dataset_aggregation_must_be_a_dataset_aggregation():
@@ -176,11 +192,20 @@ def test_seed_offpolicy_stage_without_onpolicy_training_builds():
         ({"loss_names": ["nope"]}, {}, [], r"offpolicy_component.loss_names contains 'nope'"),
         ({"updates": 0}, {}, [], r"OffPolicyPipelineComponent.updates=0"),
         ({"loss_names": []}, {}, [], r"OffPolicyPipelineComponent.loss_names=\[\]"),
+        ({"loss_names": ["bc", "bc"]}, {}, [], r"loss_names=\['bc', 'bc'\].*loss name once"),
         ({"data_iterator_builder": "data.hdf5"}, {}, [], r"data_iterator_builder='data.hdf5'"),
         ({"loss_names": ["ppo_loss"]}, {}, [], r"'ppo_loss' \(PPO\), which is not an off-policy"),
         ({}, {}, ["bc"], r"loss_names contains 'bc'.*belong in offpolicy_component"),
     ],
-    ids=["unknown-loss", "no-updates", "no-losses", "not-callable", "onpolicy-loss", "misplaced"],
+    ids=[
+        "unknown-loss",
+        "no-updates",
+        "no-losses",
+        "repeated-loss",
+        "not-callable",
+        "onpolicy-loss",
+        "misplaced",
+    ],
 )
 def test_bad_offpolicy_component_is_named(component, losses, stage_losses, named):
     named_losses = {"bc": MiniGridOffPolicyExpertCELoss(), "ppo_loss": PPO(**PPOConfig)}

@@ -15,7 +15,9 @@ from torch import optim
 
 from stagerl import Builder, OffPolicyPipelineComponent, PipelineStage, TrainingPipeline
 from stagerl.plugins.minigrid import (
+    EgocentricMiniGridSensor,
     MiniGridExperimentConfig,
+    MiniGridMissionSensor,
     MiniGridOffPolicyExpertCELoss,
     create_minigrid_offpolicy_data_iterator,
 )
@@ -25,6 +27,8 @@ DATASET_PATH = os.environ.get("STAGERL_DATASET", "datasets/gotoobj-1000-v0")
 
 class BCOffPolicyBabyAIGoToObj(MiniGridExperimentConfig):
     ENV_ID = "BabyAI-GoToObj-v0"
+    # missions as long as the dataset iterator's instr_len below (GoToObj's have 5 words)
+    SENSORS = [EgocentricMiniGridSensor(view_channels=3), MiniGridMissionSensor(instr_len=5)]
     NUM_TRAIN_SAMPLERS = 8  # the on-policy tasks only report how the agent does
     STEPS = 8_192  # steps of those tasks: 128 rollouts of 8 steps on 8 tasks, 256 batches
 

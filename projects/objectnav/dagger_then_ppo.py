@@ -3,7 +3,8 @@
 160,000 here, the same 200,000 steps as ppo.py, about 16 minutes on 2 CPU cores: the expert
 plans every step of the first stage). Note the seed's learning rate decays to 0 at `ppo_steps`
 of the total count: here over the last 40,000 steps it is 0. The expert is the shortest-path
-expert of stagerl.plugins.miniworld."""
+expert of stagerl.plugins.miniworld. 2 samplers, as ppo.py; with CUDA available the seed asks
+for 6 minibatches of whole task sequences, so there are 6 samplers then."""
 
 import torch
 from torch import optim
@@ -28,7 +29,7 @@ from stagerl.plugins.miniworld import (
 
 class ObjectNavMiniWorldDaggerThenPPOExperimentConfig(MiniWorldObjectNavExperimentConfig):
     MAX_STEPS = 100
-    NUM_TRAIN_SAMPLERS = 2
+    NUM_TRAIN_SAMPLERS = 2 if not torch.cuda.is_available() else 6  # >= num_mini_batch
     ADVANCE_SCENE_ROLLOUT_PERIOD = 1
     SENSORS = [
         RGBSensor(width=80, height=60),

@@ -8,6 +8,27 @@ from typing import Any
 from stagerl.errors import is_number, require, require_positive
 
 
+def checked_loss_names(field: str, names: Any, *, empty: bool) -> list[str]:
+    """A list (or tuple) of loss names, none twice (AllenAct computes each named loss once per
+    update), empty only where `empty` allows."""
+    require(
+        isinstance(names, list | tuple)
+        and (empty or len(names) > 0)
+        and all(isinstance(name, str) for name in names),
+        field,
+        names,
+        "a list of loss names (strings)" if empty else "a non-empty list of loss names (strings)",
+    )
+    require(
+        len(set(names)) == len(names),
+        field,
+        names,
+        "each loss name once: a named loss is computed once per update (weight it in "
+        "loss_weights instead)",
+    )
+    return list(names)
+
+
 def checked_loss_weights(
     field: str, weights: Sequence[float] | None, names: list[str]
 ) -> list[float]:
@@ -98,13 +119,9 @@ class OffPolicyPipelineComponent:
             self.data_iterator_builder,
             "a callable returning a batch iterator",
         )
-        require(
-            isinstance(self.loss_names, list | tuple) and len(self.loss_names) > 0,
-            "OffPolicyPipelineComponent.loss_names",
-            self.loss_names,
-            "a non-empty list of off-policy loss names",
+        self.loss_names = checked_loss_names(
+            "OffPolicyPipelineComponent.loss_names", self.loss_names, empty=False
         )
-        self.loss_names = list(self.loss_names)
         require(
             isinstance(self.updates, int)
             and not isinstance(self.updates, bool)

@@ -6,7 +6,7 @@ Progress through them (stage index, step counts) lives in the trainer and in che
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from stagerl.components import (
     DatasetAggregation,
     OffPolicyPipelineComponent,
     Validation,
+    checked_loss_names,
     checked_loss_weights,
 )
 from stagerl.errors import ConfigError, is_number, require, require_positive, user_call
@@ -98,13 +99,7 @@ class PipelineStage:
         training_settings: TrainingSettings | None = None,
         **settings: Any,
     ) -> None:
-        require(
-            isinstance(loss_names, list | tuple),
-            "PipelineStage.loss_names",
-            loss_names,
-            "a list of loss names",
-        )
-        self.loss_names = list(loss_names)
+        self.loss_names = checked_loss_names("PipelineStage.loss_names", loss_names, empty=True)
         require(
             is_number(max_stage_steps) and 1 <= max_stage_steps < math.inf,
             "PipelineStage.max_stage_steps",
@@ -245,12 +240,19 @@ class TrainingPipeline:
     stage_names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pipeline_stages = list(self.pipeline_stages)
         require(
-            len(self.pipeline_stages) > 0,
+            isinstance(self.pipeline_stages, list | tuple) and len(self.pipeline_stages) > 0,
             "TrainingPipeline.pipeline_stages",
             self.pipeline_stages,
-            "at least one PipelineStage",
+            "a non-empty list of PipelineStage(...)",
+        )
+        self.pipeline_stages = list(self.pipeline_stages)
+        require(
+            isinstance(self.named_losses, Mapping)
+            and all(isinstance(name, str) for name in self.named_losses),
+            "TrainingPipeline.named_losses",
+            self.named_losses,
+            "a dict of loss name -> loss such as PPO(...), or a Builder of one",
         )
         self.named_losses = {
             name: self._build_loss(name, loss) for name, loss in self.named_losses.items()

@@ -99,6 +99,9 @@ def test_ppo_advantage_normalisation_scopes(setting, expected_action_loss):
         ({"normalize_advantage": "batch"}, "PPO.normalize_advantage='batch'"),
         ({"clip_param": "0.1"}, "PPO.clip_param='0.1'"),
         ({"entropy_coef": None}, "PPO.entropy_coef=None"),
+        ({"entropy_coef": float("nan")}, "PPO.entropy_coef=nan"),
+        ({"value_loss_coef": float("inf")}, "PPO.value_loss_coef=inf"),
+        ({"use_clipped_value_loss": "no"}, "PPO.use_clipped_value_loss='no'"),
     ],
 )
 def test_bad_ppo_settings_name_the_field(settings, named):

@@ -1,5 +1,6 @@
 """The loss contract and the batch every loss consumes."""
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,12 @@ class RolloutBatch:
 
 
 def require_coefficients(owner: str, value_loss_coef: Any, entropy_coef: Any) -> None:
-    """An actor-critic loss's weights: the value loss's a number >= 0, the entropy's a number."""
-    ok = is_number(value_loss_coef) and value_loss_coef >= 0
-    require(ok, f"{owner}.value_loss_coef", value_loss_coef, "a number >= 0")
-    require(is_number(entropy_coef), f"{owner}.entropy_coef", entropy_coef, "a number")
+    """An actor-critic loss's weights: the value loss's a finite number >= 0, the entropy's a
+    finite number (NaN or infinity would make every loss NaN)."""
+    ok = is_number(value_loss_coef) and 0 <= value_loss_coef < math.inf
+    require(ok, f"{owner}.value_loss_coef", value_loss_coef, "a finite number >= 0")
+    ok = is_number(entropy_coef) and math.isfinite(entropy_coef)
+    require(ok, f"{owner}.entropy_coef", entropy_coef, "a finite number")
 
 
 def standardize(values: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from stagerl.errors import require_positive
 from stagerl.losses.base import Loss
 from stagerl.models.base import ActorCriticOutput
 
@@ -38,6 +39,12 @@ class ExpertCELoss(OffPolicyLoss):
     an epoch's episodes begun so far."""
 
     def __init__(self, total_episodes_in_epoch: int | None = None) -> None:
+        require_positive(
+            f"{type(self).__name__}.total_episodes_in_epoch",
+            total_episodes_in_epoch,
+            whole=True,
+            allow_none=True,
+        )
         self.total_episodes_in_epoch = total_episodes_in_epoch
 
     def loss(  # type: ignore[override]

@@ -52,6 +52,12 @@ class PPO(Loss):
         self.clip_param = clip_param
         self.value_loss_coef = value_loss_coef
         self.entropy_coef = entropy_coef
+        require(
+            isinstance(use_clipped_value_loss, bool),
+            "PPO.use_clipped_value_loss",
+            use_clipped_value_loss,
+            "True or False",
+        )
         self.use_clipped_value_loss = use_clipped_value_loss
         self.clip_decay = clip_decay or (lambda _: 1.0)
         require(

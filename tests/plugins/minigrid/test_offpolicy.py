@@ -13,10 +13,13 @@ from stagerl.errors import ConfigError
 from stagerl.offpolicy.dataset import DatasetError, write_dataset
 from stagerl.plugins.minigrid.offpolicy import create_minigrid_offpolicy_data_iterator
 from stagerl.plugins.minigrid.recording import mission_tokens, observation_space
-from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor
+from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor, MiniGridMissionSensor
 from stagerl.tasks.sensors import SensorSuite
 
 ENV_ID = "BabyAI-GoToObj-v0"
+MISSION_SENSED = SensorSuite(
+    [EgocentricMiniGridSensor(view_channels=3), MiniGridMissionSensor(instr_len=8)]
+).observation_space
 
 
 def _hand_made(path: Path, episodes: int) -> Path:
@@ -92,7 +95,12 @@ def test_restrict_max_steps_in_dataset_keeps_the_episodes_begun_within_it(datase
 
 
 def test_missions_become_instr_len_tokens(dataset):
-    iterator = create_minigrid_offpolicy_data_iterator(dataset, 2, 3, instr_len=6)
+    sensed = SensorSuite(
+        [EgocentricMiniGridSensor(view_channels=3), MiniGridMissionSensor(instr_len=6)]
+    ).observation_space  # a mission sensor as long as instr_len
+    iterator = create_minigrid_offpolicy_data_iterator(
+        dataset, 2, 3, instr_len=6, observation_space=sensed
+    )
     mission = next(iterator).observations["minigrid_mission"]
     assert mission.shape == (3, 2, 6) and (mission[..., 5] == 0).all()
     iterator.close()
@@ -156,6 +164,16 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
             r"views are 7x7x3.*\(5, 5, 1\)",
         ),
         (lambda d, t: d, {"instr_len": 3}, "instr_len=3 is too short"),
+        (
+            lambda d, t: d,
+            {"instr_len": None, "observation_space": MISSION_SENSED},
+            r"instr_len=None, but .* minigrid_mission sensor gives 8 tokens",
+        ),
+        (
+            lambda d, t: d,
+            {"instr_len": 5, "observation_space": MISSION_SENSED},
+            r"instr_len=5, but .* minigrid_mission sensor gives 8 tokens",
+        ),
         (lambda d, t: d, {"rank": 10, "world_size": 11}, "leave trainer rank 10 of 11 none"),
         (_short_observations, {}, "episode_2 has 3 actions but only 2 'image' observations"),
         (_not_minari_metadata, {}, "not Minari metadata"),
@@ -168,6 +186,8 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
         "other-env",
         "other-view",
         "short-instr_len",
+        "no-instr_len-for-the-mission-sensor",
+        "instr_len-other-than-the-mission-sensor",
         "more-ranks-than-episodes",
         "fewer-observations-than-actions",
         "metadata-not-minari",

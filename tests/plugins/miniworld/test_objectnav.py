@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
 from stagerl.engine.evaluator import evaluate
+from stagerl.engine.setup import build_pipeline
 from stagerl.engine.trainer import Trainer
 from stagerl.errors import ConfigError
 from stagerl.experiment import load_experiment
@@ -233,6 +235,27 @@ def test_objectnav_needs_a_training_scene_for_every_sampler():
 
     with pytest.raises(ConfigError, match=r"FewScenes.NUM_TRAIN_SCENES=3 is invalid"):
         FewScenes.train_task_sampler_args(process_ind=3, total_processes=4)
+
+
+@pytest.mark.parametrize(
+    ("project", "cuda", "num_mini_batch", "samplers"),
+    [
+        ("ppo.py", False, 2, 2),
+        ("ppo.py", True, 6, 6),
+        ("dagger_then_ppo.py", False, 1, 2),
+        ("dagger_then_ppo.py", True, 6, 6),
+    ],
+)
+def test_objectnav_projects_have_a_task_per_minibatch_with_and_without_cuda(
+    monkeypatch, project, cuda, num_mini_batch, samplers
+):
+    # the seed's pipeline asks for 6 minibatches where CUDA is available, 2 or 1 elsewhere
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    experiment = load_experiment(ROOT / "projects" / "objectnav" / project)
+    pipeline = build_pipeline(experiment)
+    tasks = experiment.machine_params("train").nprocesses
+    assert (pipeline.num_mini_batch, tasks) == (num_mini_batch, samplers)
+    pipeline.check_task_count(tasks)
 
 
 @pytest.mark.timeout(600)

@@ -38,8 +38,13 @@ def _recorded_by_stagerl(path: Path, metadata: dict[str, Any]) -> dict[str, Any]
     return recorded
 
 
+def _sensor_space(observation_space: Any, key: str) -> Any:
+    """The space of the sensor that observes recorded `key` during training, if SENSORS has it."""
+    return getattr(observation_space, "spaces", {}).get(SENSOR_UUIDS[key])
+
+
 def _image_space(observation_space: Any) -> Any:
-    return getattr(observation_space, "spaces", {}).get(SENSOR_UUIDS["image"])
+    return _sensor_space(observation_space, "image")
 
 
 def _sensor_channels(observation_space: Any) -> int:
@@ -69,6 +74,13 @@ def _check_fits(
         raise DatasetError(
             f"{path}: recorded views are {view}x{view}x3, the experiment's "
             f"{SENSOR_UUIDS['image']} sensor gives {tuple(_image_space(observation_space).shape)}"
+        )
+    mission = _sensor_space(observation_space, "mission")
+    if mission is not None and instr_len != mission.shape[0]:
+        raise DatasetError(
+            f"{path}: instr_len={instr_len}, but the experiment's {SENSOR_UUIDS['mission']} "
+            f"sensor gives {mission.shape[0]} tokens, which the model reads from every batch; "
+            f"create the iterator with instr_len={mission.shape[0]}"
         )
     if instr_len is not None and instr_len < recorded["longest_mission"]:
         raise DatasetError(
