@@ -341,3 +341,17 @@ def test_a_run_resumes_after_its_experiment_file_moved(tmp_path):
     config = tmp_path / "moved" / "seed_reporting.py"
     assert cli.main(["train", str(config), "--resume", str(final)]) == 0
     assert list_checkpoints(tmp_path / "r")[0].name == "ckpt_000000001024.pt"
+
+
+def test_a_checkpoint_whose_model_no_longer_fits_is_named_not_a_traceback(tmp_path, capsys):
+    config = tmp_path / "tiny.py"
+    config.write_text((FIXTURES / "tiny_ppo.py").read_text())
+    final = Trainer(load_experiment(config), run_dir=tmp_path / "r", seed=0).train(
+        stop_after_steps=256
+    )
+    config.write_text(config.read_text().replace("memory_dim=32", "memory_dim=16"))
+    resume = ["train", str(config), "--resume", str(final), "--allow-config-change"]
+    assert cli.main(resume) == 2
+    assert "the checkpoint resumed from: its model does not fit" in capsys.readouterr().err
+    assert cli.main(["eval", str(config), "-c", str(final), "--episodes", "1"]) == 2
+    assert f"{final}: its model does not fit" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from stagerl.engine.aggregation import ExpertDataBuffer
 from stagerl.engine.checkpoint import load_checkpoint
 from stagerl.engine.storage import RolloutStorage
 from stagerl.engine.trainer import Trainer
+from stagerl.errors import CheckpointError
 from stagerl.experiment import load_experiment
 from stagerl.pipeline import DatasetAggregation
 from tests.engine.test_stages import TINY
@@ -46,6 +47,30 @@ def test_buffer_keeps_whole_sequences_and_overwrites_the_oldest():
         assert obs[:, column, 1].tolist() == [0, 1, 2, 3]
         assert batch.memory[0, column].tolist() == [float(sequence // 10)] * 2
     assert buffer.nbytes > 0
+
+
+def test_a_saved_buffer_loads_into_another_capacity_keeping_the_newest_sequences():
+    # max_sequences edited before a resume (--allow-config-change)
+    def buffer(capacity: int, steps: int = 4) -> ExpertDataBuffer:
+        return ExpertDataBuffer(
+            capacity=capacity, num_steps=steps, observation_space=SPACE, memory_shape=(1, 2)
+        )
+
+    saved = buffer(5)
+    for rollout in range(3):  # 9 sequences into 5 slots: 11, 12, 20, 21, 22 kept, 11 oldest
+        saved.add(_storage(rollout))
+    same, smaller, larger = buffer(5), buffer(3), buffer(8)
+    for loaded in (same, smaller, larger):
+        loaded.load_state_dict(saved.state_dict())
+    assert torch.equal(same.observations["x"], saved.observations["x"]) and same.next == 4
+    assert [int(x) for x in smaller.observations["x"][:, 0, 0]] == [20, 21, 22]
+    assert (smaller.size, smaller.next) == (3, 0)
+    assert [int(x) for x in larger.observations["x"][:5, 0, 0]] == [11, 12, 20, 21, 22]
+    assert (larger.size, larger.next) == (5, 5)
+    larger.add(_storage(3))  # appended after the newest
+    assert [int(x) for x in larger.observations["x"][5:, 0, 0]] == [30, 31, 32]
+    with pytest.raises(CheckpointError, match="DAgger buffer holds sequences shaped"):
+        buffer(5, steps=8).load_state_dict(saved.state_dict())
 
 
 def test_dataset_aggregation_needs_an_imitation_loss():

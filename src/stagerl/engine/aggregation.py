@@ -9,6 +9,7 @@ import torch
 from gymnasium import spaces
 
 from stagerl.engine.storage import RolloutStorage, torch_dtype
+from stagerl.errors import CheckpointError
 from stagerl.losses.base import RolloutBatch
 
 
@@ -84,10 +85,24 @@ class ExpertDataBuffer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from what `state_dict()` saved."""
-        for key in ("masks", "prev_actions", "memory"):
-            setattr(self, key, state[key].to(self.device))
-        self.observations = {
-            uuid: obs.to(self.device) for uuid, obs in state["observations"].items()
-        }
-        self.size, self.next = state["size"], state["next"]
+        """Continue from what `state_dict()` saved. Saved with another capacity (`max_sequences`
+        edited, resumed with --allow-config-change), the newest sequences that fit are kept."""
+        saved = {"masks": state["masks"], "prev_actions": state["prev_actions"]}
+        saved |= {"memory": state["memory"], **state["observations"]}
+        mine = {"masks": self.masks, "prev_actions": self.prev_actions, "memory": self.memory}
+        mine |= self.observations
+        shapes = {key: tuple(tensor.shape[1:]) for key, tensor in saved.items()}
+        wanted = {key: tuple(tensor.shape[1:]) for key, tensor in mine.items()}
+        if shapes != wanted:
+            raise CheckpointError(
+                f"the checkpoint's DAgger buffer holds sequences shaped {shapes}, this run's "
+                f"are {wanted} (num_steps, the sensors or the model's memory changed since)"
+            )
+        size, next_row, capacity = state["size"], state["next"], len(state["masks"])
+        rows = torch.arange(capacity)  # as saved: the same rows are sampled from then on
+        if capacity != self.capacity:  # oldest to newest, the newest that fit
+            rows = ((torch.arange(size) + next_row - size) % capacity)[-self.capacity :]
+            size, next_row = len(rows), len(rows) % self.capacity
+        for key, tensor in mine.items():
+            tensor[: len(rows)] = saved[key][rows].to(self.device)
+        self.size, self.next = size, next_row

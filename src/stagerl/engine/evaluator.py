@@ -12,6 +12,7 @@ from stagerl.engine.setup import (
     build_model,
     build_samplers,
     configure_trainer_process,
+    load_saved_state,
     start_sampler,
     trainer_device,
 )
@@ -135,7 +136,7 @@ def trained_model(
     device = trainer_device(machine)
     space = first.observation_space
     model = build_model(experiment, first.action_space, device, space, training=False)
-    model.load_state_dict(payload["model"])
+    load_saved_state("model", model, payload["model"], str(checkpoint))
     model.eval()
     return machine, samplers, model
 

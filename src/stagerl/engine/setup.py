@@ -383,6 +383,18 @@ def _optimization(pipeline: TrainingPipeline, model: ActorCriticModel) -> tuple[
     return optimizer, scheduler
 
 
+def load_saved_state(what: str, target: Any, state: dict, source: str) -> None:
+    """`target.load_state_dict(state)`; a CheckpointError naming `source` and `what` when the
+    saved state does not fit (the experiment's model or optimizer changed since)."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{source}: its {what} does not fit this experiment's (edited since it was "
+            f"saved?): {error}"
+        ) from None
+
+
 def _resume_optimization(optimizer: Any, scheduler: Any, resume: dict, edited: bool) -> None:
     """The optimizer's running state (Adam's moments, ...) from the checkpoint. Its settings
     and the LR schedule are the checkpoint's too, unless the experiment file was edited since
@@ -391,7 +403,7 @@ def _resume_optimization(optimizer: Any, scheduler: Any, resume: dict, edited: b
     settings = [
         {k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups
     ]
-    optimizer.load_state_dict(resume["optimizer"])
+    load_saved_state("optimizer", optimizer, resume["optimizer"], "the checkpoint resumed from")
     if not edited:
         if scheduler is not None and resume["lr_scheduler"] is not None:
             scheduler.load_state_dict(resume["lr_scheduler"])
@@ -450,7 +462,7 @@ def build_training_setup(
     optimizer, scheduler = _optimization(pipeline, model)
     if resume:
         _check_resumable(resume, experiment, total_tasks)
-        model.load_state_dict(resume["model"])
+        load_saved_state("model", model, resume["model"], "the checkpoint resumed from")
         edited = resume.get("config_source") != experiment.source
         _resume_optimization(optimizer, scheduler, resume, edited)
     return TrainingSetup(
