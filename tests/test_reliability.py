@@ -256,6 +256,20 @@ def _fingerprints(run_dir: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in (run_dir / "checkpoints").iterdir()}
 
 
+def test_a_run_resumed_in_place_never_deletes_an_earlier_runs_checkpoints(tmp_path):
+    config, run_dir = FIXTURES / "tiny_ppo.py", tmp_path / "TinyPPO" / "run"
+    Trainer(load_experiment(config), run_dir=run_dir, seed=0).train(stop_after_steps=512)
+    earlier = _fingerprints(run_dir)  # 256 and 512 steps
+    resume = ["train", str(config), "-o", str(tmp_path), "--resume", "latest"]
+    assert cli.main([*resume, "--keep-checkpoints", "1"]) == 0
+    assert [p.name for p in list_checkpoints(run_dir)] == [
+        "ckpt_000000001024.pt",  # the resumed run's 768 went: it keeps 1 of its own
+        "ckpt_000000000512.pt",
+        "ckpt_000000000256.pt",
+    ]
+    assert {name: _fingerprints(run_dir)[name] for name in earlier} == earlier
+
+
 def test_resuming_an_older_checkpoint_branches_and_never_touches_the_original(tmp_path, capsys):
     config, output = FIXTURES / "tiny_ppo.py", tmp_path / "runs"
     assert cli.main(["train", str(config), "-o", str(output)]) == 0

@@ -121,7 +121,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=5,
         metavar="K",
-        help="keep the newest K checkpoints (default: 5)",
+        help="of the checkpoints this run writes, keep the newest K and every stage's final "
+        "one (default: 5); checkpoints written before a resume are never deleted",
     )
     train.add_argument(
         "--max-nonfinite-updates",

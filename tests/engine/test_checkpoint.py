@@ -1,15 +1,23 @@
-"""Checkpoints are written whole or not at all, and only the newest K are kept."""
+"""Checkpoints are written whole or not at all, and a run keeps the newest K it wrote (a run
+resumed in place keeping an earlier one's: tests/test_reliability.py; every stage's final one:
+tests/engine/test_stages.py)."""
 
 import pytest
 import torch
 
-from stagerl.engine.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from stagerl.engine.checkpoint import (
+    CheckpointRotation,
+    list_checkpoints,
+    load_latest,
+    save_checkpoint,
+)
 from stagerl.errors import CheckpointError
 
 
 def test_only_the_newest_k_checkpoints_are_kept_and_no_temporary_file_remains(tmp_path):
+    rotation = CheckpointRotation(keep=2)
     for steps in (100, 200, 300, 400):
-        save_checkpoint(tmp_path, steps, {"model": {"w": torch.tensor(steps)}}, keep=2)
+        rotation.wrote(save_checkpoint(tmp_path, steps, {"model": {"w": torch.tensor(steps)}}))
     assert [p.name for p in list_checkpoints(tmp_path)] == [
         "ckpt_000000000400.pt",
         "ckpt_000000000300.pt",
@@ -21,14 +29,14 @@ def test_only_the_newest_k_checkpoints_are_kept_and_no_temporary_file_remains(tm
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_untouched(tmp_path):
-    save_checkpoint(tmp_path, 100, {"model": {"w": torch.tensor(1)}}, keep=5)
+    save_checkpoint(tmp_path, 100, {"model": {"w": torch.tensor(1)}})
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        save_checkpoint(tmp_path, 200, {"model": {}, "bad": Unpicklable()}, keep=5)
+        save_checkpoint(tmp_path, 200, {"model": {}, "bad": Unpicklable()})
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt_000000000100.pt"]
     path, payload = load_latest(tmp_path)
     assert payload["model"]["w"] == 1

@@ -1,5 +1,5 @@
-"""Checkpoints: written atomically, the last K kept, corrupt ones skipped with a reason and
-set aside."""
+"""Checkpoints: written atomically, never deleted by a later run, corrupt ones skipped with a
+reason and set aside."""
 
 import json
 import re
@@ -24,15 +24,39 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS_DIR
 
 
-def save_checkpoint(run_dir: Path, total_steps: int, payload: dict[str, Any], keep: int) -> Path:
-    """Write atomically (`write_atomically`); then delete all but the newest `keep`."""
-    directory = checkpoint_dir(run_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"ckpt_{total_steps:012d}.pt"
+def checkpoint_path(run_dir: Path, total_steps: int) -> Path:
+    """The file a run's checkpoint at `total_steps` is written to."""
+    return checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
+
+
+def save_checkpoint(run_dir: Path, total_steps: int, payload: dict[str, Any]) -> Path:
+    """Write the checkpoint atomically (`write_atomically`); its path."""
+    path = checkpoint_path(run_dir, total_steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda file: torch.save(payload, file))
-    for old in list_checkpoints(run_dir)[keep:]:
-        old.unlink(missing_ok=True)
     return path
+
+
+class CheckpointRotation:
+    """Keeps the newest `keep` of the checkpoints one training process writes, deleting older
+    ones, but never a stage's final checkpoint. It only knows the paths this process wrote, so
+    a run resumed in place (perhaps with a smaller `keep`) never deletes an earlier run's."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.deletable: list[Path] = []  # oldest first
+
+    def wrote(self, path: Path) -> None:
+        """`path` was just written: delete this process's checkpoints beyond the newest `keep`."""
+        self.keep_for_good(path)  # written again at the same step: it is the newest now
+        self.deletable.append(path)
+        while len(self.deletable) > self.keep:
+            self.deletable.pop(0).unlink(missing_ok=True)
+
+    def keep_for_good(self, path: Path) -> None:
+        """Never delete `path` (a stage's final checkpoint)."""
+        if path in self.deletable:
+            self.deletable.remove(path)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
