@@ -2,6 +2,8 @@
 resumed in place keeping an earlier one's: tests/test_reliability.py; every stage's final one:
 tests/engine/test_stages.py)."""
 
+import errno
+
 import pytest
 import torch
 
@@ -53,3 +55,20 @@ def test_resume_with_no_readable_checkpoint_says_so(tmp_path):
     # set aside: kept whole, but no longer listed, so never counted among the newest to keep
     assert list_checkpoints(tmp_path) == []
     assert (tmp_path / "checkpoints" / "ckpt_000000000100.pt.unreadable").read_bytes() == b"garbage"
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), MemoryError()])
+def test_a_checkpoint_unread_for_io_or_memory_is_named_and_not_set_aside(
+    tmp_path, monkeypatch, error
+):
+    for steps in (100, 200):
+        save_checkpoint(tmp_path, steps, {"model": {"w": torch.tensor(steps)}})
+    newest = list_checkpoints(tmp_path)[0]
+
+    def load(path, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(CheckpointError, match=f"{newest}: could not read the checkpoint"):
+        load_latest(tmp_path, warn=pytest.fail)  # not resumed from the older one either
+    assert list_checkpoints(tmp_path)[0] == newest

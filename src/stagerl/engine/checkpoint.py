@@ -2,6 +2,7 @@
 reason and set aside."""
 
 import json
+import pickle
 import re
 import time
 from pathlib import Path
@@ -10,13 +11,16 @@ from typing import Any
 import torch
 
 from stagerl.engine.files import write_atomically
-from stagerl.errors import CheckpointError
+from stagerl.errors import CheckpointError, CorruptCheckpointError
 
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 # 3: what each trainer rank keeps (samplers, storage, RNG, ...) under "ranks"
 # (2: one rank's, at the top; 1: sampler states one per worker process, not per sampler)
 CHECKPOINT_FORMAT = 3
 CHECKPOINTS_DIR = "checkpoints"  # in a run directory
+# What torch.load raises for a truncated or damaged file: its zip reader a RuntimeError, the
+# unpickler the others. An OSError or MemoryError says nothing about the file's contents.
+_DAMAGED = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -69,26 +73,33 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's contents (on the CPU); an error naming the file if it is unreadable."""
+    """A checkpoint's contents (on the CPU). A damaged file raises CorruptCheckpointError; any
+    other failure to read it (an I/O error, too little memory) a CheckpointError: both name it."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise CheckpointError(
+    except _DAMAGED as error:
+        raise CorruptCheckpointError(
             f"{path}: unreadable checkpoint ({type(error).__name__}: {error})"
         ) from None
+    except Exception as error:
+        raise CheckpointError(
+            f"{path}: could not read the checkpoint ({type(error).__name__}: {error}); it is "
+            "left as it is: try again once the cause is fixed"
+        ) from error
     if not isinstance(payload, dict) or "model" not in payload:
-        raise CheckpointError(f"{path}: not a stagerl checkpoint")
+        raise CorruptCheckpointError(f"{path}: not a stagerl checkpoint")
     return payload
 
 
 def load_latest(run_dir: Path, warn: Any = print) -> tuple[Path, dict[str, Any]]:
-    """The newest readable checkpoint of a run; each one skipped is named with the reason and
-    renamed to `<name>.unreadable`: kept, but no longer counted among the newest `keep` (where
-    it would make the resumed run delete its good checkpoints) nor resumed again."""
+    """The newest readable checkpoint of a run; each damaged one skipped is named with the
+    reason and renamed to `<name>.unreadable`: kept, but no longer resumed again. A checkpoint
+    that cannot be read for another reason (an I/O error) stops the search: resuming an older
+    one would silently drop the steps after it."""
     for path in list_checkpoints(run_dir):
         try:
             return path, load_checkpoint(path)
-        except CheckpointError as error:
+        except CorruptCheckpointError as error:
             kept = path.rename(path.with_name(path.name + ".unreadable"))
             warn(f"skipping checkpoint: {error}; kept as {kept.name}")
     raise CheckpointError(f"{run_dir}: no readable checkpoint to resume from")
