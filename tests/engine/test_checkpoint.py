@@ -3,14 +3,18 @@ resumed in place keeping an earlier one's: tests/test_reliability.py; every stag
 tests/engine/test_stages.py)."""
 
 import errno
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from stagerl.engine.checkpoint import (
     CheckpointRotation,
+    find_latest_run,
     list_checkpoints,
     load_latest,
+    new_run_dir,
     save_checkpoint,
 )
 from stagerl.errors import CheckpointError
@@ -72,3 +76,20 @@ def test_a_checkpoint_unread_for_io_or_memory_is_named_and_not_set_aside(
     with pytest.raises(CheckpointError, match=f"{newest}: could not read the checkpoint"):
         load_latest(tmp_path, warn=pytest.fail)  # not resumed from the older one either
     assert list_checkpoints(tmp_path)[0] == newest
+
+
+STAMP = "2025-01-01_00-00-00"
+
+
+def test_run_directories_made_in_the_same_second_get_distinct_names(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda fmt: STAMP)
+    # another job may take a name after any check that it is free: only mkdir may decide
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    names = [new_run_dir(tmp_path / "Tag").name for _ in range(3)]
+    assert names == [STAMP, f"{STAMP}_1", f"{STAMP}_2"]
+
+
+def test_resume_latest_takes_the_run_with_the_highest_suffix_in_a_second(tmp_path):
+    for name in (f"{STAMP}_9", f"{STAMP}_10", "2024-12-31_23-59-59_11"):
+        save_checkpoint(tmp_path / "Tag" / name, 100, {"model": {}})
+    assert find_latest_run(tmp_path, "Tag").name == f"{STAMP}_10"

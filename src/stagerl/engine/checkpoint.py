@@ -107,13 +107,24 @@ def load_latest(run_dir: Path, warn: Any = print) -> tuple[Path, dict[str, Any]]
 
 def new_run_dir(tag_dir: Path) -> Path:
     """A new run directory `tag_dir/<local time to the second>[_<n>]`, created; never one that
-    exists."""
+    exists. Only mkdir decides which name is free: jobs sharing an output directory may start
+    in the same second, and a name free when checked may be taken before it is made."""
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    run_dir, suffix = tag_dir / stamp, 1
-    while run_dir.exists():
-        run_dir, suffix = tag_dir / f"{stamp}_{suffix}", suffix + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    tag_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, suffix = tag_dir / stamp, 0
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            suffix += 1
+            run_dir = tag_dir / f"{stamp}_{suffix}"
+
+
+def _run_order(run_dir: Path) -> tuple[str, int]:
+    """Sorts run directories by time, then by suffix as a number (`_10` after `_9`)."""
+    stamp, _, suffix = run_dir.name.rpartition("_")
+    return (stamp, int(suffix)) if suffix.isdigit() else (run_dir.name, 0)
 
 
 def _run_seed(run_dir: Path) -> int | None:
@@ -130,7 +141,7 @@ def find_latest_run(output_dir: Path, tag: str, seed: int | None = None) -> Path
     tag_dir = output_dir / tag
     runs = sorted(
         (d for d in tag_dir.glob("*") if d.is_dir() and list_checkpoints(d)),
-        key=lambda d: d.name,
+        key=_run_order,
         reverse=True,
     )
     if seed is not None:
