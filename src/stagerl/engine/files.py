@@ -2,10 +2,14 @@
 on resume."""
 
 import os
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+# The temporary names `write_atomically` gives: `.tmp_<32 hex digits><the file's suffix>`.
+_TEMPORARY = re.compile(r"^\.tmp_[0-9a-f]{32}(\.\w+)?$")
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
@@ -35,3 +39,15 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files `write_atomically` left in `directory` when its process was
+    killed mid-write (only names it gives); the paths deleted. Call it only while no other
+    process can be writing there."""
+    if not directory.is_dir():
+        return []
+    stale = [path for path in directory.iterdir() if _TEMPORARY.match(path.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
