@@ -15,6 +15,7 @@ import torch
 
 from stagerl import cli
 from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
+from stagerl.engine.run_lock import hold_run_dir
 from stagerl.engine.trainer import NonFiniteLossError, Trainer
 from stagerl.experiment import load_experiment
 from stagerl.losses.ppo import PPO
@@ -254,6 +255,32 @@ def test_second_ctrl_c_exits_at_once_even_while_a_worker_hangs(tmp_path):
 
 def _fingerprints(run_dir: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in (run_dir / "checkpoints").iterdir()}
+
+
+def test_a_run_resumed_in_place_never_deletes_an_earlier_runs_checkpoints(tmp_path):
+    config, run_dir = FIXTURES / "tiny_ppo.py", tmp_path / "TinyPPO" / "run"
+    Trainer(load_experiment(config), run_dir=run_dir, seed=0).train(stop_after_steps=512)
+    earlier = _fingerprints(run_dir)  # 256 and 512 steps
+    resume = ["train", str(config), "-o", str(tmp_path), "--resume", "latest"]
+    assert cli.main([*resume, "--keep-checkpoints", "1"]) == 0
+    assert [p.name for p in list_checkpoints(run_dir)] == [
+        "ckpt_000000001024.pt",  # the resumed run's 768 went: it keeps 1 of its own
+        "ckpt_000000000512.pt",
+        "ckpt_000000000256.pt",
+    ]
+    assert {name: _fingerprints(run_dir)[name] for name in earlier} == earlier
+
+
+def test_resuming_a_run_another_process_trains_in_fails_at_once_touching_nothing(tmp_path, capsys):
+    config, run_dir = FIXTURES / "tiny_ppo.py", tmp_path / "TinyPPO" / "run"
+    Trainer(load_experiment(config), run_dir=run_dir, seed=0).train(stop_after_steps=64)
+    with hold_run_dir(run_dir):  # as the process still training there does
+        before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+        code = cli.main(["train", str(config), "-o", str(tmp_path), "--resume", "latest"])
+        after = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert code == 2
+    assert f"{run_dir}: another process is training" in capsys.readouterr().err
+    assert after == before  # metrics, checkpoints and records as the running process left them
 
 
 def test_resuming_an_older_checkpoint_branches_and_never_touches_the_original(tmp_path, capsys):

@@ -4,6 +4,7 @@ Heavy imports happen inside the commands, so that `--help` is instant and spawne
 (which re-import the main module) stay torch-free."""
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -121,7 +122,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=5,
         metavar="K",
-        help="keep the newest K checkpoints (default: 5)",
+        help="of the checkpoints this run writes, keep the newest K and every stage's final "
+        "one (default: 5); checkpoints written before a resume are never deleted",
     )
     train.add_argument(
         "--max-nonfinite-updates",
@@ -193,6 +195,18 @@ def _plan_run(args: argparse.Namespace, experiment: Any) -> tuple[Path, dict | N
     return plan.run_dir, plan.payload
 
 
+def _plan_and_hold_run(
+    args: argparse.Namespace, experiment: Any, held: contextlib.ExitStack
+) -> tuple[Path, dict | None]:
+    """`_plan_run`, then the run directory held by this process until `held` closes: no other
+    trainer may write there meanwhile."""
+    from stagerl.engine.run_lock import hold_run_dir
+
+    run_dir, resume = _plan_run(args, experiment)
+    held.enter_context(hold_run_dir(run_dir))
+    return run_dir, resume
+
+
 def _join_ranks(experiment: Any) -> Any:
     """This process's trainer rank: the process group joined when torchrun started several."""
     from stagerl.engine.distributed import Ranks
@@ -214,8 +228,11 @@ def train(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config)
     tag = experiment.call("tag")
     ranks = _join_ranks(experiment)
+    held = contextlib.ExitStack()  # rank 0's hold on the run directory: only it writes there
     try:
-        run_dir, resume = ranks.from_main(lambda: _plan_run(args, experiment), "planning the run")
+        run_dir, resume = ranks.from_main(
+            lambda: _plan_and_hold_run(args, experiment, held), "planning the run"
+        )
         trainer = Trainer(
             experiment,
             run_dir=run_dir,
@@ -240,6 +257,7 @@ def train(args: argparse.Namespace) -> int:
         final = trainer.train()
     finally:
         ranks.close()
+        held.close()
     _print_next_commands(args.config, run_dir, final)
     return 0
 

@@ -29,6 +29,11 @@ class CheckpointError(StagerlError):
     """A checkpoint is unreadable or belongs to another experiment."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file's contents are damaged (truncated, overwritten): not a stagerl
+    checkpoint any more, whoever reads it."""
+
+
 def require(condition: bool, field: str, value: object, expected: str) -> None:
     """Raise a ConfigError naming `field` and `value` unless `condition` holds."""
     if not condition:

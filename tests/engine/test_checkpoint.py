@@ -1,15 +1,29 @@
-"""Checkpoints are written whole or not at all, and only the newest K are kept."""
+"""Checkpoints are written whole or not at all, and a run keeps the newest K it wrote (a run
+resumed in place keeping an earlier one's: tests/test_reliability.py; every stage's final one:
+tests/engine/test_stages.py)."""
+
+import errno
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from stagerl.engine.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from stagerl.engine.checkpoint import (
+    CheckpointRotation,
+    find_latest_run,
+    list_checkpoints,
+    load_latest,
+    new_run_dir,
+    save_checkpoint,
+)
 from stagerl.errors import CheckpointError
 
 
 def test_only_the_newest_k_checkpoints_are_kept_and_no_temporary_file_remains(tmp_path):
+    rotation = CheckpointRotation(keep=2)
     for steps in (100, 200, 300, 400):
-        save_checkpoint(tmp_path, steps, {"model": {"w": torch.tensor(steps)}}, keep=2)
+        rotation.wrote(save_checkpoint(tmp_path, steps, {"model": {"w": torch.tensor(steps)}}))
     assert [p.name for p in list_checkpoints(tmp_path)] == [
         "ckpt_000000000400.pt",
         "ckpt_000000000300.pt",
@@ -21,14 +35,14 @@ def test_only_the_newest_k_checkpoints_are_kept_and_no_temporary_file_remains(tm
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_untouched(tmp_path):
-    save_checkpoint(tmp_path, 100, {"model": {"w": torch.tensor(1)}}, keep=5)
+    save_checkpoint(tmp_path, 100, {"model": {"w": torch.tensor(1)}})
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        save_checkpoint(tmp_path, 200, {"model": {}, "bad": Unpicklable()}, keep=5)
+        save_checkpoint(tmp_path, 200, {"model": {}, "bad": Unpicklable()})
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt_000000000100.pt"]
     path, payload = load_latest(tmp_path)
     assert payload["model"]["w"] == 1
@@ -45,3 +59,37 @@ def test_resume_with_no_readable_checkpoint_says_so(tmp_path):
     # set aside: kept whole, but no longer listed, so never counted among the newest to keep
     assert list_checkpoints(tmp_path) == []
     assert (tmp_path / "checkpoints" / "ckpt_000000000100.pt.unreadable").read_bytes() == b"garbage"
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), MemoryError()])
+def test_a_checkpoint_unread_for_io_or_memory_is_named_and_not_set_aside(
+    tmp_path, monkeypatch, error
+):
+    for steps in (100, 200):
+        save_checkpoint(tmp_path, steps, {"model": {"w": torch.tensor(steps)}})
+    newest = list_checkpoints(tmp_path)[0]
+
+    def load(path, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(CheckpointError, match=f"{newest}: could not read the checkpoint"):
+        load_latest(tmp_path, warn=pytest.fail)  # not resumed from the older one either
+    assert list_checkpoints(tmp_path)[0] == newest
+
+
+STAMP = "2025-01-01_00-00-00"
+
+
+def test_run_directories_made_in_the_same_second_get_distinct_names(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda fmt: STAMP)
+    # another job may take a name after any check that it is free: only mkdir may decide
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    names = [new_run_dir(tmp_path / "Tag").name for _ in range(3)]
+    assert names == [STAMP, f"{STAMP}_1", f"{STAMP}_2"]
+
+
+def test_resume_latest_takes_the_run_with_the_highest_suffix_in_a_second(tmp_path):
+    for name in (f"{STAMP}_9", f"{STAMP}_10", "2024-12-31_23-59-59_11"):
+        save_checkpoint(tmp_path / "Tag" / name, 100, {"model": {}})
+    assert find_latest_run(tmp_path, "Tag").name == f"{STAMP}_10"

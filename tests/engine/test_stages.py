@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stagerl import cli
-from stagerl.engine.checkpoint import load_checkpoint
+from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
 from stagerl.engine.trainer import Trainer
 from stagerl.experiment import load_experiment
 from tests.variants import fixture_variant
@@ -26,9 +26,14 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 def test_stages_switch_at_their_step_budget(tmp_path):
-    final = Trainer(load_experiment(TINY), run_dir=tmp_path, seed=0).train()
+    final = Trainer(load_experiment(TINY), run_dir=tmp_path, seed=0, keep_checkpoints=1).train()
     state = load_checkpoint(final)["state"]
     assert (state["stage_index"], state["total_steps"]) == (2, 1024)
+    # the first stage's final model stays, though only the newest checkpoint is to be kept
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "ckpt_000000001024.pt",
+        "ckpt_000000000512.pt",
+    ]
     rows = _rows(tmp_path)
     assert {r["stage"] for r in rows if r["step"] <= 512} == {"0:imitation_loss"}
     assert {r["stage_index"] for r in rows} == {0, 1}  # also a TensorBoard scalar

@@ -1,7 +1,8 @@
-"""Checkpoints: written atomically, the last K kept, corrupt ones skipped with a reason and
-set aside."""
+"""Checkpoints: written atomically, never deleted by a later run, corrupt ones skipped with a
+reason and set aside."""
 
 import json
+import pickle
 import re
 import time
 from pathlib import Path
@@ -10,13 +11,16 @@ from typing import Any
 import torch
 
 from stagerl.engine.files import write_atomically
-from stagerl.errors import CheckpointError
+from stagerl.errors import CheckpointError, CorruptCheckpointError
 
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 # 3: what each trainer rank keeps (samplers, storage, RNG, ...) under "ranks"
 # (2: one rank's, at the top; 1: sampler states one per worker process, not per sampler)
 CHECKPOINT_FORMAT = 3
 CHECKPOINTS_DIR = "checkpoints"  # in a run directory
+# What torch.load raises for a truncated or damaged file: its zip reader a RuntimeError, the
+# unpickler the others. An OSError or MemoryError says nothing about the file's contents.
+_DAMAGED = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -24,15 +28,39 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS_DIR
 
 
-def save_checkpoint(run_dir: Path, total_steps: int, payload: dict[str, Any], keep: int) -> Path:
-    """Write atomically (`write_atomically`); then delete all but the newest `keep`."""
-    directory = checkpoint_dir(run_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"ckpt_{total_steps:012d}.pt"
+def checkpoint_path(run_dir: Path, total_steps: int) -> Path:
+    """The file a run's checkpoint at `total_steps` is written to."""
+    return checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
+
+
+def save_checkpoint(run_dir: Path, total_steps: int, payload: dict[str, Any]) -> Path:
+    """Write the checkpoint atomically (`write_atomically`); its path."""
+    path = checkpoint_path(run_dir, total_steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda file: torch.save(payload, file))
-    for old in list_checkpoints(run_dir)[keep:]:
-        old.unlink(missing_ok=True)
     return path
+
+
+class CheckpointRotation:
+    """Keeps the newest `keep` of the checkpoints one training process writes, deleting older
+    ones, but never a stage's final checkpoint. It only knows the paths this process wrote, so
+    a run resumed in place (perhaps with a smaller `keep`) never deletes an earlier run's."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.deletable: list[Path] = []  # oldest first
+
+    def wrote(self, path: Path) -> None:
+        """`path` was just written: delete this process's checkpoints beyond the newest `keep`."""
+        self.keep_for_good(path)  # written again at the same step: it is the newest now
+        self.deletable.append(path)
+        while len(self.deletable) > self.keep:
+            self.deletable.pop(0).unlink(missing_ok=True)
+
+    def keep_for_good(self, path: Path) -> None:
+        """Never delete `path` (a stage's final checkpoint)."""
+        if path in self.deletable:
+            self.deletable.remove(path)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -45,26 +73,33 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's contents (on the CPU); an error naming the file if it is unreadable."""
+    """A checkpoint's contents (on the CPU). A damaged file raises CorruptCheckpointError; any
+    other failure to read it (an I/O error, too little memory) a CheckpointError: both name it."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise CheckpointError(
+    except _DAMAGED as error:
+        raise CorruptCheckpointError(
             f"{path}: unreadable checkpoint ({type(error).__name__}: {error})"
         ) from None
+    except Exception as error:
+        raise CheckpointError(
+            f"{path}: could not read the checkpoint ({type(error).__name__}: {error}); it is "
+            "left as it is: try again once the cause is fixed"
+        ) from error
     if not isinstance(payload, dict) or "model" not in payload:
-        raise CheckpointError(f"{path}: not a stagerl checkpoint")
+        raise CorruptCheckpointError(f"{path}: not a stagerl checkpoint")
     return payload
 
 
 def load_latest(run_dir: Path, warn: Any = print) -> tuple[Path, dict[str, Any]]:
-    """The newest readable checkpoint of a run; each one skipped is named with the reason and
-    renamed to `<name>.unreadable`: kept, but no longer counted among the newest `keep` (where
-    it would make the resumed run delete its good checkpoints) nor resumed again."""
+    """The newest readable checkpoint of a run; each damaged one skipped is named with the
+    reason and renamed to `<name>.unreadable`: kept, but no longer resumed again. A checkpoint
+    that cannot be read for another reason (an I/O error) stops the search: resuming an older
+    one would silently drop the steps after it."""
     for path in list_checkpoints(run_dir):
         try:
             return path, load_checkpoint(path)
-        except CheckpointError as error:
+        except CorruptCheckpointError as error:
             kept = path.rename(path.with_name(path.name + ".unreadable"))
             warn(f"skipping checkpoint: {error}; kept as {kept.name}")
     raise CheckpointError(f"{run_dir}: no readable checkpoint to resume from")
@@ -72,13 +107,24 @@ def load_latest(run_dir: Path, warn: Any = print) -> tuple[Path, dict[str, Any]]
 
 def new_run_dir(tag_dir: Path) -> Path:
     """A new run directory `tag_dir/<local time to the second>[_<n>]`, created; never one that
-    exists."""
+    exists. Only mkdir decides which name is free: jobs sharing an output directory may start
+    in the same second, and a name free when checked may be taken before it is made."""
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    run_dir, suffix = tag_dir / stamp, 1
-    while run_dir.exists():
-        run_dir, suffix = tag_dir / f"{stamp}_{suffix}", suffix + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    tag_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, suffix = tag_dir / stamp, 0
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            suffix += 1
+            run_dir = tag_dir / f"{stamp}_{suffix}"
+
+
+def _run_order(run_dir: Path) -> tuple[str, int]:
+    """Sorts run directories by time, then by suffix as a number (`_10` after `_9`)."""
+    stamp, _, suffix = run_dir.name.rpartition("_")
+    return (stamp, int(suffix)) if suffix.isdigit() else (run_dir.name, 0)
 
 
 def _run_seed(run_dir: Path) -> int | None:
@@ -95,7 +141,7 @@ def find_latest_run(output_dir: Path, tag: str, seed: int | None = None) -> Path
     tag_dir = output_dir / tag
     runs = sorted(
         (d for d in tag_dir.glob("*") if d.is_dir() and list_checkpoints(d)),
-        key=lambda d: d.name,
+        key=_run_order,
         reverse=True,
     )
     if seed is not None:

@@ -2,17 +2,22 @@
 on resume."""
 
 import os
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+# The temporary names `write_atomically` gives: `.tmp_<32 hex digits><the file's suffix>`.
+_TEMPORARY = re.compile(r"^\.tmp_[0-9a-f]{32}(\.\w+)?$")
+
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """`write(file)` to a temporary file beside `path`, fsync, rename over `path`: a crash
-    leaves either the old file or the new one, never a part of either. The file gets the
-    permissions the umask gives a new file (a temporary file from `tempfile` would be owner-only,
-    hiding a run's records from a TensorBoard server run by another user)."""
+    """`write(file)` to a temporary file beside `path`, fsync, rename over `path`, fsync the
+    folder: a crash (power loss included) leaves either the old file or the new one, never a
+    part of either. The file gets the permissions the umask gives a new file (a temporary file
+    from `tempfile` would be owner-only, hiding a run's records from a TensorBoard server run by
+    another user)."""
     temporary = path.with_name(f".tmp_{uuid.uuid4().hex}{path.suffix}")
     fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
@@ -24,3 +29,25 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Put a rename in `directory` on disk: until its entry is, a power loss can undo it."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files `write_atomically` left in `directory` when its process was
+    killed mid-write (only names it gives); the paths deleted. Call it only while no other
+    process can be writing there."""
+    if not directory.is_dir():
+        return []
+    stale = [path for path in directory.iterdir() if _TEMPORARY.match(path.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -15,7 +15,12 @@ from typing import Any
 import torch
 
 from stagerl.engine.aggregation import ExpertDataBuffer
-from stagerl.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from stagerl.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointRotation,
+    checkpoint_path,
+    save_checkpoint,
+)
 from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger, TrainingMetrics
@@ -78,7 +83,7 @@ class Trainer:
     ) -> None:
         self.experiment = experiment
         self.run_dir = run_dir
-        self.keep_checkpoints = keep_checkpoints
+        self.rotation = CheckpointRotation(keep_checkpoints)
         self.max_nonfinite_updates = max_nonfinite_updates
         self.ranks = ranks = ranks or Ranks()
         self.seed = resume["seed"] if resume else seed
@@ -324,9 +329,9 @@ class Trainer:
             "dagger_buffer_stage": self.buffer_stage,
             "ranks": parts,
         }
-        return save_checkpoint(
-            self.run_dir, self.state.total_steps, payload, keep=self.keep_checkpoints
-        )
+        path = save_checkpoint(self.run_dir, self.state.total_steps, payload)
+        self.rotation.wrote(path)
+        return path
 
     def _save_now(
         self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
@@ -421,6 +426,7 @@ class Trainer:
                 more_stages = state.stage_index + 1 < len(stages)  # else the final save follows
                 if more_stages and state.last_save_steps != state.total_steps:
                     self._checkpoint(sampler, storage, logger)  # every stage's final model
+                self.rotation.keep_for_good(checkpoint_path(self.run_dir, state.total_steps))
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
                 state.stopped_early = False
                 continue

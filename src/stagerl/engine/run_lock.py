@@ -1,0 +1,34 @@
+"""One training process per run directory: a second one there (say `--resume latest` while
+the run is alive) would truncate its metrics and delete its checkpoints under it."""
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from stagerl.engine.checkpoint import checkpoint_dir
+from stagerl.engine.files import remove_stale_temporaries
+from stagerl.errors import StagerlError
+
+LOCK_FILE = "train.lock"  # in a run directory; left there (deleting it would race a locker)
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` for this training process until the block ends: an exclusive lock on its
+    lock file (the kernel releases it if the process dies), then the temporary files a run
+    killed mid-write left in it are deleted. Readers such as `stagerl eval` take no lock."""
+    path = run_dir / LOCK_FILE
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StagerlError(
+                f"{run_dir}: another process is training in this run directory (it holds "
+                f"{LOCK_FILE}); wait for it to end, or stop it, before resuming there"
+            ) from None
+        except OSError as error:
+            raise StagerlError(f"{path}: cannot lock the run directory ({error})") from None
+        for directory in (run_dir, checkpoint_dir(run_dir)):
+            remove_stale_temporaries(directory)
+        yield
