@@ -28,14 +28,9 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS_DIR
 
 
-def checkpoint_path(run_dir: Path, total_steps: int) -> Path:
-    """The file a run's checkpoint at `total_steps` is written to."""
-    return checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
-
-
 def save_checkpoint(run_dir: Path, total_steps: int, payload: dict[str, Any]) -> Path:
     """Write the checkpoint atomically (`write_atomically`); its path."""
-    path = checkpoint_path(run_dir, total_steps)
+    path = checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda file: torch.save(payload, file))
     return path
@@ -52,15 +47,16 @@ class CheckpointRotation:
 
     def wrote(self, path: Path) -> None:
         """`path` was just written: delete this process's checkpoints beyond the newest `keep`."""
-        self.keep_for_good(path)  # written again at the same step: it is the newest now
+        if path in self.deletable:  # written again at the same step: it is the newest now
+            self.deletable.remove(path)
         self.deletable.append(path)
         while len(self.deletable) > self.keep:
             self.deletable.pop(0).unlink(missing_ok=True)
 
-    def keep_for_good(self, path: Path) -> None:
-        """Never delete `path` (a stage's final checkpoint)."""
-        if path in self.deletable:
-            self.deletable.remove(path)
+    def keep_newest(self) -> None:
+        """Never delete the checkpoint this process wrote last (a stage's final one)."""
+        if self.deletable:
+            self.deletable.pop()
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -33,10 +33,17 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
 
 
 def _fsync_directory(directory: Path) -> None:
-    """Put a rename in `directory` on disk: until its entry is, a power loss can undo it."""
-    fd = os.open(directory, os.O_RDONLY)
+    """Put a rename in `directory` on disk: until its entry is, a power loss can undo it.
+    Where the filesystem cannot sync a folder (some network ones), the rename stays as safe as
+    the filesystem makes it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 

@@ -3,6 +3,7 @@ the run is alive) would truncate its metrics and delete its checkpoints under it
 
 import contextlib
 import fcntl
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +28,12 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
                 f"{run_dir}: another process is training in this run directory (it holds "
                 f"{LOCK_FILE}); wait for it to end, or stop it, before resuming there"
             ) from None
-        except OSError as error:
-            raise StagerlError(f"{path}: cannot lock the run directory ({error})") from None
+        except OSError as error:  # a filesystem without locks: train, unguarded
+            print(
+                f"stagerl: {path}: cannot lock the run directory ({error}); nothing stops "
+                "another trainer from writing there meanwhile",
+                file=sys.stderr,
+            )
         for directory in (run_dir, checkpoint_dir(run_dir)):
             remove_stale_temporaries(directory)
         yield

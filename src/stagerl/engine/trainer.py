@@ -15,12 +15,7 @@ from typing import Any
 import torch
 
 from stagerl.engine.aggregation import ExpertDataBuffer
-from stagerl.engine.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CheckpointRotation,
-    checkpoint_path,
-    save_checkpoint,
-)
+from stagerl.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointRotation, save_checkpoint
 from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger, TrainingMetrics
@@ -426,7 +421,8 @@ class Trainer:
                 more_stages = state.stage_index + 1 < len(stages)  # else the final save follows
                 if more_stages and state.last_save_steps != state.total_steps:
                     self._checkpoint(sampler, storage, logger)  # every stage's final model
-                self.rotation.keep_for_good(checkpoint_path(self.run_dir, state.total_steps))
+                if more_stages:
+                    self.rotation.keep_newest()  # that model, never rotated away
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
                 state.stopped_early = False
                 continue
