@@ -335,12 +335,16 @@ def test_a_checkpoint_outside_a_run_continues_in_a_new_run_directory(tmp_path, c
     assert list_checkpoints(new)[0].name == "ckpt_000000001024.pt"
 
 
-def test_resume_refuses_an_edited_config_unless_allowed_and_records_the_change(tmp_path, capsys):
+def _edited_later(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of tiny_ppo.py (to edit) and the checkpoint of its run in `r`, cut at 256 steps."""
     config = tmp_path / "tiny.py"
     config.write_text((FIXTURES / "tiny_ppo.py").read_text())
-    final = Trainer(load_experiment(config), run_dir=tmp_path / "r", seed=0).train(
-        stop_after_steps=256
-    )
+    run = Trainer(load_experiment(config), run_dir=tmp_path / "r", seed=0)
+    return config, run.train(stop_after_steps=256)
+
+
+def test_resume_refuses_an_edited_config_unless_allowed_and_records_the_change(tmp_path, capsys):
+    config, final = _edited_later(tmp_path)
     config.write_text(config.read_text().replace("lr=1e-3", "lr=5e-4"))
     assert cli.main(["train", str(config), "--resume", str(final)]) == 2
     err = capsys.readouterr().err
@@ -371,11 +375,7 @@ def test_a_run_resumes_after_its_experiment_file_moved(tmp_path):
 
 
 def test_a_checkpoint_whose_model_no_longer_fits_is_named_not_a_traceback(tmp_path, capsys):
-    config = tmp_path / "tiny.py"
-    config.write_text((FIXTURES / "tiny_ppo.py").read_text())
-    final = Trainer(load_experiment(config), run_dir=tmp_path / "r", seed=0).train(
-        stop_after_steps=256
-    )
+    config, final = _edited_later(tmp_path)
     config.write_text(config.read_text().replace("memory_dim=32", "memory_dim=16"))
     resume = ["train", str(config), "--resume", str(final), "--allow-config-change"]
     assert cli.main(resume) == 2
