@@ -171,6 +171,17 @@ def test_hung_worker_times_out():
     _assert_gone(pids)
 
 
+def test_a_worker_hung_before_reading_a_long_message_times_out():
+    # a restore larger than the pipe's buffer waits in send until the worker reads it
+    sampler = VectorSampler(
+        [CountingSampler(0, fault="hang while starting")], num_workers=1, timeout=1.0
+    )
+    pids = [p.pid for p in sampler.processes]
+    with pytest.raises(WorkerError, match=r"sampler worker 0 .* did not answer 'restore'"):
+        sampler.restore([b"x" * 1_000_000])
+    _assert_gone(pids)
+
+
 def test_killed_worker_is_reported():
     samplers = [CountingSampler(0), CountingSampler(1)]
     sampler = VectorSampler(samplers, num_workers=2)

@@ -36,6 +36,7 @@ from stagerl.tasks.shared import ArraySpec, SharedArrays
 from stagerl.tasks.worker import WorkerExperiment, WorkerLoop, worker_main
 
 TRAINER = -1  # the owner of the slots the trainer steps itself
+PIPE_BUFFER = 4096  # bytes a pipe surely takes without a reader (POSIX's PIPE_BUF; Linux: 64 KiB)
 
 
 @dataclass
@@ -227,7 +228,11 @@ class VectorSampler:
         return {uuid: self.arrays[f"{prefix}/{uuid}"][group] for uuid in self.uuids}
 
     def _send(self, w: int, message: bytes) -> None:
-        with contextlib.suppress(OSError):  # a dead worker is reported by _receive
+        # A dead worker, or one that does not read (hung before its first command) while a
+        # message larger than the pipe's buffer waits, is reported by _receive.
+        large = len(message) > PIPE_BUFFER
+        deadline = _deadline(self.timeout, "not read") if large else contextlib.nullcontext()
+        with deadline, contextlib.suppress(OSError):  # TimeoutError is an OSError
             self.conns[w].send_bytes(message)
 
     def _call_all(self, command: str, arguments: list[Any] | None = None) -> list[Any]:
