@@ -62,7 +62,7 @@ def main() -> None:
         WeightedLoss(name, pipeline.named_losses[name], weight)
         for name, weight in zip(component.loss_names, component.loss_weights, strict=True)
     ]
-    learner = OffPolicyLearner(component, iterator, losses)
+    learner = OffPolicyLearner(component, iterator, losses=losses)
     learner.updates = 1
     torch.set_num_threads(machine.update_threads)
     update = dict(model=model, optimizer=optimizer, stage_steps=0, max_grad_norm=0.5)

@@ -140,7 +140,7 @@ def sampling_sps(config: Path, groups: int, rollouts_per_window: int = 4) -> flo
 def _synchronous_sampler(setup):
     from stagerl.engine.setup import start_sampler
 
-    return lambda: start_sampler(setup.experiment, setup.machine, setup.samplers, groups=1)
+    return lambda: start_sampler(setup.experiment, setup.machine, samplers=setup.samplers, groups=1)
 
 
 def _variant(config: Path, directory: str, body: str) -> Path:

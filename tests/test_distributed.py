@@ -136,13 +136,16 @@ def test_a_rank_share_keeps_every_task_in_global_order():
         }
 
     by_two = {"ranks": [part(0, 2), part(2, 3)]}
-    assert rank_share(by_two, 1, 2, 2, 3).rng == {"rank": 2}  # same ranks: as it was
-    share = rank_share(by_two, 1, 3, 3, 2)  # 5 tasks on 3 ranks: tasks 3 and 4
+    same = rank_share(by_two, rank=1, world_size=2, first_task=2, num_tasks=3)
+    assert same.rng == {"rank": 2}  # same ranks: as it was
+    # 5 tasks on 3 ranks: tasks 3 and 4
+    share = rank_share(by_two, rank=1, world_size=3, first_task=3, num_tasks=2)
     assert share.samplers == [b"\x03", b"\x04"] and share.rng is None and share.notes
     assert share.storage["prev_actions"].tolist() == [3, 4]
     assert share.storage["memory"][:, :, 0].tolist() == [[3.0, 4.0], [3.0, 4.0]]
     assert share.logger["sums"] == {}  # rank 0 alone takes the pending metric sums
-    assert rank_share(by_two, 0, 1, 0, 5).logger["sums"] == {"loss": 2.0}
+    alone = rank_share(by_two, rank=0, world_size=1, first_task=0, num_tasks=5)
+    assert alone.logger["sums"] == {"loss": 2.0}
 
 
 def _rank_process(torchrun: psutil.Process, rank: int) -> psutil.Process:

@@ -244,7 +244,7 @@ def train(args: argparse.Namespace) -> int:
             ranks=ranks,
         )
         mine = run_dir if ranks.is_main else None
-        record_run(mine, trainer.setup, ranks, seed=trainer.seed, config=args.config)
+        record_run(mine, trainer.setup, ranks=ranks, seed=trainer.seed, config=args.config)
         if mine is None:
             trainer.train()
             return 0
@@ -319,7 +319,7 @@ def evaluate(args: argparse.Namespace) -> int:
         videos = record_videos(
             experiment,
             args.checkpoint,
-            args.video,
+            directory=args.video,
             episodes=args.video_episodes,
             seed=args.seed,
             deterministic=args.deterministic,

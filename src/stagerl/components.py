@@ -16,21 +16,25 @@ def checked_loss_names(field: str, names: Any, *, empty: bool) -> list[str]:
         and (empty or len(names) > 0)
         and all(isinstance(name, str) for name in names),
         field,
-        names,
-        "a list of loss names (strings)" if empty else "a non-empty list of loss names (strings)",
+        value=names,
+        expected=(
+            "a list of loss names (strings)"
+            if empty
+            else "a non-empty list of loss names (strings)"
+        ),
     )
     require(
         len(set(names)) == len(names),
         field,
-        names,
-        "each loss name once: a named loss is computed once per update (weight it in "
+        value=names,
+        expected="each loss name once: a named loss is computed once per update (weight it in "
         "loss_weights instead)",
     )
     return list(names)
 
 
 def checked_loss_weights(
-    field: str, weights: Sequence[float] | None, names: list[str]
+    field: str, weights: Sequence[float] | None, *, names: list[str]
 ) -> list[float]:
     """The weights of the named losses (1 each when None), checked: one real number per name."""
     if weights is None:
@@ -40,8 +44,8 @@ def checked_loss_weights(
         and len(weights) == len(names)
         and all(is_number(weight) for weight in weights),
         field,
-        weights,
-        f"one number per loss name ({len(names)})",
+        value=weights,
+        expected=f"one number per loss name ({len(names)})",
     )
     return list(weights)
 
@@ -81,14 +85,14 @@ class Validation:
         require(
             isinstance(self.episodes, int) and self.episodes > 0,
             "Validation.episodes",
-            self.episodes,
-            "a positive number of episodes",
+            value=self.episodes,
+            expected="a positive number of episodes",
         )
         require(
             self.interval is None or (isinstance(self.interval, int) and self.interval > 0),
             "Validation.interval",
-            self.interval,
-            "a positive step count or None (validate at checkpoints only)",
+            value=self.interval,
+            expected="a positive step count or None (validate at checkpoints only)",
         )
 
 
@@ -116,8 +120,8 @@ class OffPolicyPipelineComponent:
         require(
             callable(self.data_iterator_builder),
             "OffPolicyPipelineComponent.data_iterator_builder",
-            self.data_iterator_builder,
-            "a callable returning a batch iterator",
+            value=self.data_iterator_builder,
+            expected="a callable returning a batch iterator",
         )
         self.loss_names = checked_loss_names(
             "OffPolicyPipelineComponent.loss_names", self.loss_names, empty=False
@@ -127,16 +131,16 @@ class OffPolicyPipelineComponent:
             and not isinstance(self.updates, bool)
             and self.updates >= 1,
             "OffPolicyPipelineComponent.updates",
-            self.updates,
-            "a positive number of batches per rollout",
+            value=self.updates,
+            expected="a positive number of batches per rollout",
         )
         self.loss_weights = checked_loss_weights(
-            "OffPolicyPipelineComponent.loss_weights", self.loss_weights, self.loss_names
+            "OffPolicyPipelineComponent.loss_weights", self.loss_weights, names=self.loss_names
         )
         require(
             self.data_iterator_kwargs_generator is None
             or callable(self.data_iterator_kwargs_generator),
             "OffPolicyPipelineComponent.data_iterator_kwargs_generator",
-            self.data_iterator_kwargs_generator,
-            "None or a callable (rank, tasks_per_rank, seed) -> dict of builder arguments",
+            value=self.data_iterator_kwargs_generator,
+            expected="None or a callable (rank, tasks_per_rank, seed) -> dict of builder arguments",
         )

@@ -34,7 +34,7 @@ class CorruptCheckpointError(CheckpointError):
     checkpoint any more, whoever reads it."""
 
 
-def require(condition: bool, field: str, value: object, expected: str) -> None:
+def require(condition: bool, field: str, *, value: object, expected: str) -> None:
     """Raise a ConfigError naming `field` and `value` unless `condition` holds."""
     if not condition:
         raise ConfigError(f"{field}={value!r} is invalid: expected {expected}")
@@ -54,7 +54,7 @@ def require_positive(
     positive = is_number(value, whole) and value > 0  # type: ignore[operator]
     ok = (value is None and allow_none) or positive
     expected = "a positive " + ("integer" if whole else "number") + " or None" * allow_none
-    require(ok, field, value, expected)
+    require(ok, field, value=value, expected=expected)
 
 
 def user_call(what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -70,7 +70,7 @@ def user_call(what: str, function: Callable[..., Any], *args: Any, **kwargs: Any
         ) from None
 
 
-def user_number(what: str, schedule: Callable[[int], Any], steps: int, expected: str) -> float:
+def user_number(what: str, schedule: Callable[[int], Any], *, steps: int, expected: str) -> float:
     """`schedule(steps)` through `user_call`, as a float; a ConfigError naming the call unless
     it gives a number (NaN is none)."""
     value = user_call(what, schedule, steps)

@@ -118,8 +118,8 @@ class MachineParams:
             require(
                 getattr(self, name) is None,
                 f"MachineParams.{name}",
-                getattr(self, name),
-                "None (stagerl has no sensor preprocessors, visualizers or worker ids)",
+                value=getattr(self, name),
+                expected="None (stagerl has no sensor preprocessors, visualizers or worker ids)",
             )
         if self.gpu_ids is not None and self.devices is not None:
             raise ConfigError("MachineParams: give devices or gpu_ids (its older name), not both")
@@ -129,16 +129,16 @@ class MachineParams:
             require(
                 counts and all(_is_count(c) for c in counts),
                 "MachineParams.nprocesses",
-                self.nprocesses,
-                "task samplers per trainer process, each >= 0",
+                value=self.nprocesses,
+                expected="task samplers per trainer process, each >= 0",
             )
             object.__setattr__(self, "rank_task_counts", counts)
             counts = sum(counts)
         require(
             _is_count(counts),
             "MachineParams.nprocesses",
-            self.nprocesses,
-            "a number of task samplers >= 0",
+            value=self.nprocesses,
+            expected="a number of task samplers >= 0",
         )
         object.__setattr__(self, "nprocesses", counts)
         field_name = (
@@ -162,12 +162,17 @@ class MachineParams:
             value = getattr(self, name)
             require_positive(f"MachineParams.{name}", value)
             # poll() takes whole milliseconds in a C int: about 24.8 days
-            require(value <= MAX_TIMEOUT, f"MachineParams.{name}", value, "at most 2,000,000 s")
+            require(
+                value <= MAX_TIMEOUT,
+                f"MachineParams.{name}",
+                value=value,
+                expected="at most 2,000,000 s",
+            )
         require(
             isinstance(self.double_buffered, bool),
             "MachineParams.double_buffered",
-            self.double_buffered,
-            "True or False",
+            value=self.double_buffered,
+            expected="True or False",
         )
 
     @property

@@ -103,12 +103,12 @@ class PipelineStage:
         require(
             is_number(max_stage_steps) and 1 <= max_stage_steps < math.inf,
             "PipelineStage.max_stage_steps",
-            max_stage_steps,
-            "a finite step count of at least 1",
+            value=max_stage_steps,
+            expected="a finite step count of at least 1",
         )
         self.max_stage_steps = int(max_stage_steps)
         self.loss_weights = checked_loss_weights(
-            "PipelineStage.loss_weights", loss_weights, self.loss_names
+            "PipelineStage.loss_weights", loss_weights, names=self.loss_names
         )
         for name, value in (
             ("teacher_forcing", teacher_forcing),
@@ -117,24 +117,24 @@ class PipelineStage:
             require(
                 value is None or callable(value),
                 f"PipelineStage.{name}",
-                value,
-                "a callable or None",
+                value=value,
+                expected="a callable or None",
             )
         self.teacher_forcing = teacher_forcing
         self.early_stopping_criterion = early_stopping_criterion
         require(
             dataset_aggregation is None or isinstance(dataset_aggregation, DatasetAggregation),
             "PipelineStage.dataset_aggregation",
-            dataset_aggregation,
-            "a DatasetAggregation(...) or None",
+            value=dataset_aggregation,
+            expected="a DatasetAggregation(...) or None",
         )
         self.dataset_aggregation = dataset_aggregation
         require(
             offpolicy_component is None
             or isinstance(offpolicy_component, OffPolicyPipelineComponent),
             "PipelineStage.offpolicy_component",
-            offpolicy_component,
-            "an OffPolicyPipelineComponent(...) or None",
+            value=offpolicy_component,
+            expected="an OffPolicyPipelineComponent(...) or None",
         )
         self.offpolicy_component = offpolicy_component
         self.settings = _stage_settings(training_settings, settings)
@@ -156,8 +156,8 @@ def _stage_settings(training_settings: TrainingSettings | None, settings: dict[s
         require(
             isinstance(training_settings, TrainingSettings),
             "PipelineStage.training_settings",
-            training_settings,
-            "TrainingSettings(...) or None",
+            value=training_settings,
+            expected="TrainingSettings(...) or None",
         )
         settings = training_settings.settings
     unknown = sorted(set(settings) - set(STAGE_SETTINGS) - set(PIPELINE_ONLY_SETTINGS))
@@ -185,10 +185,10 @@ def _check_update_settings(owner: str, settings: dict[str, Any]) -> None:
         if name in settings:
             value = settings[name]
             ok = is_number(value) and 0 <= value <= 1
-            require(ok, f"{owner}.{name}", value, "a number in [0, 1]")
+            require(ok, f"{owner}.{name}", value=value, expected="a number in [0, 1]")
     if "use_gae" in settings:
         value = settings["use_gae"]
-        require(isinstance(value, bool), f"{owner}.use_gae", value, "True or False")
+        require(isinstance(value, bool), f"{owner}.use_gae", value=value, expected="True or False")
 
 
 def _positive(
@@ -243,16 +243,16 @@ class TrainingPipeline:
         require(
             isinstance(self.pipeline_stages, list | tuple) and len(self.pipeline_stages) > 0,
             "TrainingPipeline.pipeline_stages",
-            self.pipeline_stages,
-            "a non-empty list of PipelineStage(...)",
+            value=self.pipeline_stages,
+            expected="a non-empty list of PipelineStage(...)",
         )
         self.pipeline_stages = list(self.pipeline_stages)
         require(
             isinstance(self.named_losses, Mapping)
             and all(isinstance(name, str) for name in self.named_losses),
             "TrainingPipeline.named_losses",
-            self.named_losses,
-            "a dict of loss name -> loss such as PPO(...), or a Builder of one",
+            value=self.named_losses,
+            expected="a dict of loss name -> loss such as PPO(...), or a Builder of one",
         )
         self.named_losses = {
             name: self._build_loss(name, loss) for name, loss in self.named_losses.items()
@@ -273,8 +273,8 @@ class TrainingPipeline:
             self.save_interval is None
             or (isinstance(self.save_interval, int) and not isinstance(self.save_interval, bool)),
             "TrainingPipeline.save_interval",
-            self.save_interval,
-            "a step count (None or <= 0: at stage ends only)",
+            value=self.save_interval,
+            expected="a step count (None or <= 0: at stage ends only)",
         )
         if self.save_interval is not None and self.save_interval <= 0:
             self.save_interval = None
@@ -291,14 +291,14 @@ class TrainingPipeline:
         require(
             isinstance(self.bootstrap_time_limit, bool),
             "TrainingPipeline.bootstrap_time_limit",
-            self.bootstrap_time_limit,
-            "True or False",
+            value=self.bootstrap_time_limit,
+            expected="True or False",
         )
         require(
             isinstance(self.should_log, bool),
             "TrainingPipeline.should_log",
-            self.should_log,
-            "True or False",
+            value=self.should_log,
+            expected="True or False",
         )
         if any(stage.loss_names for stage in self.pipeline_stages):
             _check_update_settings(
@@ -308,20 +308,20 @@ class TrainingPipeline:
         require(
             self.validation is None or isinstance(self.validation, Validation),
             "TrainingPipeline.validation",
-            self.validation,
-            "Validation(episodes=...) or None",
+            value=self.validation,
+            expected="Validation(episodes=...) or None",
         )
         require(
             callable(self.optimizer_builder),
             "TrainingPipeline.optimizer_builder",
-            self.optimizer_builder,
-            "a Builder(optim.X, dict(...))",
+            value=self.optimizer_builder,
+            expected="a Builder(optim.X, dict(...))",
         )
         require(
             self.lr_scheduler_builder is None or callable(self.lr_scheduler_builder),
             "TrainingPipeline.lr_scheduler_builder",
-            self.lr_scheduler_builder,
-            "None or a Builder(LambdaLR, {'lr_lambda': LinearDecay(...)})",
+            value=self.lr_scheduler_builder,
+            expected="None or a Builder(LambdaLR, {'lr_lambda': LinearDecay(...)})",
         )
 
     @staticmethod
@@ -329,7 +329,12 @@ class TrainingPipeline:
         where = f"TrainingPipeline.named_losses[{name!r}]"
         if isinstance(loss, Builder):
             loss = user_call(f"{where} ({loss!r})", loss)
-        require(isinstance(loss, Loss), where, loss, "a Loss such as PPO(...), or a Builder of one")
+        require(
+            isinstance(loss, Loss),
+            where,
+            value=loss,
+            expected="a Loss such as PPO(...), or a Builder of one",
+        )
         return loss
 
     def setting(self, stage: PipelineStage, name: str) -> Any:
@@ -340,8 +345,8 @@ class TrainingPipeline:
         require(
             isinstance(stage, PipelineStage),
             f"TrainingPipeline.pipeline_stages[{index}]",
-            stage,
-            "a PipelineStage",
+            value=stage,
+            expected="a PipelineStage",
         )
         self._check_loss_names(f"pipeline_stages[{index}].loss_names", stage.loss_names, False)
         if stage.offpolicy_component is not None:
@@ -386,8 +391,8 @@ class TrainingPipeline:
                 require(
                     aggregation.max_sequences >= num_tasks,
                     f"pipeline_stages[{index}].dataset_aggregation.max_sequences",
-                    aggregation.max_sequences,
-                    f"at least the number of tasks ({num_tasks})",
+                    value=aggregation.max_sequences,
+                    expected=f"at least the number of tasks ({num_tasks})",
                 )
 
     def _check_minibatches(self, index: int, stage: PipelineStage, num_tasks: int) -> None:
@@ -399,9 +404,11 @@ class TrainingPipeline:
         require(
             num_mini_batch <= num_tasks,
             f"{where}.num_mini_batch",
-            num_mini_batch,
-            f"at most the number of tasks ({num_tasks}), since minibatches are made of whole "
-            "task sequences",
+            value=num_mini_batch,
+            expected=(
+                f"at most the number of tasks ({num_tasks}), since minibatches are made of "
+                "whole task sequences"
+            ),
         )
         for name in stage.loss_names:
             over = getattr(self.named_losses[name], "normalize_advantage", "none")
@@ -416,9 +423,11 @@ class TrainingPipeline:
             require(
                 self.num_steps * tasks >= 2,
                 field_name,
-                value,
-                f"at least 2 samples per {over}: {name!r} standardises advantages over each "
-                f"{over}, and num_steps={self.num_steps} x {tasks} task(s) is one sample",
+                value=value,
+                expected=(
+                    f"at least 2 samples per {over}: {name!r} standardises advantages over "
+                    f"each {over}, and num_steps={self.num_steps} x {tasks} task(s) is one sample"
+                ),
             )
 
     @staticmethod

@@ -27,7 +27,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def curve(
-    rows: Sequence[Mapping[str, Any]], metric: str, x: str = "step"
+    rows: Sequence[Mapping[str, Any]], metric: str, *, x: str = "step"
 ) -> tuple[list[float], list[float]]:
     """`(xs, values)` of the rows that logged `metric`; x is the row's `step` or `time`."""
     key = X_AXES[x][0]
@@ -78,7 +78,7 @@ def plot_runs(
         clash = sum(other.name == parent.name for other in experiments) > 1
         name = f"{parent.parent.name}/{parent.name}" if clash else parent.name
         colour = f"C{index % 10}"
-        curves = [curve(rows, metric, x) for rows in runs]
+        curves = [curve(rows, metric, x=x) for rows in runs]
         if not all(xs for xs, _ in curves):
             raise ConfigError(f"a run of {name} has no rows with {metric!r} and {x!r}")
         if len(curves) == 1:

@@ -17,8 +17,8 @@ class LinearDecay:
         require(
             isinstance(steps, int | float) and not isinstance(steps, bool),
             "LinearDecay.steps",
-            steps,
-            "a number of steps",
+            value=steps,
+            expected="a number of steps",
         )
         self.steps = steps
         self.startp = startp
@@ -40,7 +40,12 @@ class MultiLinearDecay:
     """Consecutive linear segments: `MultiLinearDecay(stages=[LinearDecay(...), ...])`."""
 
     def __init__(self, stages: Sequence[LinearDecay]) -> None:
-        require(len(stages) > 0, "MultiLinearDecay.stages", stages, "at least one LinearDecay")
+        require(
+            len(stages) > 0,
+            "MultiLinearDecay.stages",
+            value=stages,
+            expected="at least one LinearDecay",
+        )
         self.stages = list(stages)
 
     def __call__(self, epoch: int) -> float:

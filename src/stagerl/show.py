@@ -120,7 +120,9 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
     setup = build_training_setup(experiment, seed=0, max_sampler_processes=max_sampler_processes)
     try:
         machine, pipeline = setup.machine, setup.pipeline
-        processes, groups = sampler_packing(machine, setup.num_tasks, setup.training_groups)
+        processes, groups = sampler_packing(
+            machine, num_samplers=setup.num_tasks, groups=setup.training_groups
+        )
         storage_mib, model_mib, buffer_mib = _memory_mib(setup)
         parameters = sum(p.numel() for p in setup.model.parameters())
         frames = sum(_stage_frames(setup, stage) for stage in pipeline.pipeline_stages)

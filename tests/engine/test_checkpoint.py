@@ -23,7 +23,11 @@ from stagerl.errors import CheckpointError
 def test_only_the_newest_k_checkpoints_are_kept_and_no_temporary_file_remains(tmp_path):
     rotation = CheckpointRotation(keep=2)
     for steps in (100, 200, 300, 400):
-        rotation.wrote(save_checkpoint(tmp_path, steps, {"model": {"w": torch.tensor(steps)}}))
+        rotation.wrote(
+            save_checkpoint(
+                tmp_path, total_steps=steps, payload={"model": {"w": torch.tensor(steps)}}
+            )
+        )
     assert [p.name for p in list_checkpoints(tmp_path)] == [
         "ckpt_000000000400.pt",
         "ckpt_000000000300.pt",
@@ -35,14 +39,14 @@ def test_only_the_newest_k_checkpoints_are_kept_and_no_temporary_file_remains(tm
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_untouched(tmp_path):
-    save_checkpoint(tmp_path, 100, {"model": {"w": torch.tensor(1)}})
+    save_checkpoint(tmp_path, total_steps=100, payload={"model": {"w": torch.tensor(1)}})
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        save_checkpoint(tmp_path, 200, {"model": {}, "bad": Unpicklable()})
+        save_checkpoint(tmp_path, total_steps=200, payload={"model": {}, "bad": Unpicklable()})
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt_000000000100.pt"]
     path, payload = load_latest(tmp_path)
     assert payload["model"]["w"] == 1
@@ -66,7 +70,7 @@ def test_a_checkpoint_unread_for_io_or_memory_is_named_and_not_set_aside(
     tmp_path, monkeypatch, error
 ):
     for steps in (100, 200):
-        save_checkpoint(tmp_path, steps, {"model": {"w": torch.tensor(steps)}})
+        save_checkpoint(tmp_path, total_steps=steps, payload={"model": {"w": torch.tensor(steps)}})
     newest = list_checkpoints(tmp_path)[0]
 
     def load(path, **kwargs):
@@ -91,5 +95,5 @@ def test_run_directories_made_in_the_same_second_get_distinct_names(tmp_path, mo
 
 def test_resume_latest_takes_the_run_with_the_highest_suffix_in_a_second(tmp_path):
     for name in (f"{STAMP}_9", f"{STAMP}_10", "2024-12-31_23-59-59_11"):
-        save_checkpoint(tmp_path / "Tag" / name, 100, {"model": {}})
+        save_checkpoint(tmp_path / "Tag" / name, total_steps=100, payload={"model": {}})
     assert find_latest_run(tmp_path, "Tag").name == f"{STAMP}_10"

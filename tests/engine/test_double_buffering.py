@@ -54,7 +54,9 @@ def _rollouts(config, groups, model=None, rollouts=3):
     )
     torch.manual_seed(0)
     kept = []
-    with start_sampler(setup.experiment, setup.machine, setup.samplers, groups=groups) as sampler:
+    with start_sampler(
+        setup.experiment, setup.machine, samplers=setup.samplers, groups=groups
+    ) as sampler:
         assert len(sampler.groups) == groups
         storage.set_observations(0, sampler.reset())
         storage.memory = model.initial_memory(setup.num_tasks)

@@ -32,6 +32,6 @@ def test_eval_seed_reproduces_its_episodes_and_another_seed_samples_others(tmp_p
 
 
 def test_validation_and_test_samplers_are_seeded_apart_from_training():
-    seeds = [sampler_seeds(3, 8, mode) for mode in ("train", "valid", "test")]
+    seeds = [sampler_seeds(3, 8, mode=mode) for mode in ("train", "valid", "test")]
     assert len(set().union(*seeds)) == 24
-    assert sampler_seeds(3, 8, "valid") == seeds[1]  # reproducible
+    assert sampler_seeds(3, 8, mode="valid") == seeds[1]  # reproducible

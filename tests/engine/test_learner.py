@@ -11,7 +11,9 @@ from stagerl.engine.learner import WeightedLoss, optimizer_step, weighted_loss
 def _step(loss_of, max_grad_norm: float) -> tuple[nn.Parameter, float | None]:
     parameter = nn.Parameter(torch.tensor([3.0, 4.0]))
     optimizer = torch.optim.SGD([parameter], lr=1.0)
-    norm = optimizer_step(optimizer, [parameter], loss_of(parameter), max_grad_norm)
+    norm = optimizer_step(
+        optimizer, [parameter], total=loss_of(parameter), max_grad_norm=max_grad_norm
+    )
     return parameter, norm
 
 
@@ -48,6 +50,6 @@ def test_each_loss_is_scaled_by_its_weight():
     batch = type("Batch", (), dict(observations={}, memory=None, prev_actions=None, masks=None))
     losses = [WeightedLoss("a", _Constant(2.0), 0.5), WeightedLoss("b", _Constant(3.0), 2.0)]
     info: dict[str, float] = {}
-    total, _ = weighted_loss(_Model(), batch, losses, stage_steps=0, info=info)
+    total, _ = weighted_loss(_Model(), batch, losses=losses, stage_steps=0, info=info)
     assert total.item() == 0.5 * 2.0 + 2.0 * 3.0
     assert info == {"a/value": 2.0, "b/value": 3.0}

@@ -20,10 +20,10 @@ def test_rows_after_a_resume_count_only_frames_and_seconds_trained_since(tmp_pat
         tensorboard_and_console=False,
     )
     clock["now"] = 102.0
-    row = logger.maybe_emit(10_000, 0, "ppo")
+    row = logger.maybe_emit(10_000, stage_index=0, stage="ppo")
     assert (row["fps"], row["time"]) == (500.0, 52.0)  # 1,000 frames in 2 s, not 10,000
     clock["now"] = 103.0
-    logger.log_validation(10_000, 0, "ppo", {"valid/success": 1.0})
+    logger.log_validation(10_000, stage_index=0, stage="ppo", values={"valid/success": 1.0})
     logger.close()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["time"]) for r in rows] == [(10_000, 52.0), (10_000, 53.0)]

@@ -52,7 +52,9 @@ def test_stream_memory_carries_between_chunks_and_resets_at_a_new_epoch():
     )
     iterator = TruncatedBPTTIterator(episodes, nrollouts=2, rollout_len=2, seed=0)
     component = OffPolicyPipelineComponent(lambda **kwargs: iterator, ["ce"], updates=5)
-    learner = OffPolicyLearner(component, iterator, [WeightedLoss("ce", ExpertCELoss(), 1.0)])
+    learner = OffPolicyLearner(
+        component, iterator, losses=[WeightedLoss("ce", ExpertCELoss(), 1.0)]
+    )
     model = CountingModel()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # memory stays an exact count
     result = learner.update(model=model, optimizer=optimizer, stage_steps=0, max_grad_norm=1.0)
@@ -71,7 +73,7 @@ def test_each_rank_counts_the_episodes_begun_on_all_ranks():
     episodes = EpisodeArrays({}, np.zeros(6, np.int64), np.array([0, 2, 4]), lengths, Path("e"))
     iterator = TruncatedBPTTIterator(episodes, nrollouts=1, rollout_len=2, seed=0)
     component = OffPolicyPipelineComponent(lambda **kwargs: iterator, ["ce"])
-    learner = OffPolicyLearner(component, iterator, [], ranks=Ranks(rank=1, world_size=2))
+    learner = OffPolicyLearner(component, iterator, losses=[], ranks=Ranks(rank=1, world_size=2))
     batch = learner._batch(next(iterator), CountingModel())
     assert batch.episodes_begun == 2  # one episode begun here, one on the other rank
     iterator.close()
@@ -110,7 +112,9 @@ def test_builders_get_the_context_they_take_and_what_the_kwargs_generator_adds()
         component = OffPolicyPipelineComponent(
             builder, ["bc"], data_iterator_kwargs_generator=kwargs_generator
         )
-        return build_iterator(component, "stage", CONTEXT, [3, 2], shared_seed=99).arguments
+        return build_iterator(
+            component, "stage", context=CONTEXT, tasks_per_rank=[3, 2], shared_seed=99
+        ).arguments
 
     assert build(lambda **kwargs: ReadyIterator(**kwargs)) == CONTEXT
     assert build(lambda world_size: ReadyIterator(world_size=world_size)) == {"world_size": 2}

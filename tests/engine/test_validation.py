@@ -37,7 +37,7 @@ def test_validation_episodes_use_validation_seeds_disjoint_from_training_and_tes
     ) as validator:
         first, again = _seeds(validator.episodes(model)), _seeds(validator.episodes(model))
     machine, test_samplers = build_samplers(experiment, "test", seed=0)
-    with episode_sampler(experiment, machine, test_samplers, episodes=10) as sampler:
+    with episode_sampler(experiment, machine, samplers=test_samplers, episodes=10) as sampler:
         test = _seeds(
             run_episodes(model, sampler, deterministic=False, generator=torch.Generator())
         )

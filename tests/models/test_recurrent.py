@@ -26,7 +26,9 @@ def test_episode_stretches_equal_stepping_one_step_at_a_time(
         masks[7, 0] = masks[8, 1] = 0
     inputs = torch.randn(steps, tasks, 6, requires_grad=True)
     memory = torch.randn(layers, tasks, 10 if rnn_class is nn.LSTM else 5, requires_grad=True)
-    results = [f(rnn, inputs, memory, masks) for f in (run_recurrent, run_recurrent_stepwise)]
+    results = [
+        f(rnn, inputs, memory=memory, masks=masks) for f in (run_recurrent, run_recurrent_stepwise)
+    ]
     (fast, fast_memory), (stepped, stepped_memory) = results
     torch.testing.assert_close(fast, stepped)
     torch.testing.assert_close(fast_memory, stepped_memory)
@@ -48,12 +50,16 @@ def test_a_batch_first_rnn_gives_what_the_same_rnn_time_first_gives(steps):
     inputs, memory = torch.randn(steps, 3, 6), torch.randn(2, 3, 5)
     masks = torch.ones(steps, 3)
     masks[-1, 1] = 0
-    expected = run_recurrent(time_first, inputs, memory, masks)
-    for got, want in zip(run_recurrent(batch_first, inputs, memory, masks), expected, strict=True):
+    expected = run_recurrent(time_first, inputs, memory=memory, masks=masks)
+    for got, want in zip(
+        run_recurrent(batch_first, inputs, memory=memory, masks=masks), expected, strict=True
+    ):
         torch.testing.assert_close(got, want)
 
 
 def test_an_lstm_with_projections_is_refused():
     lstm = nn.LSTM(6, 5, proj_size=3)
     with pytest.raises(ValueError, match="proj_size"):
-        run_recurrent(lstm, torch.randn(1, 2, 6), torch.zeros(1, 2, 8), torch.ones(1, 2))
+        run_recurrent(
+            lstm, torch.randn(1, 2, 6), memory=torch.zeros(1, 2, 8), masks=torch.ones(1, 2)
+        )

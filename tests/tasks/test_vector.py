@@ -117,7 +117,7 @@ def test_the_trainer_takes_at_most_an_even_share_and_leaves_every_worker_a_slot(
                 most = most_trainer_slots(split, workers)
                 assert most <= slots / (workers + 1)
                 for k in range(most + 1):
-                    owners = slot_owners(split, workers, k)
+                    owners = slot_owners(split, num_workers=workers, trainer_slots=k)
                     assert owners.count(TRAINER) == k
                     assert set(owners) - {TRAINER} == set(range(workers))
 

@@ -28,7 +28,7 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS_DIR
 
 
-def save_checkpoint(run_dir: Path, total_steps: int, payload: dict[str, Any]) -> Path:
+def save_checkpoint(run_dir: Path, *, total_steps: int, payload: dict[str, Any]) -> Path:
     """Write the checkpoint atomically (`write_atomically`); its path."""
     path = checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def _run_seed(run_dir: Path) -> int | None:
         return None
 
 
-def find_latest_run(output_dir: Path, tag: str, seed: int | None = None) -> Path:
+def find_latest_run(output_dir: Path, tag: str, *, seed: int | None = None) -> Path:
     """The newest run directory of `tag` that holds at least one checkpoint (of those whose
     `run.json` records `seed`, when given: runs of several seeds can share a tag)."""
     tag_dir = output_dir / tag

@@ -191,7 +191,7 @@ class Ranks:
             for tensor in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(tensor.data, src=0)
 
-    def end_rollout(self, stop: bool, stage_done: bool, model: nn.Module) -> tuple[bool, bool]:
+    def end_rollout(self, stop: bool, *, stage_done: bool, model: nn.Module) -> tuple[bool, bool]:
         """Once per rollout: whether any rank was asked to stop (so all stop at the same
         rollout) and whether rank 0's early-stopping criterion ended the stage (so all change
         stage together, whatever a criterion reads), with a check that all ranks still hold

@@ -31,7 +31,10 @@ def _episodes_per_slot(episodes: int, slots: int) -> list[int]:
 
 
 def choose_actions(
-    distribution: torch.distributions.Categorical, deterministic: bool, generator: torch.Generator
+    distribution: torch.distributions.Categorical,
+    *,
+    deterministic: bool,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """A `[1, N]` policy's actions on the CPU: the most likely, or sampled from `generator`."""
     probs = distribution.probs[0].cpu()
@@ -61,7 +64,9 @@ def run_episodes(
     while sampler.active.any():
         obs = {k: torch.from_numpy(v.copy())[None].to(device) for k, v in observations.items()}
         output, memory = model(obs, memory, prev_actions, masks)
-        actions = choose_actions(output.distributions, deterministic, generator)
+        actions = choose_actions(
+            output.distributions, deterministic=deterministic, generator=generator
+        )
         step = sampler.step(actions.numpy())
         finished.extend(metrics for _, metrics in step.finished)
         done = torch.from_numpy(step.terminated | step.truncated)
@@ -71,7 +76,7 @@ def run_episodes(
     return finished
 
 
-def success_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float]:
+def success_interval(successes: int, episodes: int, *, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a success rate (95% for z = 1.96): unlike mean ± 1.96 SE,
     it stays inside [0, 1] and is not empty at 0 or N successes."""
     if episodes == 0:
@@ -100,8 +105,8 @@ def mean_metrics(finished: list[dict[str, float]]) -> dict[str, float]:
 def episode_sampler(
     experiment: LoadedExperiment,
     machine: MachineParams,
-    samplers: list[TaskSampler],
     *,
+    samplers: list[TaskSampler],
     episodes: int | None,
 ) -> VectorSampler:
     """Workers that run the given (valid/test) samplers' episodes per `reset()`: `episodes`
@@ -109,11 +114,16 @@ def episode_sampler(
     `max_tasks` / seed lists), else DEFAULT_EPISODES. Every reset starts the same episodes."""
     finite = all(math.isfinite(sampler.length) for sampler in samplers)
     if episodes is None and finite:
-        return start_sampler(experiment, machine, samplers, max_tasks=[None] * len(samplers))
+        return start_sampler(
+            experiment, machine, samplers=samplers, max_tasks=[None] * len(samplers)
+        )
     episodes = episodes or DEFAULT_EPISODES
     samplers = samplers[:episodes]
     return start_sampler(
-        experiment, machine, samplers, max_tasks=_episodes_per_slot(episodes, len(samplers))
+        experiment,
+        machine,
+        samplers=samplers,
+        max_tasks=_episodes_per_slot(episodes, len(samplers)),
     )
 
 
@@ -131,12 +141,16 @@ def trained_model(
             f"{checkpoint}: saved by experiment {payload.get('experiment')}, not {experiment.name}"
         )
     configure_trainer_process()
-    machine, samplers = build_samplers(experiment, "test", seed, max_sampler_processes)
+    machine, samplers = build_samplers(
+        experiment, "test", seed=seed, max_sampler_processes=max_sampler_processes
+    )
     first = samplers[0]
     device = trainer_device(machine)
     space = first.observation_space
-    model = build_model(experiment, first.action_space, device, space, training=False)
-    load_saved_state("model", model, payload["model"], str(checkpoint))
+    model = build_model(
+        experiment, first.action_space, device=device, observation_space=space, training=False
+    )
+    load_saved_state("model", model, state=payload["model"], source=str(checkpoint))
     model.eval()
     return machine, samplers, model
 
@@ -156,6 +170,6 @@ def evaluate(
         experiment, checkpoint, seed=seed, max_sampler_processes=max_sampler_processes
     )
     generator = torch.Generator().manual_seed(seed)
-    with episode_sampler(experiment, machine, samplers, episodes=episodes) as sampler:
+    with episode_sampler(experiment, machine, samplers=samplers, episodes=episodes) as sampler:
         finished = run_episodes(model, sampler, deterministic=deterministic, generator=generator)
     return mean_metrics(finished)

@@ -45,6 +45,7 @@ class UpdateResult:
 def weighted_loss(
     model: nn.Module,
     batch: RolloutBatch | OffPolicyBatch,
+    *,
     losses: list[WeightedLoss],
     stage_steps: int,
     info: dict[str, float],
@@ -65,6 +66,7 @@ def weighted_loss(
 def optimizer_step(
     optimizer: torch.optim.Optimizer,
     parameters: list[nn.Parameter],
+    *,
     total: torch.Tensor,
     max_grad_norm: float,
     ranks: Ranks | None = None,
@@ -109,14 +111,23 @@ def update(
     for _ in range(update_repeats):
         for batch in storage.minibatches(num_mini_batch, generator):
             info: dict[str, float] = {}
-            total, _ = weighted_loss(model, batch, losses, stage_steps, info)
+            total, _ = weighted_loss(
+                model, batch, losses=losses, stage_steps=stage_steps, info=info
+            )
             if aggregated is not None and aggregated.buffer.size > 0:
                 old = aggregated.buffer.sample(aggregated.sequences_per_minibatch, generator)
                 extra, _ = weighted_loss(
-                    model, old, aggregated.losses, stage_steps, info, prefix="aggregated/"
+                    model,
+                    old,
+                    losses=aggregated.losses,
+                    stage_steps=stage_steps,
+                    info=info,
+                    prefix="aggregated/",
                 )
                 total = total + extra
-            grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm, ranks)
+            grad_norm = optimizer_step(
+                optimizer, parameters, total=total, max_grad_norm=max_grad_norm, ranks=ranks
+            )
             attempted += 1
             if grad_norm is None:
                 skipped += 1  # its numbers are not logged either, so averages stay finite

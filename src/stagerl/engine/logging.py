@@ -172,7 +172,7 @@ class MetricsLogger:
             self.sums[key], self.counts[key] = value, 1
 
     def maybe_emit(
-        self, step: int, stage_index: int, stage: str, force: bool = False
+        self, step: int, *, stage_index: int, stage: str, force: bool = False
     ) -> dict[str, Any] | None:
         """Write one averaged row, tagged with the stage, if `interval` steps passed."""
         self.progress.update(self.bar, completed=step, description=f"stage {stage}")
@@ -185,7 +185,7 @@ class MetricsLogger:
         row: dict[str, Any] = {key: sums[key] / counts[key] for key in sorted(sums)}
         row["fps"] = (step - self.window_start_step) / max(now - self.last_emit_time, 1e-9)
         row["time"] = self.seconds(now)
-        row = self.write_row(step, stage_index, stage, row)
+        row = self.write_row(step, stage_index=stage_index, stage=stage, values=row)
         self._print_progress(row, now)
         self.last_counts = dict(counts)
         self.sums.clear()
@@ -200,7 +200,7 @@ class MetricsLogger:
         return self.earlier_seconds + now - self.start_time
 
     def write_row(
-        self, step: int, stage_index: int, stage: str, values: dict[str, float]
+        self, step: int, *, stage_index: int, stage: str, values: dict[str, float]
     ) -> dict[str, Any]:
         """One row as it stands, at `step`, to TensorBoard and `metrics.jsonl`."""
         row: dict[str, Any] = {**values, "stage_index": stage_index}
@@ -214,10 +214,12 @@ class MetricsLogger:
         return row
 
     def log_validation(
-        self, step: int, stage_index: int, stage: str, values: dict[str, float]
+        self, step: int, *, stage_index: int, stage: str, values: dict[str, float]
     ) -> None:
         """A row of `valid/*` means of its own, and a line saying what they were."""
-        self.write_row(step, stage_index, stage, {**values, "time": self.seconds()})
+        self.write_row(
+            step, stage_index=stage_index, stage=stage, values={**values, "time": self.seconds()}
+        )
         shown = "  ".join(
             f"{key.removeprefix('valid/')} {values[key]:.3f}"
             for key in ("valid/success", "valid/ep_length", "valid/reward")

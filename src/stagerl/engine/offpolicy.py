@@ -28,6 +28,7 @@ ITERATOR_METHODS = ("__next__", "state_dict", "load_state_dict")
 def build_iterator(
     component: OffPolicyPipelineComponent,
     where: str,
+    *,
     context: dict[str, Any],
     tasks_per_rank: Sequence[int],
     shared_seed: int,
@@ -78,6 +79,7 @@ class OffPolicyLearner:
         self,
         component: OffPolicyPipelineComponent,
         iterator: Any,
+        *,
         losses: list[WeightedLoss],
         device: torch.device | str = "cpu",
         ranks: Ranks | None = None,
@@ -123,8 +125,12 @@ class OffPolicyLearner:
         for _ in range(self.updates):
             batch = self._batch(next(self.iterator), model)
             info: dict[str, float] = {}
-            total, memory = weighted_loss(model, batch, self.losses, stage_steps, info)
-            grad_norm = optimizer_step(optimizer, parameters, total, max_grad_norm, self.ranks)
+            total, memory = weighted_loss(
+                model, batch, losses=self.losses, stage_steps=stage_steps, info=info
+            )
+            grad_norm = optimizer_step(
+                optimizer, parameters, total=total, max_grad_norm=max_grad_norm, ranks=self.ranks
+            )
             self.memory = memory.detach()
             # over all ranks: each reads batches of the same shape from its share of the data
             self.samples += batch.actions.numel() * self.ranks.world_size

@@ -42,7 +42,7 @@ def _checkpoint_and_payload(
     """The checkpoint, its contents, and whether it was named as a file (not picked as the
     newest readable one of a run)."""
     if target == "latest":
-        return *load_latest(find_latest_run(output, tag, seed), warn), False
+        return *load_latest(find_latest_run(output, tag, seed=seed), warn), False
     path = Path(target)
     if path.is_dir():
         return *load_latest(path, warn), False
@@ -64,7 +64,7 @@ def check_experiment(payload: dict[str, Any], experiment: LoadedExperiment) -> N
         )
 
 
-def config_diff(saved: str, current: str, saved_name: str, current_name: str) -> list[str]:
+def config_diff(saved: str, current: str, *, saved_name: str, current_name: str) -> list[str]:
     """The unified diff from the config a checkpoint saved to the file as it is now."""
     return list(
         difflib.unified_diff(
@@ -124,8 +124,8 @@ def plan_resume(
     diff = config_diff(
         payload.get("config_source", ""),
         experiment.source,
-        f"{checkpoint.name}:config.py",
-        str(experiment.path),
+        saved_name=f"{checkpoint.name}:config.py",
+        current_name=str(experiment.path),
     )
     if diff and not allow_config_change:
         raise CheckpointError(
@@ -162,7 +162,7 @@ class RankShare:
 
 
 def rank_share(
-    payload: dict[str, Any], rank: int, world_size: int, first_task: int, num_tasks: int
+    payload: dict[str, Any], *, rank: int, world_size: int, first_task: int, num_tasks: int
 ) -> RankShare:
     """Rank `rank`'s share of a checkpoint. Written by as many ranks: that rank's part as it
     was. By another number: tasks keep their samplers and carried storage (the global task
@@ -203,7 +203,9 @@ def rank_share(
     return RankShare(
         samplers=[state for part in parts for state in part["samplers"]][tasks],
         storage=slice_carry_state(
-            join_carry_states([part["storage"] for part in parts]), first_task, num_tasks
+            join_carry_states([part["storage"] for part in parts]),
+            first=first_task,
+            count=num_tasks,
         ),
         rng=None,
         dagger_buffer=parts[rank]["dagger_buffer"] if rank < len(parts) else None,

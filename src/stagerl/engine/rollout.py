@@ -37,7 +37,7 @@ class TeacherForcing:
         may pass 0 in a stage's last rollout); an error naming the setting if the schedule
         fails or gives no number."""
         steps = self.stage_steps + t * self.frames_per_step
-        value = user_number(self.where, self.schedule, steps, "a probability")
+        value = user_number(self.where, self.schedule, steps=steps, expected="a probability")
         return min(max(value, 0.0), 1.0)
 
 

@@ -64,7 +64,7 @@ def _launcher() -> dict[str, Any]:
 
 
 def record_run(
-    run_dir: Path | None, setup: TrainingSetup, ranks: Ranks, *, seed: int, config: Path
+    run_dir: Path | None, setup: TrainingSetup, *, ranks: Ranks, seed: int, config: Path
 ) -> Path | None:
     """Write (rank 0) or extend `run_dir/run.json`; every rank must call it, since each
     describes itself."""

@@ -29,7 +29,7 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
         generator.set_state(state[name])
 
 
-def rank_seed(seed: int, rank: int, total_steps: int) -> int:
+def rank_seed(seed: int, *, rank: int, total_steps: int) -> int:
     """The seed of a rank's random streams, other than rank 0's at the start (which is `seed`)."""
     return int(np.random.SeedSequence([seed, rank, total_steps]).generate_state(1)[0])
 

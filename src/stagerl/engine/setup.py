@@ -33,7 +33,7 @@ def configure_trainer_process() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # -8: M_ARENA_MAX
 
 
-def sampler_seeds(seed: int, count: int, mode: str = "train") -> list[int]:
+def sampler_seeds(seed: int, count: int, *, mode: str = "train") -> list[int]:
     """Distinct, reproducible seeds for each task sampler of a run; validation and test
     samplers get streams of their own, so that a sampler seeded only by them never replays
     training episodes."""
@@ -64,7 +64,7 @@ def trainer_device(machine: MachineParams) -> torch.device:
 
 
 def sampler_machine(
-    experiment: LoadedExperiment, mode: str, max_sampler_processes: int | None = None
+    experiment: LoadedExperiment, mode: str, *, max_sampler_processes: int | None = None
 ) -> MachineParams:
     """`machine_params(mode)`; `max_sampler_processes` (the CLI's `-m`) overrides the
     config's; an error if it gives no sampler."""
@@ -79,6 +79,7 @@ def sampler_machine(
 def make_samplers(
     experiment: LoadedExperiment,
     mode: str,
+    *,
     machine: MachineParams,
     seed: int,
     first: int = 0,
@@ -89,7 +90,7 @@ def make_samplers(
     share gets the samplers a single process would build at the same indices and seeds. A
     sampler whose arguments give no seed is seeded with its index's seed of the run."""
     total = machine.nprocesses if total is None else total
-    seeds = sampler_seeds(seed, total, mode)
+    seeds = sampler_seeds(seed, total, mode=mode)
     samplers = []
     for index in range(first, first + machine.nprocesses):
         args = experiment.call(
@@ -119,17 +120,19 @@ def make_samplers(
 def build_samplers(
     experiment: LoadedExperiment,
     mode: str,
+    *,
     seed: int,
     max_sampler_processes: int | None = None,
 ) -> tuple[MachineParams, list[TaskSampler]]:
     """`machine_params(mode)` (`sampler_machine`) and all its samplers (`make_samplers`)."""
-    machine = sampler_machine(experiment, mode, max_sampler_processes)
-    return machine, make_samplers(experiment, mode, machine, seed)
+    machine = sampler_machine(experiment, mode, max_sampler_processes=max_sampler_processes)
+    return machine, make_samplers(experiment, mode, machine=machine, seed=seed)
 
 
 def start_sampler(
     experiment: LoadedExperiment,
     machine: MachineParams,
+    *,
     samplers: list[TaskSampler],
     max_tasks: list[int | None] | None = None,
     groups: int = 1,
@@ -137,7 +140,7 @@ def start_sampler(
     """The worker processes stepping `samplers` in `groups` groups, packed as
     `sampler_packing` says. Double-buffered on a machine with a core beyond the workers', the
     trainer steps a few slots itself, as many as even the loads (stagerl.tasks.balance)."""
-    num_workers, groups = sampler_packing(machine, len(samplers), groups)
+    num_workers, groups = sampler_packing(machine, num_samplers=len(samplers), groups=groups)
     spare_core = groups > 1 and machine.cores() > num_workers
     return VectorSampler(
         samplers,
@@ -150,7 +153,7 @@ def start_sampler(
     )
 
 
-def sampler_packing(machine: MachineParams, num_samplers: int, groups: int) -> tuple[int, int]:
+def sampler_packing(machine: MachineParams, *, num_samplers: int, groups: int) -> tuple[int, int]:
     """`(sampler processes, groups)` for `num_samplers` samplers asked to run in `groups`
     groups: never more groups than samplers, and a core left to the trainer when double
     buffering (`MachineParams.sampler_processes`)."""
@@ -161,6 +164,7 @@ def sampler_packing(machine: MachineParams, num_samplers: int, groups: int) -> t
 def build_model(
     experiment: LoadedExperiment,
     action_space: spaces.Discrete,
+    *,
     device: torch.device | str = "cpu",
     observation_space: spaces.Dict | None = None,
     training: bool = True,
@@ -281,7 +285,7 @@ class TrainingSetup:
         """The training samplers' workers: two groups taking turns unless the machine params
         ask for synchronous sampling."""
         return start_sampler(
-            self.experiment, self.machine, self.samplers, groups=self.training_groups
+            self.experiment, self.machine, samplers=self.samplers, groups=self.training_groups
         )
 
     @property
@@ -303,7 +307,7 @@ def _expert_uuids(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> li
     for uuid, sensor in experts.items():
         field = f"ExpertActionSensor(uuid={uuid!r}).nactions"
         expected = f"{actions}, the tasks' number of actions"
-        require(sensor.nactions == actions, field, sensor.nactions, expected)
+        require(sensor.nactions == actions, field, value=sensor.nactions, expected=expected)
     uuids = list(experts)
     for index, stage in enumerate(pipeline.pipeline_stages):
         needs = stage.teacher_forcing is not None or pipeline.imitation_losses(stage)
@@ -326,7 +330,9 @@ def _validation_samplers(
     if pipeline.validation is None:
         return None
     try:
-        return build_samplers(experiment, "valid", seed, max_sampler_processes)
+        return build_samplers(
+            experiment, "valid", seed=seed, max_sampler_processes=max_sampler_processes
+        )
     except ConfigError as error:
         raise ConfigError(f"TrainingPipeline.validation is set, but {error}") from None
 
@@ -334,6 +340,7 @@ def _validation_samplers(
 def offpolicy_iterators(
     pipeline: TrainingPipeline,
     samplers: list[TaskSampler],
+    *,
     seed: int,
     first_stage: int,
     ranks: Ranks,
@@ -355,8 +362,8 @@ def offpolicy_iterators(
         iterators[index] = build_iterator(
             stage.offpolicy_component,
             f"pipeline_stages[{index}].offpolicy_component",
-            context,
-            tasks_per_rank,
+            context=context,
+            tasks_per_rank=tasks_per_rank,
             shared_seed=iterator_seed(seed, index, rank=0),
         )
     return iterators
@@ -367,23 +374,35 @@ def _optimization(pipeline: TrainingPipeline, model: ActorCriticModel) -> tuple[
     checked to be one."""
     field = "TrainingPipeline.optimizer_builder"
     optimizer = user_call(field, pipeline.optimizer_builder, model.parameters())
-    require(isinstance(optimizer, torch.optim.Optimizer), field, optimizer, "an optimizer")
+    require(
+        isinstance(optimizer, torch.optim.Optimizer),
+        field,
+        value=optimizer,
+        expected="an optimizer",
+    )
     if pipeline.lr_scheduler_builder is None:
         return optimizer, None
     field = "TrainingPipeline.lr_scheduler_builder"
     scheduler = user_call(field, pipeline.lr_scheduler_builder, optimizer)
     is_scheduler = all(hasattr(scheduler, name) for name in ("step", "state_dict"))
-    require(is_scheduler, field, scheduler, "a Builder(LambdaLR, ...) of an LR scheduler")
+    require(
+        is_scheduler, field, value=scheduler, expected="a Builder(LambdaLR, ...) of an LR scheduler"
+    )
     # The schedule is evaluated at the step count (`step(total_steps)`, as in AllenAct): a
     # scheduler whose step takes no count, or takes a metric (ReduceLROnPlateau), cannot be.
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     takes_step = not plateau and bool(inspect.signature(scheduler.step).parameters)
     expected = "an LR scheduler whose step(epoch) sets the rate at a step count (not one of "
-    require(takes_step, field, scheduler, expected + "SequentialLR, ChainedScheduler, ...)")
+    require(
+        takes_step,
+        field,
+        value=scheduler,
+        expected=expected + "SequentialLR, ChainedScheduler, ...)",
+    )
     return optimizer, scheduler
 
 
-def load_saved_state(what: str, target: Any, state: dict, source: str) -> None:
+def load_saved_state(what: str, target: Any, *, state: dict, source: str) -> None:
     """`target.load_state_dict(state)`; a CheckpointError naming `source` and `what` when the
     saved state does not fit (the experiment's model or optimizer changed since)."""
     try:
@@ -403,7 +422,9 @@ def _resume_optimization(optimizer: Any, scheduler: Any, resume: dict, edited: b
     settings = [
         {k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups
     ]
-    load_saved_state("optimizer", optimizer, resume["optimizer"], "the checkpoint resumed from")
+    load_saved_state(
+        "optimizer", optimizer, state=resume["optimizer"], source="the checkpoint resumed from"
+    )
     if not edited:
         if scheduler is not None and resume["lr_scheduler"] is not None:
             scheduler.load_state_dict(resume["lr_scheduler"])
@@ -445,10 +466,12 @@ def build_training_setup(
     ranks = ranks or Ranks()
     pipeline = build_pipeline(experiment)
     configure_trainer_process()
-    everyone = sampler_machine(experiment, "train", max_sampler_processes)
+    everyone = sampler_machine(experiment, "train", max_sampler_processes=max_sampler_processes)
     total_tasks = everyone.nprocesses
     machine, first_task = everyone.for_rank(ranks.rank, ranks.world_size)
-    samplers = make_samplers(experiment, "train", machine, seed, first_task, total_tasks)
+    samplers = make_samplers(
+        experiment, "train", machine=machine, seed=seed, first=first_task, total=total_tasks
+    )
     device = trainer_device(machine)
     pipeline.check_task_count(len(samplers))
     expert_uuids = _expert_uuids(pipeline, samplers)
@@ -457,12 +480,26 @@ def build_training_setup(
         validation = _validation_samplers(experiment, pipeline, seed, max_sampler_processes)
     first_stage = resume["state"]["stage_index"] if resume else 0
     tasks_per_rank = list(everyone.task_counts(ranks.world_size))
-    offpolicy = offpolicy_iterators(pipeline, samplers, seed, first_stage, ranks, tasks_per_rank)
-    model = build_model(experiment, samplers[0].action_space, device, samplers[0].observation_space)
+    offpolicy = offpolicy_iterators(
+        pipeline,
+        samplers,
+        seed=seed,
+        first_stage=first_stage,
+        ranks=ranks,
+        tasks_per_rank=tasks_per_rank,
+    )
+    model = build_model(
+        experiment,
+        samplers[0].action_space,
+        device=device,
+        observation_space=samplers[0].observation_space,
+    )
     optimizer, scheduler = _optimization(pipeline, model)
     if resume:
         _check_resumable(resume, experiment, total_tasks)
-        load_saved_state("model", model, resume["model"], "the checkpoint resumed from")
+        load_saved_state(
+            "model", model, state=resume["model"], source="the checkpoint resumed from"
+        )
         edited = resume.get("config_source") != experiment.source
         _resume_optimization(optimizer, scheduler, resume, edited)
     return TrainingSetup(

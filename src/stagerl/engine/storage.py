@@ -64,7 +64,7 @@ class RolloutStorage:
         self.normalized_advantages = zeros(steps, tasks)
 
     def set_observations(
-        self, row: int, observations: dict[str, np.ndarray], tasks: slice = ALL
+        self, row: int, observations: dict[str, np.ndarray], *, tasks: slice = ALL
     ) -> None:
         """Write one step's observations into row `row` for the tasks `tasks`."""
         for uuid, target in self.observations.items():
@@ -96,7 +96,7 @@ class RolloutStorage:
         self.terminated[t, tasks].copy_(torch.from_numpy(terminated))
         self.truncated[t, tasks].copy_(torch.from_numpy(truncated))
         self.bootstrap_values[t, tasks] = 0.0
-        self.set_observations(t + 1, next_observations, tasks)
+        self.set_observations(t + 1, next_observations, tasks=tasks)
         ended = self.terminated[t, tasks] | self.truncated[t, tasks]
         self.masks[t + 1, tasks] = 1.0 - ended.float()
         self.prev_actions[t + 1, tasks] = actions
@@ -191,7 +191,7 @@ def join_carry_states(states: list[dict]) -> dict:
     }
 
 
-def slice_carry_state(state: dict, first: int, count: int) -> dict:
+def slice_carry_state(state: dict, *, first: int, count: int) -> dict:
     """The carry state of tasks `first` .. `first + count - 1`."""
     tasks = slice(first, first + count)
     return {

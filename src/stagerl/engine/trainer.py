@@ -97,13 +97,17 @@ class Trainer:
         if resume:
             setup = self.setup
             self.share = rank_share(
-                resume, ranks.rank, ranks.world_size, setup.first_task, setup.num_tasks
+                resume,
+                rank=ranks.rank,
+                world_size=ranks.world_size,
+                first_task=setup.first_task,
+                num_tasks=setup.num_tasks,
             )
         if self.share is not None and self.share.rng is not None:
             set_rng_state(self.share.rng, self.generators)
         elif ranks.rank > 0 or self.share is not None:  # each rank samples its own actions
             self.generators = seed_everything(
-                rank_seed(self.seed, ranks.rank, self.state.total_steps)
+                rank_seed(self.seed, rank=ranks.rank, total_steps=self.state.total_steps)
             )
         self.resume = resume
         self.stop_signal: int | None = None
@@ -128,7 +132,7 @@ class Trainer:
             component = self.pipeline.pipeline_stages[index].offpolicy_component
             losses = self._weighted(component.loss_names, component.loss_weights)
             learners[index] = OffPolicyLearner(
-                component, iterator, losses, self.setup.device, self.ranks
+                component, iterator, losses=losses, device=self.setup.device, ranks=self.ranks
             )
             saved = self.share.offpolicy.get(index) if self.share else None
             if saved is not None:
@@ -324,7 +328,7 @@ class Trainer:
             "dagger_buffer_stage": self.buffer_stage,
             "ranks": parts,
         }
-        path = save_checkpoint(self.run_dir, self.state.total_steps, payload)
+        path = save_checkpoint(self.run_dir, total_steps=self.state.total_steps, payload=payload)
         self.rotation.wrote(path)
         return path
 
@@ -417,7 +421,9 @@ class Trainer:
                 # the stage's last window is a row of its own, not the next stage's first (if
                 # not written already: a run stopped by a signal saved before writing it)
                 name = self.pipeline.stage_names[state.stage_index]
-                logger.maybe_emit(state.total_steps, state.stage_index, name, force=True)
+                logger.maybe_emit(
+                    state.total_steps, stage_index=state.stage_index, stage=name, force=True
+                )
                 more_stages = state.stage_index + 1 < len(stages)  # else the final save follows
                 if more_stages and state.last_save_steps != state.total_steps:
                     self._checkpoint(sampler, storage, logger)  # every stage's final model
@@ -428,10 +434,10 @@ class Trainer:
                 continue
             self._rollout_and_update(sampler, storage, logger, stage)
             index, name = state.stage_index, self.pipeline.stage_names[state.stage_index]
-            row = logger.maybe_emit(state.total_steps, index, name)
+            row = logger.maybe_emit(state.total_steps, stage_index=index, stage=name)
             stage_done = self.ranks.is_main and self._criterion_says_stop(stage, row, logger)
             interrupted, state.stopped_early = self.ranks.end_rollout(
-                self.stop_signal is not None, stage_done, self.setup.model
+                self.stop_signal is not None, stage_done=stage_done, model=self.setup.model
             )
             if interrupted:
                 signum = self.stop_signal or signal.SIGTERM  # the signal another rank got
@@ -439,13 +445,15 @@ class Trainer:
             if state.stage_steps >= stage.max_stage_steps or state.stopped_early:
                 # the stage's last row goes out before a checkpoint of this step can be saved,
                 # so that a run resumed from that checkpoint cannot write the row again
-                logger.maybe_emit(state.total_steps, index, name, force=True)
+                logger.maybe_emit(state.total_steps, stage_index=index, stage=name, force=True)
             if save_interval and state.total_steps - state.last_save_steps >= save_interval:
                 self._checkpoint(sampler, storage, logger)
             elif self._validation_due():
                 self._validate(logger)
         last = min(state.stage_index, len(stages) - 1)
-        logger.maybe_emit(state.total_steps, last, self.pipeline.stage_names[last], force=True)
+        logger.maybe_emit(
+            state.total_steps, stage_index=last, stage=self.pipeline.stage_names[last], force=True
+        )
         return self._checkpoint(sampler, storage, logger)
 
     def _criterion_says_stop(
@@ -481,7 +489,12 @@ class Trainer:
         state.last_valid_steps = state.total_steps
         results = self.validator.run(self.setup.model)
         index = min(state.stage_index, len(self.pipeline.pipeline_stages) - 1)
-        logger.log_validation(state.total_steps, index, self.pipeline.stage_names[index], results)
+        logger.log_validation(
+            state.total_steps,
+            stage_index=index,
+            stage=self.pipeline.stage_names[index],
+            values=results,
+        )
 
     def _checkpoint(
         self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger

@@ -30,7 +30,7 @@ class Validator:
         self.settings = settings
         self.seed = seed
         self.sampler: VectorSampler = episode_sampler(
-            experiment, machine, samplers, episodes=settings.episodes
+            experiment, machine, samplers=samplers, episodes=settings.episodes
         )
 
     def episodes(self, model: ActorCriticModel) -> list[dict[str, float]]:

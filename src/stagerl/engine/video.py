@@ -37,7 +37,7 @@ def annotate(frame: np.ndarray, text: str) -> np.ndarray:
 
 @torch.no_grad()
 def play(
-    model: ActorCriticModel, task: Task, generator: torch.Generator, deterministic: bool
+    model: ActorCriticModel, task: Task, *, generator: torch.Generator, deterministic: bool
 ) -> list[np.ndarray]:
     """Run the task to its end; its frames, the first before any step."""
     device = next(model.parameters()).device
@@ -51,7 +51,9 @@ def play(
             return frames
         obs = {k: torch.as_tensor(v)[None, None].to(device) for k, v in observations.items()}
         output, memory = model(obs, memory, prev_actions, masks)
-        action = choose_actions(output.distributions, deterministic, generator)
+        action = choose_actions(
+            output.distributions, deterministic=deterministic, generator=generator
+        )
         result = task.step(int(action))
         observations, done = result.observation, result.done
         masks, prev_actions = torch.ones_like(masks), action[None].to(device)
@@ -73,8 +75,8 @@ def write_video(frames: list[np.ndarray], stem: Path) -> Path:
 def record_videos(
     experiment: LoadedExperiment,
     checkpoint: Path,
-    directory: Path,
     *,
+    directory: Path,
     episodes: int,
     seed: int = 0,
     deterministic: bool = False,
@@ -89,7 +91,7 @@ def record_videos(
         task = samplers[index % len(samplers)].next_task()
         if task is None:
             break  # the test samplers ran out
-        frames = play(model, task, generator, deterministic)
+        frames = play(model, task, generator=generator, deterministic=deterministic)
         success = bool(task.metrics().get("success", 0.0))
         outcome = "success" if success else "failure"
         stem = directory / f"episode{index:03d}_seed{getattr(task, 'seed', index)}_{outcome}"

@@ -14,7 +14,7 @@ class A2C(Loss):
     reads_expert_actions = False
 
     def __init__(self, value_loss_coef: float, entropy_coef: float) -> None:
-        require_coefficients("A2C", value_loss_coef, entropy_coef)
+        require_coefficients("A2C", value_loss_coef=value_loss_coef, entropy_coef=entropy_coef)
         self.value_loss_coef = value_loss_coef
         self.entropy_coef = entropy_coef
 

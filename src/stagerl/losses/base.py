@@ -28,13 +28,13 @@ class RolloutBatch:
     normalized_advantages: torch.Tensor | None = None
 
 
-def require_coefficients(owner: str, value_loss_coef: Any, entropy_coef: Any) -> None:
+def require_coefficients(owner: str, *, value_loss_coef: Any, entropy_coef: Any) -> None:
     """An actor-critic loss's weights: the value loss's a finite number >= 0, the entropy's a
     finite number (NaN or infinity would make every loss NaN)."""
     ok = is_number(value_loss_coef) and 0 <= value_loss_coef < math.inf
-    require(ok, f"{owner}.value_loss_coef", value_loss_coef, "a finite number >= 0")
+    require(ok, f"{owner}.value_loss_coef", value=value_loss_coef, expected="a finite number >= 0")
     ok = is_number(entropy_coef) and math.isfinite(entropy_coef)
-    require(ok, f"{owner}.entropy_coef", entropy_coef, "a finite number")
+    require(ok, f"{owner}.entropy_coef", value=entropy_coef, expected="a finite number")
 
 
 def standardize(values: torch.Tensor) -> torch.Tensor:

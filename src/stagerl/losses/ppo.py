@@ -42,12 +42,12 @@ class PPO(Loss):
         normalize_advantage: AdvantageNormalization | bool = "rollout",
     ) -> None:
         require_positive("PPO.clip_param", clip_param)
-        require_coefficients("PPO", value_loss_coef, entropy_coef)
+        require_coefficients("PPO", value_loss_coef=value_loss_coef, entropy_coef=entropy_coef)
         require(
             callable(clip_decay) or clip_decay is None,
             "PPO.clip_decay",
-            clip_decay,
-            "a schedule (callable of the step count) or None",
+            value=clip_decay,
+            expected="a schedule (callable of the step count) or None",
         )
         self.clip_param = clip_param
         self.value_loss_coef = value_loss_coef
@@ -55,16 +55,16 @@ class PPO(Loss):
         require(
             isinstance(use_clipped_value_loss, bool),
             "PPO.use_clipped_value_loss",
-            use_clipped_value_loss,
-            "True or False",
+            value=use_clipped_value_loss,
+            expected="True or False",
         )
         self.use_clipped_value_loss = use_clipped_value_loss
         self.clip_decay = clip_decay or (lambda _: 1.0)
         require(
             isinstance(normalize_advantage, bool | str) and normalize_advantage in _NORMALIZATIONS,
             "PPO.normalize_advantage",
-            normalize_advantage,
-            "'rollout' (or True), 'minibatch' or 'none' (or False)",
+            value=normalize_advantage,
+            expected="'rollout' (or True), 'minibatch' or 'none' (or False)",
         )
         self.normalize_advantage: AdvantageNormalization = _NORMALIZATIONS[normalize_advantage]
 
@@ -81,7 +81,9 @@ class PPO(Loss):
         self, step_count: int, batch: RolloutBatch, actor_critic_output: ActorCriticOutput
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The clipped surrogate, the (optionally clipped) value loss and the entropy bonus."""
-        decay = user_number("PPO.clip_decay", self.clip_decay, step_count, "a number")
+        decay = user_number(
+            "PPO.clip_decay", self.clip_decay, steps=step_count, expected="a number"
+        )
         clip = self.clip_param * max(decay, 0.0)  # a decay past its end clips at 0
         advantages = self._advantages(batch)
 

@@ -65,7 +65,7 @@ def _memory(state: torch.Tensor | tuple[torch.Tensor, ...], lstm: bool) -> torch
 
 
 def run_recurrent_stepwise(
-    rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
+    rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, *, memory: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What `run_recurrent` computes, by its definition: one step at a time, the memory
     multiplied by the mask before each step (so zeroed where an episode starts)."""
@@ -94,7 +94,7 @@ def _one_step(
     over twice as much (oneDNN sets up a primitive per call: 137 against 60 us for the GoToObj
     example's LSTM and 16 tasks)."""
     if not _plain(rnn):
-        return run_recurrent_stepwise(rnn, inputs, memory, masks)
+        return run_recurrent_stepwise(rnn, inputs, memory=memory, masks=masks)
     state = memory[0] * masks[0, :, None]
     weights = (rnn.weight_ih_l0, rnn.weight_hh_l0)
     biases = (rnn.bias_ih_l0, rnn.bias_hh_l0) if rnn.bias else (None, None)
@@ -236,7 +236,7 @@ def _lstm_by_length(
 
 
 def run_recurrent(
-    rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
+    rnn: nn.GRU | nn.LSTM, inputs: torch.Tensor, *, memory: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a GRU or LSTM over `[T, N, F]` inputs, zeroing memory wherever `masks` marks an
     episode start. An LSTM's memory is its `(h, c)` joined on the last dimension.

@@ -163,7 +163,7 @@ def leading_episodes(path: Path, max_steps: int) -> int:
 
 
 def read_episodes(
-    path: Path, observation_keys: list[str], episode_indices: np.ndarray
+    path: Path, *, observation_keys: list[str], episode_indices: np.ndarray
 ) -> EpisodeArrays:
     """Read the given episodes' observations (these keys) and actions into flat arrays."""
     observations: dict[str, list[np.ndarray]] = {key: [] for key in observation_keys}

@@ -31,7 +31,7 @@ def first_trainer_slots(num_slots: int, num_workers: int) -> int:
 
 
 def balanced_trainer_slots(
-    num_slots: int, num_workers: int, trainer_slot: float, worker_slot: float, trainer_own: float
+    num_slots: int, num_workers: int, *, trainer_slot: float, worker_slot: float, trainer_own: float
 ) -> float:
     """The `k` that evens the loads (the module's docstring), from the costs `t`, `w` and `a`,
     within [0, n / (W + 1)]: never more than an even share of the stepping."""
@@ -112,7 +112,16 @@ class SlotBalancer:
         self.settle -= 1
         if self.settle > 0:
             return current
-        even = round(balanced_trainer_slots(self.num_slots, self.num_workers, *self.costs))
+        trainer_slot, worker_slot, trainer_own = self.costs
+        even = round(
+            balanced_trainer_slots(
+                self.num_slots,
+                self.num_workers,
+                trainer_slot=trainer_slot,
+                worker_slot=worker_slot,
+                trainer_own=trainer_own,
+            )
+        )
         even = min(even, self.most)
         if even == 0:
             self.settle = SETTLE

@@ -33,16 +33,16 @@ class SensorSuite:
         require(
             isinstance(sensors, Iterable) and not isinstance(sensors, str | Sensor),
             "SENSORS",
-            sensors,
-            "a list of sensors, e.g. [RGBSensor()]",
+            value=sensors,
+            expected="a list of sensors, e.g. [RGBSensor()]",
         )
         self.sensors: dict[str, Sensor] = {}
         for index, sensor in enumerate(sensors):
             require(
                 isinstance(sensor, Sensor),
                 f"SENSORS[{index}]",
-                sensor,
-                "a Sensor instance (a class needs its parentheses)",
+                value=sensor,
+                expected="a Sensor instance (a class needs its parentheses)",
             )
             if sensor.uuid in self.sensors:
                 raise ConfigError(f"SENSORS: two sensors share the uuid {sensor.uuid!r}")
@@ -83,8 +83,8 @@ def _action_count(action_space: Any, nactions: int | None) -> int:
     require(
         is_number(count, whole=True) and count > 0,
         f"ExpertActionSensor.{field}",
-        count,
-        "a positive number of actions (or a gymnasium Discrete space)",
+        value=count,
+        expected="a positive number of actions (or a gymnasium Discrete space)",
     )
     return count
 
@@ -111,8 +111,8 @@ class ExpertActionSensor(Sensor):
         require(
             not expert_args,
             "ExpertActionSensor.expert_args",
-            expert_args,
-            "None: stagerl's tasks take no arguments in query_expert()",
+            value=expert_args,
+            expected="None: stagerl's tasks take no arguments in query_expert()",
         )
         nactions = _action_count(action_space, nactions)
         self.nactions = nactions

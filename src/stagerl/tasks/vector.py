@@ -93,7 +93,7 @@ def _layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
     return layout
 
 
-def slot_owners(groups: list[slice], num_workers: int, trainer_slots: int) -> list[int]:
+def slot_owners(groups: list[slice], *, num_workers: int, trainer_slots: int) -> list[int]:
     """Which process steps each slot: the trainer (`TRAINER`) the last `trainer_slots` slots,
     split evenly between the groups (an odd one to the last, the larger), and the workers the
     rest, dealt round-robin so that stepping one group keeps every worker busy. One more
@@ -112,7 +112,10 @@ def most_trainer_slots(groups: list[slice], num_workers: int) -> int:
     never so many that a worker is left without a slot."""
     num_slots = groups[-1].stop
     for k in range(num_slots // (num_workers + 1), 0, -1):
-        if len(set(slot_owners(groups, num_workers, k)) - {TRAINER}) == num_workers:
+        if (
+            len(set(slot_owners(groups, num_workers=num_workers, trainer_slots=k)) - {TRAINER})
+            == num_workers
+        ):
             return k
     return 0
 
@@ -157,12 +160,14 @@ class VectorSampler:
         most = most_trainer_slots(self.groups, num_workers)
         trainer_slots = min(trainer_slots, most)
         self.balancer = SlotBalancer(self.num_tasks, num_workers, most) if trainer_slots else None
-        self.owners = slot_owners(self.groups, num_workers, trainer_slots)
+        self.owners = slot_owners(self.groups, num_workers=num_workers, trainer_slots=trainer_slots)
         self.names = [repr(sampler) for sampler in samplers]
         limits = dict(enumerate(max_tasks)) if max_tasks is not None else None
         mine = {i: s for i, s in enumerate(samplers) if self.owners[i] == TRAINER}
         # a copy, as a worker would unpickle it: the caller's samplers stay untouched
-        self.local = WorkerLoop(pickle.loads(pickle.dumps(mine)), self.arrays, limits, experiment)
+        self.local = WorkerLoop(
+            pickle.loads(pickle.dumps(mine)), self.arrays, max_tasks=limits, experiment=experiment
+        )
         self.conns, self.processes = [], []
         for w in range(num_workers):
             slots = {i: s for i, s in enumerate(samplers) if self.owners[i] == w}
@@ -207,17 +212,19 @@ class VectorSampler:
         experiment: WorkerExperiment | None,
     ) -> None:
         parent, child = context.Pipe()
-        args = (
-            w,
-            child,
-            self.arrays.block,
-            self.arrays.layout,
-            pickle.dumps(samplers),
-            max_tasks,
-            experiment,
+        kwargs = dict(
+            block=self.arrays.block,
+            layout=self.arrays.layout,
+            samplers_blob=pickle.dumps(samplers),
+            max_tasks=max_tasks,
+            experiment=experiment,
         )
         process = context.Process(
-            target=worker_main, args=args, daemon=True, name=f"stagerl-worker-{w}"
+            target=worker_main,
+            args=(w, child),
+            kwargs=kwargs,
+            daemon=True,
+            name=f"stagerl-worker-{w}",
         )
         process.start()
         child.close()
@@ -364,7 +371,7 @@ class VectorSampler:
     def move_slots(self, trainer_slots: int) -> None:
         """Let the trainer step `trainer_slots` slots (`slot_owners`), moving each slot whose
         owner changes with its whole state; only between steps."""
-        owners = slot_owners(self.groups, self.num_workers, trainer_slots)
+        owners = slot_owners(self.groups, num_workers=self.num_workers, trainer_slots=trainer_slots)
         moved = [i for i in range(self.num_tasks) if owners[i] != self.owners[i]]
         states: dict[int, bytes] = {}
         for owner in {self.owners[i] for i in moved}:

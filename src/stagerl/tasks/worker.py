@@ -99,6 +99,7 @@ class WorkerLoop:
         self,
         samplers: dict[int, TaskSampler],
         arrays: SharedArrays,
+        *,
         max_tasks: dict[int, int | None] | None,
         experiment: WorkerExperiment | None = None,
     ) -> None:
@@ -251,6 +252,7 @@ class WorkerLoop:
 def worker_main(
     worker_index: int,
     conn: Any,
+    *,
     block: Any,
     layout: dict[str, ArraySpec],
     samplers_blob: bytes,
@@ -265,7 +267,9 @@ def worker_main(
     try:
         samplers = _ExperimentUnpickler(samplers_blob, experiment).load()
         _register_envs(experiment)
-        loop = WorkerLoop(samplers, SharedArrays(block, layout), max_tasks, experiment)
+        loop = WorkerLoop(
+            samplers, SharedArrays(block, layout), max_tasks=max_tasks, experiment=experiment
+        )
         while True:
             try:
                 command, argument = conn.recv()

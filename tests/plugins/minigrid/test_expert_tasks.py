@@ -117,7 +117,7 @@ def test_an_expert_turned_off_plans_nothing_and_plans_afresh_when_turned_on(monk
     sampler = MiniGridTaskSampler(env_ids="BabyAI-GoToLocal-v0", sensors=sensors, seed=1)
     layout = _layout(sampler.observation_space, 1)
     loop = WorkerLoop(
-        {0: sampler}, SharedArrays(bytearray(SharedArrays.nbytes(layout)), layout), None
+        {0: sampler}, SharedArrays(bytearray(SharedArrays.nbytes(layout)), layout), max_tasks=None
     )
     loop.reset()
     expert = loop.arrays["obs/expert_action"]

@@ -194,7 +194,7 @@ class BabyAIRecurrentACModel(ActorCriticModel):
         grid = image.reshape(steps * tasks, *image.shape[2:]).permute(0, 3, 1, 2).float()
         features = self.image_conv(grid).view(steps, tasks, -1)
         if self.memory_rnn is not None:
-            features, memory = run_recurrent(self.memory_rnn, features, memory, masks)
+            features, memory = run_recurrent(self.memory_rnn, features, memory=memory, masks=masks)
         if self.instr_rnn is not None:
             mission = observations["minigrid_mission"].reshape(steps * tasks, -1)
             features = torch.cat([features, self._instruction(mission).view(steps, tasks, -1)], -1)

@@ -121,7 +121,7 @@ class MiniGridActorCritic(ActorCriticModel):
         """Encode the view (and mission), run the GRU if any, then the actor and critic heads."""
         features = self._encode(observations)
         if self.rnn is not None:
-            features, memory = run_recurrent(self.rnn, features, memory, masks)
+            features, memory = run_recurrent(self.rnn, features, memory=memory, masks=masks)
         output = ActorCriticOutput(
             distributions=Categorical(logits=self.actor(features), validate_args=False),
             values=self.critic(features).squeeze(-1),

@@ -142,7 +142,7 @@ def create_minigrid_offpolicy_data_iterator(
         raise DatasetError(
             f"{path}: {used} episodes leave trainer rank {rank} of {world_size} none; {why}"
         )
-    episodes = read_episodes(path, keys, indices)
+    episodes = read_episodes(path, observation_keys=keys, episode_indices=indices)
     observations = episodes.observations
     observations["image"] = observations["image"][..., : _sensor_channels(observation_space)]
     if instr_len is not None:

@@ -141,7 +141,7 @@ def chunk_seeds(seed: int, chunk: int) -> list[int]:
     return rng.integers(low, high, EPISODES_PER_CHUNK).tolist()
 
 
-def play_chunk(env_id: str, seed: int, chunk: int) -> PlayedChunk:
+def play_chunk(env_id: str, *, seed: int, chunk: int) -> PlayedChunk:
     """A worker's job: play one chunk of episodes."""
     env = make_minigrid_env(env_id)
     outcomes = [
@@ -165,7 +165,9 @@ class _Recording:
         next_chunk = kept = 0
         while kept < episodes:
             while len(pending) < self.in_flight:
-                pending.append(self.pool.submit(play_chunk, self.env_id, self.seed, next_chunk))
+                pending.append(
+                    self.pool.submit(play_chunk, self.env_id, seed=self.seed, chunk=next_chunk)
+                )
                 next_chunk += 1
             played: PlayedChunk = pending.pop(0).result()
             take, dropped = played.first(episodes - kept)

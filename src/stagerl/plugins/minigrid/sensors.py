@@ -92,8 +92,8 @@ class EgocentricMiniGridSensor(Sensor):
         require(
             view_channels in (1, 2, 3),
             "EgocentricMiniGridSensor.view_channels",
-            view_channels,
-            "1, 2 or 3 (object, colour, state)",
+            value=view_channels,
+            expected="1, 2 or 3 (object, colour, state)",
         )
         self.uuid = uuid
         self.view_channels = view_channels
@@ -120,8 +120,8 @@ class MiniGridMissionSensor(Sensor):
         require(
             isinstance(instr_len, int) and instr_len > 0,
             "MiniGridMissionSensor.instr_len",
-            instr_len,
-            "a positive number of words",
+            value=instr_len,
+            expected="a positive number of words",
         )
         self.uuid = uuid
         self.max_len = instr_len

@@ -69,8 +69,8 @@ class MiniWorldObjectNavExperimentConfig(SplitSamplerArgs, ExperimentConfig):
             require(
                 total_processes <= cls.NUM_TRAIN_SCENES,
                 f"{cls.__name__}.NUM_TRAIN_SCENES",
-                cls.NUM_TRAIN_SCENES,
-                f"at least one scene per training sampler ({total_processes})",
+                value=cls.NUM_TRAIN_SCENES,
+                expected=f"at least one scene per training sampler ({total_processes})",
             )
             scenes = scene_ids("train", cls.NUM_TRAIN_SCENES)[process_ind::total_processes]
             episodes = None

@@ -115,7 +115,7 @@ def _step_on_the_map(task: Any, world: Any) -> int:
     if direct is not None:
         return direct
     x, _, z = agent.pos
-    points = task.map.path(float(x), float(z), LOOK_AHEAD)
+    points = task.map.path(float(x), float(z), ahead=LOOK_AHEAD)
     # the farthest point first: usually it is clear, and the nearer ones need not be checked
     farthest = next(
         (p for p in reversed(points) if _clear(world, agent, np.array([p[0], 0.0, p[1]]))), None

@@ -76,7 +76,9 @@ class ObjectNavActorCritic(ActorCriticModel):
         frames = rgb.permute(0, 3, 1, 2).float() / 255.0
         visual = self.visual(self.cnn(frames)).view(steps, tasks, -1)
         goal = self.goal_embedding(observations[self.goal_uuid].reshape(steps, tasks).long())
-        features, memory = run_recurrent(self.rnn, torch.cat([visual, goal], -1), memory, masks)
+        features, memory = run_recurrent(
+            self.rnn, torch.cat([visual, goal], -1), memory=memory, masks=masks
+        )
         logits = self.actor(features)
         values = self.critic(features).squeeze(-1)
         return ActorCriticOutput(Categorical(logits=logits), values), memory

@@ -94,7 +94,7 @@ class NavigationMap:
     of walls and objects by its radius), and the geodesic distance from every cell to the
     nearest cell within `reach` m of an object of the target type (the goal region)."""
 
-    def __init__(self, scene: Scene, target_type: str, reach: float) -> None:
+    def __init__(self, scene: Scene, target_type: str, *, reach: float) -> None:
         self.scene = scene
         columns, rows = int(np.ceil(scene.width / CELL)), int(np.ceil(scene.depth / CELL))
         xs = (np.arange(columns) + 0.5) * CELL
@@ -135,7 +135,7 @@ class NavigationMap:
         ways = np.hypot(self.x[reachable] - x, self.z[reachable] - z)
         return float((self.distance[reachable] + ways).min())
 
-    def path(self, x: float, z: float, ahead: float) -> list[tuple[float, float]]:
+    def path(self, x: float, z: float, *, ahead: float) -> list[tuple[float, float]]:
         """The cells (their centres) of the first `ahead` m of the shortest path from a floor
         point to the goal region, descending the distance field cell by cell."""
         i, j = self.cell(x, z)

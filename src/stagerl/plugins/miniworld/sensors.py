@@ -13,8 +13,13 @@ from stagerl.tasks.sensors import Sensor
 class RGBSensor(Sensor):
     """The agent's camera, `[height, width, 3]` uint8 (the world renders at this size)."""
 
-    def __init__(self, width: int = 80, height: int = 60, uuid: str = "rgb") -> None:
-        require(width >= 16 and height >= 16, "RGBSensor size", (width, height), ">= 16 x 16")
+    def __init__(self, width: int = 80, height: int = 60, *, uuid: str = "rgb") -> None:
+        require(
+            width >= 16 and height >= 16,
+            "RGBSensor size",
+            value=(width, height),
+            expected=">= 16 x 16",
+        )
         self.uuid = uuid
         self.observation_space = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
 

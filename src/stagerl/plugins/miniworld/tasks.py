@@ -51,13 +51,13 @@ class ObjectNavTask(Task):
         super().__init__(env=sampler.world(), sensors=sensors, max_steps=max_steps)
         self.sampler, self.scene, self.target_type = sampler, scene, target_type
         self.episode_seed = episode_seed
-        self.map = NavigationMap(scene, target_type, GOAL_REACH)
+        self.map = NavigationMap(scene, target_type, reach=GOAL_REACH)
         self.env.load(scene)
         self._place_agent(np.random.default_rng(episode_seed))
         # SPL's shortest path ends where success can: within SUCCESS_DISTANCE of a target (the
         # goal region above, inside it, only guides the shaping reward and the expert)
         x, _, z = self.env.agent.pos
-        success_region = NavigationMap(scene, target_type, SUCCESS_DISTANCE)
+        success_region = NavigationMap(scene, target_type, reach=SUCCESS_DISTANCE)
         self.optimal_distance = success_region.distance_from(float(x), float(z))
         self.travelled = 0.0
         self.ended = self.succeeded = False
