@@ -21,6 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from stagerl.engine.distributed import Ranks  # noqa: E402
 from stagerl.engine.learner import WeightedLoss  # noqa: E402
 from stagerl.engine.offpolicy import OffPolicyLearner  # noqa: E402
 from stagerl.engine.setup import (  # noqa: E402
@@ -46,7 +47,10 @@ def main() -> None:
     component = stage.offpolicy_component
     machine, samplers = build_samplers(experiment, "train", seed=0)
     start = time.perf_counter()
-    iterator = offpolicy_iterators(pipeline, samplers, seed=0, first_stage=index)[index]
+    iterators = offpolicy_iterators(
+        pipeline, samplers, seed=0, first_stage=index, ranks=Ranks(), tasks_per_rank=[len(samplers)]
+    )
+    iterator = iterators[index]
     print(f"dataset loaded in {time.perf_counter() - start:.1f} s")
 
     next(iterator)  # starts the thread; warm-up
