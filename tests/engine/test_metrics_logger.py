@@ -36,3 +36,22 @@ def test_a_criterion_sees_the_rows_episode_metrics_as_allenacts_tracker_gives_th
     assert metrics.means() == {"success": 0.25, "ep_length": 10.0}
     assert metrics.counts() == {"success": 4, "ep_length": 4}
     assert metrics.sums() == {"success": 1.0, "ep_length": 40.0}
+
+
+def test_a_terminal_gone_stops_the_lines_not_the_rows(tmp_path):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    logger = MetricsLogger(tmp_path, interval=10, total_steps=30)
+    logger.console.file = ClosedPipe()  # say, the `| tee` reading stderr was killed
+    for step in (10, 20):
+        logger.add({"train/success": 1.0})
+        assert logger.maybe_emit(step, stage_index=0, stage="ppo")["step"] == step
+    logger.log_validation(20, stage_index=0, stage="ppo", values={"valid/success": 1.0})
+    logger.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [10, 20, 20]

@@ -89,6 +89,16 @@ def _no_merge(
     return sums, counts
 
 
+class _Console(Console):
+    """rich's Console, but a closed pipe (the `| tee` reading stderr killed, say) silences it
+    rather than exiting the process: training goes on, its rows are in metrics.jsonl and
+    TensorBoard."""
+
+    def on_broken_pipe(self) -> None:
+        """Print nothing more (rich's own exits)."""
+        self.quiet = True
+
+
 class MetricsLogger:
     """Without `tensorboard_and_console` (`TrainingPipeline.should_log=False`) only
     `metrics.jsonl` is written; without a `run_dir` (trainer ranks other than 0) nothing is,
@@ -120,7 +130,7 @@ class MetricsLogger:
             self.writer = SummaryWriter(
                 str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None
             )
-        self.console = Console(file=sys.stderr, quiet=not tensorboard_and_console)
+        self.console = _Console(file=sys.stderr, quiet=not tensorboard_and_console)
         # On a terminal, a live bar between the rows; elsewhere (CI, files) just the rows.
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -226,26 +236,30 @@ class MetricsLogger:
             if key in values
         )
         episodes = int(values.get("valid/episodes", 0))
-        self.console.print(
+        self._say(
             f"[bold]{step:>9,}[/]/{self.total_steps:,} steps  validation ({episodes} episodes): "
-            + shown,
-            highlight=False,
-            soft_wrap=True,
+            + shown
         )
+
+    def _say(self, line: str) -> None:
+        """A line on the terminal; a terminal gone (a dropped session's I/O error, a closed
+        pipe: `_Console`) silences the lines, not the training."""
+        try:
+            self.console.print(line, highlight=False, soft_wrap=True)
+        except OSError:
+            self.console.quiet = True
 
     def _print_progress(self, row: dict[str, Any], now: float) -> None:
         step = row["step"]
         rate = (step - self.start_step) / max(now - self.start_time, 1e-9)
         eta = max(self.total_steps - step, 0) / max(rate, 1e-9)  # the last rollout overshoots
         success = row.get("train/success")
-        self.console.print(
+        self._say(
             f"[bold]{step:>9,}[/]/{self.total_steps:,} steps  {row['fps']:7.0f} fps  "
             f"stage {row['stage']}  success "
             + (f"{success:.3f}" if success is not None else "  -  ")
             + f"  ETA {eta:5.0f} s"
-            + ("  (the last rollout ran past the budget)" if step > self.total_steps else ""),
-            highlight=False,
-            soft_wrap=True,
+            + ("  (the last rollout ran past the budget)" if step > self.total_steps else "")
         )
 
     def close(self) -> None:
