@@ -121,36 +121,8 @@ class MachineParams:
                 value=getattr(self, name),
                 expected="None (stagerl has no sensor preprocessors, visualizers or worker ids)",
             )
-        if self.gpu_ids is not None and self.devices is not None:
-            raise ConfigError("MachineParams: give devices or gpu_ids (its older name), not both")
-        counts = self.nprocesses
-        if isinstance(counts, Sequence) and not isinstance(counts, str):
-            counts = tuple(counts)
-            require(
-                counts and all(_is_count(c) for c in counts),
-                "MachineParams.nprocesses",
-                value=self.nprocesses,
-                expected="task samplers per trainer process, each >= 0",
-            )
-            object.__setattr__(self, "rank_task_counts", counts)
-            counts = sum(counts)
-        require(
-            _is_count(counts),
-            "MachineParams.nprocesses",
-            value=self.nprocesses,
-            expected="a number of task samplers >= 0",
-        )
-        object.__setattr__(self, "nprocesses", counts)
-        field_name = (
-            "MachineParams.gpu_ids" if self.gpu_ids is not None else "MachineParams.devices"
-        )
-        trainer = _devices(self.gpu_ids if self.gpu_ids is not None else self.devices, field_name)
-        object.__setattr__(self, "trainer_devices", trainer)
-        samplers = self.sampler_devices
-        sampler = (
-            trainer if samplers is None else _devices(samplers, "MachineParams.sampler_devices")
-        )
-        object.__setattr__(self, "task_sampler_devices", sampler)
+        self._settle_nprocesses()
+        self._settle_devices()
         require_positive(
             "MachineParams.max_sampler_processes",
             self.max_sampler_processes,
@@ -174,6 +146,42 @@ class MachineParams:
             value=self.double_buffered,
             expected="True or False",
         )
+
+    def _settle_nprocesses(self) -> None:
+        """`nprocesses` as the total count of task samplers; given per trainer rank (a
+        sequence), those counts are kept in `rank_task_counts`."""
+        counts = self.nprocesses
+        if isinstance(counts, Sequence) and not isinstance(counts, str):
+            counts = tuple(counts)
+            require(
+                counts and all(_is_count(c) for c in counts),
+                "MachineParams.nprocesses",
+                value=self.nprocesses,
+                expected="task samplers per trainer process, each >= 0",
+            )
+            object.__setattr__(self, "rank_task_counts", counts)
+            counts = sum(counts)
+        require(
+            _is_count(counts),
+            "MachineParams.nprocesses",
+            value=self.nprocesses,
+            expected="a number of task samplers >= 0",
+        )
+        object.__setattr__(self, "nprocesses", counts)
+
+    def _settle_devices(self) -> None:
+        """The trainer's devices from `devices` (or `gpu_ids`, its older name), the samplers'
+        from `sampler_devices` (the trainer's by default)."""
+        if self.gpu_ids is not None and self.devices is not None:
+            raise ConfigError("MachineParams: give devices or gpu_ids (its older name), not both")
+        given = self.gpu_ids if self.gpu_ids is not None else self.devices
+        trainer = _devices(given, self._devices_field)
+        object.__setattr__(self, "trainer_devices", trainer)
+        samplers = self.sampler_devices
+        sampler = (
+            trainer if samplers is None else _devices(samplers, "MachineParams.sampler_devices")
+        )
+        object.__setattr__(self, "task_sampler_devices", sampler)
 
     @property
     def device(self) -> str:

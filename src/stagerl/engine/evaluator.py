@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from stagerl.engine.checkpoint import load_checkpoint
+from stagerl.engine.resume import load_saved_state
 from stagerl.engine.setup import (
     build_model,
     build_samplers,
     configure_trainer_process,
-    load_saved_state,
     start_sampler,
     trainer_device,
 )

@@ -1,5 +1,6 @@
-"""Where a resumed run continues: in its own run directory when resuming its newest checkpoint,
-else in a new branch directory, so that nothing of the original run is ever overwritten."""
+"""Where a resumed run continues (in its own run directory when resuming its newest checkpoint,
+else in a new branch directory, so that nothing of the original run is ever overwritten), and
+what it takes back from the checkpoint."""
 
 import difflib
 import json
@@ -8,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from stagerl.engine.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -18,6 +21,7 @@ from stagerl.engine.checkpoint import (
     load_latest,
     new_run_dir,
 )
+from stagerl.engine.learner import step_lr_scheduler
 from stagerl.engine.logging import add_up_metrics
 from stagerl.engine.storage import join_carry_states, slice_carry_state
 from stagerl.errors import CheckpointError
@@ -213,3 +217,63 @@ def rank_share(
         logger=logger,
         notes=notes,
     )
+
+
+def load_saved_state(what: str, target: Any, *, state: dict, source: str) -> None:
+    """`target.load_state_dict(state)`; a CheckpointError naming `source` and `what` when the
+    saved state does not fit (the experiment's model or optimizer changed since)."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{source}: its {what} does not fit this experiment's (edited since it was "
+            f"saved?): {error}"
+        ) from None
+
+
+def _resume_optimization(optimizer: Any, scheduler: Any, resume: dict, edited: bool) -> None:
+    """The optimizer's running state (Adam's moments, ...) from the checkpoint. Its settings
+    and the LR schedule are the checkpoint's too, unless the experiment file was edited since
+    (resumed with `--allow-config-change`): then they are the file's, the schedule evaluated at
+    the step reached, so that an edited learning rate takes effect."""
+    settings = [
+        {k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups
+    ]
+    load_saved_state(
+        "optimizer", optimizer, state=resume["optimizer"], source="the checkpoint resumed from"
+    )
+    if not edited:
+        if scheduler is not None and resume["lr_scheduler"] is not None:
+            scheduler.load_state_dict(resume["lr_scheduler"])
+        return
+    for group, setting in zip(optimizer.param_groups, settings, strict=True):
+        group.update(setting)
+    step_lr_scheduler(scheduler, resume["state"]["total_steps"])
+
+
+def _check_resumable(
+    resume: dict[str, Any], experiment: LoadedExperiment, total_tasks: int
+) -> None:
+    check_experiment(resume, experiment)
+    if resume["num_tasks"] != total_tasks:
+        raise CheckpointError(
+            f"checkpoint has {resume['num_tasks']} task samplers, machine_params('train') now "
+            f"gives nprocesses={total_tasks}; resume with the nprocesses the run started with"
+        )
+
+
+def restore_training(
+    resume: dict[str, Any],
+    experiment: LoadedExperiment,
+    *,
+    total_tasks: int,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+) -> None:
+    """A resumed run's model, optimizer and LR schedule from its checkpoint, once the
+    checkpoint is checked to be this experiment's, with as many task samplers."""
+    _check_resumable(resume, experiment, total_tasks)
+    load_saved_state("model", model, state=resume["model"], source="the checkpoint resumed from")
+    edited = resume.get("config_source") != experiment.source
+    _resume_optimization(optimizer, scheduler, resume, edited)

@@ -11,10 +11,9 @@ import torch
 from gymnasium import spaces
 
 from stagerl.engine.distributed import Ranks
-from stagerl.engine.learner import step_lr_scheduler
 from stagerl.engine.offpolicy import build_iterator, iterator_seed
-from stagerl.engine.resume import check_experiment
-from stagerl.errors import CheckpointError, ConfigError, require, user_call
+from stagerl.engine.resume import restore_training
+from stagerl.errors import ConfigError, require, user_call
 from stagerl.experiment import LoadedExperiment, MachineParams, worker_experiment
 from stagerl.models.base import ActorCriticModel
 from stagerl.pipeline import TrainingPipeline
@@ -402,49 +401,6 @@ def _optimization(pipeline: TrainingPipeline, model: ActorCriticModel) -> tuple[
     return optimizer, scheduler
 
 
-def load_saved_state(what: str, target: Any, *, state: dict, source: str) -> None:
-    """`target.load_state_dict(state)`; a CheckpointError naming `source` and `what` when the
-    saved state does not fit (the experiment's model or optimizer changed since)."""
-    try:
-        target.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(
-            f"{source}: its {what} does not fit this experiment's (edited since it was "
-            f"saved?): {error}"
-        ) from None
-
-
-def _resume_optimization(optimizer: Any, scheduler: Any, resume: dict, edited: bool) -> None:
-    """The optimizer's running state (Adam's moments, ...) from the checkpoint. Its settings
-    and the LR schedule are the checkpoint's too, unless the experiment file was edited since
-    (resumed with `--allow-config-change`): then they are the file's, the schedule evaluated at
-    the step reached, so that an edited learning rate takes effect."""
-    settings = [
-        {k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups
-    ]
-    load_saved_state(
-        "optimizer", optimizer, state=resume["optimizer"], source="the checkpoint resumed from"
-    )
-    if not edited:
-        if scheduler is not None and resume["lr_scheduler"] is not None:
-            scheduler.load_state_dict(resume["lr_scheduler"])
-        return
-    for group, setting in zip(optimizer.param_groups, settings, strict=True):
-        group.update(setting)
-    step_lr_scheduler(scheduler, resume["state"]["total_steps"])
-
-
-def _check_resumable(
-    resume: dict[str, Any], experiment: LoadedExperiment, total_tasks: int
-) -> None:
-    check_experiment(resume, experiment)
-    if resume["num_tasks"] != total_tasks:
-        raise CheckpointError(
-            f"checkpoint has {resume['num_tasks']} task samplers, machine_params('train') now "
-            f"gives nprocesses={total_tasks}; resume with the nprocesses the run started with"
-        )
-
-
 def build_pipeline(experiment: LoadedExperiment) -> TrainingPipeline:
     """The experiment's TrainingPipeline, checked to be one."""
     pipeline = experiment.call("training_pipeline")
@@ -496,12 +452,10 @@ def build_training_setup(
     )
     optimizer, scheduler = _optimization(pipeline, model)
     if resume:
-        _check_resumable(resume, experiment, total_tasks)
-        load_saved_state(
-            "model", model, state=resume["model"], source="the checkpoint resumed from"
-        )
-        edited = resume.get("config_source") != experiment.source
-        _resume_optimization(optimizer, scheduler, resume, edited)
+        restore_training(
+            resume, experiment, total_tasks=total_tasks, model=model, optimizer=optimizer,
+            scheduler=scheduler,
+        )  # fmt: skip
     return TrainingSetup(
         experiment=experiment,
         pipeline=pipeline,

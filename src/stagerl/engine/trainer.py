@@ -8,7 +8,7 @@ forcing follow the stage's step count.
 import contextlib
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,45 +20,17 @@ from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger, TrainingMetrics
 from stagerl.engine.offpolicy import OffPolicyLearner
+from stagerl.engine.progress import Interrupted, NonFiniteLossError, TrainingState
 from stagerl.engine.resume import RankShare, rank_share
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
 from stagerl.engine.seeding import rank_seed, rng_state, seed_everything, set_rng_state
 from stagerl.engine.setup import TrainingSetup, build_training_setup
 from stagerl.engine.storage import RolloutStorage
 from stagerl.engine.validation import Validator
-from stagerl.errors import StagerlError, WorkerError, user_call
+from stagerl.errors import WorkerError, user_call
 from stagerl.experiment import LoadedExperiment
 from stagerl.pipeline import PipelineStage
 from stagerl.tasks.vector import VectorSampler
-
-
-class NonFiniteLossError(StagerlError):
-    """Too many updates in a row had a NaN or infinite loss or gradient."""
-
-    exit_code = 1
-
-
-class Interrupted(StagerlError):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
-
-    def __init__(self, signum: int, checkpoint: Path | None) -> None:
-        where = checkpoint or "written by rank 0"
-        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {where}")
-        self.exit_code = 128 + signum
-
-
-@dataclass
-class TrainingState:
-    """The run's progress: stage, step counters and bookkeeping, saved in every checkpoint."""
-
-    stage_index: int = 0
-    stage_steps: int = 0
-    total_steps: int = 0
-    rollout_count: int = 0
-    last_save_steps: int = 0
-    last_valid_steps: int = 0
-    nonfinite_in_a_row: int = 0
-    stopped_early: bool = False  # the stage's early_stopping_criterion said so
 
 
 class Trainer:
