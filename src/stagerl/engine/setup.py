@@ -434,21 +434,14 @@ def build_training_setup(
     validation = None
     if ranks.is_main:
         validation = _validation_samplers(experiment, pipeline, seed, max_sampler_processes)
-    first_stage = resume["state"]["stage_index"] if resume else 0
-    tasks_per_rank = list(everyone.task_counts(ranks.world_size))
     offpolicy = offpolicy_iterators(
-        pipeline,
-        samplers,
-        seed=seed,
-        first_stage=first_stage,
-        ranks=ranks,
-        tasks_per_rank=tasks_per_rank,
-    )
+        pipeline, samplers, seed=seed, ranks=ranks,
+        first_stage=resume["state"]["stage_index"] if resume else 0,
+        tasks_per_rank=list(everyone.task_counts(ranks.world_size)),
+    )  # fmt: skip
+    space = samplers[0].observation_space
     model = build_model(
-        experiment,
-        samplers[0].action_space,
-        device=device,
-        observation_space=samplers[0].observation_space,
+        experiment, samplers[0].action_space, device=device, observation_space=space
     )
     optimizer, scheduler = _optimization(pipeline, model)
     if resume:
