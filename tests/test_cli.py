@@ -1,6 +1,7 @@
 """The command line: bad input exits 2 with a short message naming the file or field; a
 finished run says how to look at it."""
 
+import re
 import shlex
 import subprocess
 import sys
@@ -292,6 +293,38 @@ def test_imitation_reads_the_experiments_expert_sensor_or_fails_before_workers(
     _forbid_workers(monkeypatch)
     assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("stage_losses", "message"),
+    [
+        ('["imitation_loss"]', None),
+        ('["ppo_loss"]', "pipeline_stages[0].teacher_forcing: the tasks have several"),
+    ],
+    ids=["the-stages-imitation-sensor", "no-imitation-loss-to-say-which"],
+)
+def test_teacher_forcing_executes_the_sensor_its_stages_imitation_loss_reads(
+    stage_losses, message, tmp_path
+):
+    from stagerl.engine.setup import build_training_setup
+    from stagerl.errors import ConfigError
+    from stagerl.experiment import load_experiment
+
+    second = "ExpertActionSensor(7, uuid='second')"
+    config = fixture_variant(
+        tmp_path,
+        "tiny_dagger_ppo.py",
+        {
+            "ExpertActionSensor(nactions=7)": f"ExpertActionSensor(7, uuid='first'), {second}",
+            '"imitation_loss": Imitation()': f'"imitation_loss": Imitation(expert_sensor={second})',
+            'loss_names=["imitation_loss"]': f"loss_names={stage_losses}",
+        },
+    )
+    if message is None:
+        assert build_training_setup(load_experiment(config), seed=0).teachers == {0: "second"}
+        return
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_training_setup(load_experiment(config), seed=0)
 
 
 def test_train_ends_with_commands_that_evaluate_and_plot_the_run(tmp_path, capsys):

@@ -252,6 +252,7 @@ class TrainingSetup:
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
     expert_uuids: list[str]  # of the tasks' ExpertActionSensors
+    teachers: dict[int, str]  # teacher-forcing stage index -> the expert sensor it executes
     validation: tuple[MachineParams, list[TaskSampler]] | None  # its machine and samplers
     offpolicy_iterators: dict[int, Any]  # stage index -> its dataset iterator
     ranks: Ranks
@@ -267,11 +268,6 @@ class TrainingSetup:
     def observation_space(self) -> spaces.Dict:
         """The training samplers' observation space."""
         return self.samplers[0].observation_space
-
-    @property
-    def expert_uuid(self) -> str | None:
-        """The first ExpertActionSensor's uuid (teacher forcing follows it), or None."""
-        return self.expert_uuids[0] if self.expert_uuids else None
 
     @property
     def model_reads_expert(self) -> bool:
@@ -318,6 +314,29 @@ def _expert_uuids(pipeline: TrainingPipeline, samplers: list[TaskSampler]) -> li
     for name, loss in pipeline.named_imitation_losses().items():
         loss.bind(uuids, f"TrainingPipeline.named_losses[{name!r}]")
     return uuids
+
+
+def _teachers(pipeline: TrainingPipeline, expert_uuids: list[str]) -> dict[int, str]:
+    """The expert sensor each teacher-forcing stage executes: the one its Imitation losses read
+    (they are bound by now), else the tasks' only one; an error naming the stage otherwise."""
+    teachers = {}
+    for index, stage in enumerate(pipeline.pipeline_stages):
+        if stage.teacher_forcing is None:
+            continue
+        read = {pipeline.named_losses[n].expert_uuid for n in pipeline.imitation_losses(stage)}
+        where = f"pipeline_stages[{index}].teacher_forcing"
+        if len(read) > 1:
+            raise ConfigError(
+                f"{where}: the stage's Imitation losses read different ExpertActionSensors "
+                f"{sorted(read)}; teacher forcing can execute only one's actions"
+            )
+        if not read and len(expert_uuids) > 1:
+            raise ConfigError(
+                f"{where}: the tasks have several ExpertActionSensors {expert_uuids} and the "
+                "stage has no Imitation loss saying which one to execute; add one"
+            )
+        teachers[index] = read.pop() if read else expert_uuids[0]
+    return teachers
 
 
 def _validation_samplers(
@@ -459,6 +478,7 @@ def build_training_setup(
         optimizer=optimizer,
         lr_scheduler=scheduler,
         expert_uuids=expert_uuids,
+        teachers=_teachers(pipeline, expert_uuids),
         validation=validation,
         offpolicy_iterators=offpolicy,
         ranks=ranks,

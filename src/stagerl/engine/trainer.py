@@ -118,7 +118,7 @@ class Trainer:
             schedule=stage.teacher_forcing,
             stage_steps=self.state.stage_steps,
             frames_per_step=self.setup.total_tasks,
-            expert_uuid=self.setup.expert_uuid,
+            expert_uuid=self.setup.teachers[self.state.stage_index],
             generator=self.generators["teacher_rng"],
             where=f"pipeline_stages[{self.state.stage_index}].teacher_forcing",
         )
