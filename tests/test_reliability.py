@@ -272,11 +272,14 @@ def test_a_run_resumed_in_place_never_deletes_an_earlier_runs_checkpoints(tmp_pa
 
 
 def test_resuming_a_run_another_process_trains_in_fails_at_once_touching_nothing(tmp_path, capsys):
-    config, run_dir = FIXTURES / "tiny_ppo.py", tmp_path / "TinyPPO" / "run"
+    config, run_dir = tmp_path / "tiny.py", tmp_path / "TinyPPO" / "run"
+    config.write_text((FIXTURES / "tiny_ppo.py").read_text())
     Trainer(load_experiment(config), run_dir=run_dir, seed=0).train(stop_after_steps=64)
+    config.write_text(config.read_text().replace("lr=1e-3", "lr=5e-4"))  # no diff file either
+    resume = ["train", str(config), "-o", str(tmp_path), "--resume", "latest"]
     with hold_run_dir(run_dir):  # as the process still training there does
         before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
-        code = cli.main(["train", str(config), "-o", str(tmp_path), "--resume", "latest"])
+        code = cli.main([*resume, "--allow-config-change"])
         after = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
     assert code == 2
     assert f"{run_dir}: another process is training" in capsys.readouterr().err

@@ -171,8 +171,8 @@ def _make_run_dir(output: Path, tag: str) -> Path:
         ) from None
 
 
-def _plan_run(args: argparse.Namespace, experiment: Any) -> tuple[Path, dict | None]:
-    """The run directory, and the checkpoint to resume when `--resume` asks for one."""
+def _plan_run(args: argparse.Namespace, experiment: Any) -> tuple[Path, Any]:
+    """The run directory, and the resume plan when `--resume` asks for one."""
     from stagerl.engine.resume import plan_resume
 
     if not args.resume:
@@ -192,7 +192,7 @@ def _plan_run(args: argparse.Namespace, experiment: Any) -> tuple[Path, dict | N
             f"a new run directory {plan.run_dir} (its branch.json says from where)"
         )
     print(f"stagerl: {message}", file=sys.stderr)
-    return plan.run_dir, plan.payload
+    return plan.run_dir, plan
 
 
 def _plan_and_hold_run(
@@ -202,9 +202,12 @@ def _plan_and_hold_run(
     trainer may write there meanwhile."""
     from stagerl.engine.run_lock import hold_run_dir
 
-    run_dir, resume = _plan_run(args, experiment)
+    run_dir, plan = _plan_run(args, experiment)
     held.enter_context(hold_run_dir(run_dir))
-    return run_dir, resume
+    if plan is None:
+        return run_dir, None
+    plan.record_config_change()
+    return run_dir, plan.payload
 
 
 def _join_ranks(experiment: Any) -> Any:

@@ -38,6 +38,15 @@ class ResumePlan:
     payload: dict[str, Any]
     run_dir: Path
     branched_from: Path | None  # the original run, when this resume starts a branch
+    config_change: list[str]  # the diff from the saved config to the file now; [] if none
+
+    def record_config_change(self) -> None:
+        """Keep the config's diff in the run directory; call it once the run is held, so that
+        a resume refused because another trainer holds the run writes nothing there."""
+        if self.config_change:
+            step = self.payload["state"]["total_steps"]
+            path = self.run_dir / f"config_change_at_{step}.diff"
+            path.write_text("\n".join(self.config_change) + "\n")
 
 
 def _checkpoint_and_payload(
@@ -115,7 +124,7 @@ def plan_resume(
     directory or a file) and decide where training continues: in place, unless a file older
     than its run's newest checkpoint, or one outside a run's `checkpoints/`, was named: that
     starts a new run directory. An experiment file that differs from the one the checkpoint
-    saved is refused unless `allow_config_change`; then the diff is kept in the run directory.
+    saved is refused unless `allow_config_change`; then the plan holds the diff.
     A `seed` other than the checkpoint's is refused."""
     tag = experiment.call("tag")
     checkpoint, payload, named = _checkpoint_and_payload(target, output, tag, seed, warn)
@@ -144,10 +153,7 @@ def plan_resume(
     elif named and newest and newest[0].resolve() != checkpoint.resolve():
         branched_from = run_dir
         run_dir = _start_branch(run_dir, run_dir.parent, checkpoint, payload)
-    if diff:
-        step = payload["state"]["total_steps"]
-        (run_dir / f"config_change_at_{step}.diff").write_text("\n".join(diff) + "\n")
-    return ResumePlan(checkpoint, payload, run_dir, branched_from)
+    return ResumePlan(checkpoint, payload, run_dir, branched_from, diff)
 
 
 @dataclass
