@@ -25,10 +25,10 @@ def _train_command(ranks: int, output: Path, *extra: str) -> list[str]:
     return [*TORCHRUN, "--nproc-per-node", str(ranks), *train]
 
 
-def _train(ranks: int, output: Path, *extra: str) -> str:
-    done = subprocess.run(
-        _train_command(ranks, output, *extra), capture_output=True, text=True, timeout=240
-    )
+def _train(ranks: int, output: Path, *extra: str, env: dict[str, str] | None = None) -> str:
+    command = _train_command(ranks, output, *extra)
+    env = {**os.environ, **(env or {})}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
 
@@ -208,6 +208,17 @@ def test_a_hung_rank_is_named_after_the_rank_timeout(tmp_path):
     assert "Timed out" in output
 
 
+@pytest.mark.timeout(300)
+def test_the_ranks_wait_for_a_validation_longer_than_the_rank_timeout(tmp_path):
+    # rank 0 validates each checkpoint (the imitation stage's final one at 64 steps, and the
+    # run's at 320) for 7 s while rank 1 waits; a collective would give up after 5 s
+    slow = {"TINY_RANKS_VALIDATION_SECONDS": "7", "TINY_RANKS_RANK_TIMEOUT": "5"}
+    _train(2, tmp_path, env={**slow, "TINY_RANKS_PPO_STEPS": "256"})
+    (run_dir,) = _run_dirs(tmp_path)
+    validated = [row["step"] for row in _rows(run_dir) if "valid/episodes" in row]
+    assert validated == [64, 320]
+
+
 def _session(sid: int) -> list[str]:
     """Processes left of the session torchrun led."""
     left = []
@@ -237,3 +248,23 @@ def test_a_parameter_no_rank_has_a_gradient_for_keeps_none(tmp_path):
         dist.destroy_process_group()
     assert used.grad.tolist() == [1.0, 2.0] and unused.grad is None
     assert loss.item() == 3.0
+
+
+@pytest.mark.timeout(60)
+def test_a_rank_waiting_for_rank_0_gets_its_result_or_an_error_once_it_goes_silent(monkeypatch):
+    import torch.distributed as dist
+
+    from stagerl.engine.distributed import Heartbeat, RankError
+
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(server.port))
+    waiting = Heartbeat(rank=1, world_size=2)  # rank 0 only in what the store holds
+    try:
+        waiting.store.set("who/0", "host pid 7")
+        waiting.store.set("done", "ok")
+        assert waiting.wait_for("done", rank=0, what="validation") == b"ok"
+        with pytest.raises(RankError, match=r"rank 1: lost rank 0 \(host pid 7\) during valid"):
+            waiting.wait_for("never", rank=0, what="validation")
+    finally:
+        waiting.close()

@@ -86,6 +86,9 @@ class MachineParams:
       in double-buffered training one fewer, leaving the trainer a core; `stagerl train -m K`
       overrides it). AllenAct starts one process per sampler unless `-m`.
     - `worker_timeout`: seconds a sampler process may take to answer before the run stops.
+    - `rank_timeout`: seconds a trainer rank (under torchrun) waits for the others in an
+      all-reduce before the run stops naming the silent one; rank 0's validation is waited
+      for without this limit.
     - `update_threads`: torch threads for updates. The trainer acts with one thread while the
       workers step (oversubscribed threads spin and run many times slower) and updates with
       `update_threads` while the workers idle.

@@ -31,6 +31,8 @@ from stagerl.errors import StagerlError
 
 T = TypeVar("T")
 BEAT_SECONDS = 1.0
+SILENT_SECONDS = 3 * BEAT_SECONDS  # a rank whose counter stood still this long is lost
+POLL_SECONDS = 0.1
 
 
 class RankError(StagerlError):
@@ -65,13 +67,26 @@ class Heartbeat:
             with contextlib.suppress(Exception):  # the store going away is reported elsewhere
                 self.store.add(f"beat/{self.rank}", 1)
 
-    def silent_ranks(self, wait: float = 3 * BEAT_SECONDS) -> list[str]:
+    def silent_ranks(self, wait: float = SILENT_SECONDS) -> list[str]:
         """The other ranks whose counter did not move in `wait` seconds, described."""
         others = [r for r in range(self.world_size) if r != self.rank]
         before = {r: self.store.add(f"beat/{r}", 0) for r in others}
         time.sleep(wait)
         silent = [r for r in others if self.store.add(f"beat/{r}", 0) == before[r]]
         return [f"rank {r} ({self.store.get(f'who/{r}').decode()})" for r in silent]
+
+    def wait_for(self, key: str, *, rank: int, what: str) -> bytes:
+        """The value `rank` puts at `key`, waited for as long as that rank's counter moves."""
+        beats, moved = self.store.add(f"beat/{rank}", 0), time.monotonic()
+        while not self.store.check([key]):
+            time.sleep(POLL_SECONDS)
+            now = self.store.add(f"beat/{rank}", 0)
+            if now != beats:
+                beats, moved = now, time.monotonic()
+            elif time.monotonic() - moved > SILENT_SECONDS:
+                who = self.store.get(f"who/{rank}").decode()
+                raise RankError(f"rank {self.rank}: lost rank {rank} ({who}) during {what}")
+        return self.store.get(key)
 
     def close(self) -> None:
         """Stop beating."""
@@ -87,6 +102,7 @@ class Ranks:
     heartbeat: Heartbeat | None = field(default=None, repr=False)
     device: torch.device = field(default=torch.device("cpu"), repr=False)
     allreduce_seconds: float = 0.0  # spent averaging gradients, for the logs
+    main_works: int = field(default=0, repr=False)  # calls of `wait_for_main` so far
 
     @classmethod
     def from_environment(cls) -> "Ranks":
@@ -251,6 +267,29 @@ class Ranks:
                 error = RankError(f"rank {self.rank}: rank 0 stopped: {error}")
             raise error
         return value
+
+    def wait_for_main(self, work: Callable[[], None], what: str) -> None:
+        """`work()` on rank 0, the other ranks waiting for it however long it takes while rank
+        0's heartbeat goes on: a collective would give up after `rank_timeout`, and a
+        validation may take longer. Rank 0 failing stops the others, naming it."""
+        if not self.distributed:
+            work()
+            return
+        if self.heartbeat is None:  # no rendezvous store to wait on: a collective waits
+            self.from_main(work, what)
+            return
+        self.main_works += 1
+        key = f"main_done/{self.main_works}"
+        if self.is_main:
+            outcome = b"failed"
+            try:
+                work()
+                outcome = b"ok"
+            finally:
+                self.heartbeat.store.set(key, outcome)
+            return
+        if self.heartbeat.wait_for(key, rank=0, what=what) != b"ok":
+            raise RankError(f"rank {self.rank}: rank 0 stopped with an error during {what}")
 
     def merge_metrics(
         self, sums: dict[str, float], counts: dict[str, int]

@@ -445,28 +445,29 @@ class Trainer:
         """The checkpoint resumed from was saved without its validation (on a signal)."""
         state = self.state
         return (
-            self.validator is not None
+            self.pipeline.validation is not None
             and state.last_save_steps == state.total_steps
             and state.last_valid_steps < state.total_steps
         )
 
     def _validation_due(self) -> bool:
-        interval = self.validator and self.validator.settings.interval
+        interval = self.pipeline.validation and self.pipeline.validation.interval
         state = self.state
         return bool(interval) and state.total_steps - state.last_valid_steps >= interval
 
     def _validate(self, logger: MetricsLogger) -> None:
-        """Log `valid/*` of the current model at the current step."""
+        """Log `valid/*` of the current model at the current step: rank 0 validates, and the
+        other ranks wait for it, however long it takes."""
         state = self.state
         state.last_valid_steps = state.total_steps
-        results = self.validator.run(self.setup.model)
         index = min(state.stage_index, len(self.pipeline.pipeline_stages) - 1)
-        logger.log_validation(
-            state.total_steps,
-            stage_index=index,
-            stage=self.pipeline.stage_names[index],
-            values=results,
-        )
+
+        def validate_and_log() -> None:
+            results = self.validator.run(self.setup.model)
+            stage = self.pipeline.stage_names[index]
+            logger.log_validation(state.total_steps, stage_index=index, stage=stage, values=results)
+
+        self.ranks.wait_for_main(validate_and_log, "validation")
 
     def _checkpoint(
         self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
@@ -474,7 +475,8 @@ class Trainer:
         """Save, then validate the saved model (when the pipeline asks to): a validation worker
         that fails cannot cost the checkpoint, which records this step's validation as done."""
         state = self.state
-        validate = self.validator is not None and state.last_valid_steps != state.total_steps
+        validate = self.pipeline.validation is not None
+        validate = validate and state.last_valid_steps != state.total_steps
         if validate:
             state.last_valid_steps = state.total_steps
         path = self._save_now(sampler, storage, logger)
