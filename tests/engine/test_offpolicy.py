@@ -117,7 +117,7 @@ def test_builders_get_the_context_they_take_and_what_the_kwargs_generator_adds()
         ).arguments
 
     assert build(lambda **kwargs: ReadyIterator(**kwargs)) == CONTEXT
-    assert build(lambda world_size: ReadyIterator(world_size=world_size)) == {"world_size": 2}
+    assert build(lambda rank: ReadyIterator(rank=rank)) == {"rank": 1}
     assert build(functools.partial(allenact_style, seed=3), lambda *_: {"part": "p"}) == {
         "part": "p",
         "seed": 3,  # what the partial binds stands
@@ -126,3 +126,36 @@ def test_builders_get_the_context_they_take_and_what_the_kwargs_generator_adds()
     assert calls == [(1, [3, 2], 99)]
     with pytest.raises(ConfigError, match=r"stage.data_iterator_kwargs_generator returned list"):
         build(allenact_style, lambda rank, tasks_per_rank, seed: [rank])
+
+
+def test_a_builder_that_cannot_be_told_its_rank_is_refused_on_several_ranks():
+    # it would give every rank the same batches: gradients averaged over identical copies
+    component = OffPolicyPipelineComponent(lambda: ReadyIterator(), ["bc"])
+    one_rank = {**CONTEXT, "rank": 0, "world_size": 1}
+    build_iterator(component, "stage", context=one_rank, tasks_per_rank=[5], shared_seed=0)
+    with pytest.raises(ConfigError, match=r"stage.data_iterator_builder takes no `rank`.* 2 "):
+        build_iterator(component, "stage", context=CONTEXT, tasks_per_rank=[3, 2], shared_seed=0)
+
+
+class DictIterator(ReadyIterator):
+    """AllenAct's iterators give dicts of tensors."""
+
+    def __next__(self):
+        return {"actions": torch.zeros(2, 1)}
+
+
+@pytest.mark.parametrize(
+    ("iterator", "message"),
+    [
+        (ReadyIterator(), r"stage.offpolicy_component.data_iterator_builder's iterator ended;"),
+        (DictIterator(), r"stage.offpolicy_component.data_iterator_builder's iterator gave a dict"),
+    ],
+    ids=["ended", "a-dict"],
+)
+def test_an_iterator_that_ends_or_gives_no_batch_stops_naming_the_stage(iterator, message):
+    component = OffPolicyPipelineComponent(lambda **kwargs: iterator, ["ce"])
+    learner = OffPolicyLearner(component, iterator, losses=[], where="stage.offpolicy_component")
+    model = CountingModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    with pytest.raises(ConfigError, match=message):
+        learner.update(model=model, optimizer=optimizer, stage_steps=0, max_grad_norm=1.0)

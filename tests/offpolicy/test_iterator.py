@@ -93,3 +93,21 @@ def test_episodes_too_few_to_fill_one_batch_in_every_order_are_an_error():
     uneven = EpisodeArrays({}, np.zeros(6, np.int64), np.array([0, 3, 4, 5]), lengths, Path("u"))
     with pytest.raises(ConfigError, match="in every order of its episodes"):
         TruncatedBPTTIterator(uneven, nrollouts=2, rollout_len=3, seed=0)
+
+
+@pytest.mark.timeout(30)
+def test_an_error_preparing_a_batch_is_raised_and_the_next_call_starts_again(monkeypatch):
+    iterator = _in_order(TruncatedBPTTIterator(_episodes(), nrollouts=2, rollout_len=4, seed=0))
+    produce, failures = TruncatedBPTTIterator._produce, [MemoryError("no room")]
+
+    def fails_once(self, position):
+        if failures:
+            raise failures.pop()
+        return produce(self, position)
+
+    monkeypatch.setattr(TruncatedBPTTIterator, "_produce", fails_once)
+    with pytest.raises(MemoryError, match="no room"):
+        next(iterator)
+    first = next(iterator)  # the prefetch thread ended with the error: a new one serves this
+    np.testing.assert_array_equal(first.observations["row"].T, [[0, 1, 2, 3], [8, 9, 10, 11]])
+    iterator.close()

@@ -45,6 +45,13 @@ def build_iterator(
         if not isinstance(extra, dict):
             raise ConfigError(f"{what} returned {type(extra).__name__}, not a dict of arguments")
         kwargs.update(extra)
+    elif context["world_size"] > 1 and "rank" not in kwargs:
+        raise ConfigError(
+            f"{where}.data_iterator_builder takes no `rank` or `**kwargs` and there is no "
+            f"data_iterator_kwargs_generator: each of the {context['world_size']} trainer ranks "
+            "would read the same batches; let it take `**kwargs` and pass them on to "
+            "create_minigrid_offpolicy_data_iterator"
+        )
     iterator = user_call(f"{where}.data_iterator_builder", builder, **kwargs)
     missing = [name for name in ITERATOR_METHODS if not hasattr(iterator, name)]
     if missing:
@@ -83,7 +90,9 @@ class OffPolicyLearner:
         losses: list[WeightedLoss],
         device: torch.device | str = "cpu",
         ranks: Ranks | None = None,
+        where: str = "offpolicy_component",
     ) -> None:
+        self.where = where  # the component's field, for errors
         self.device = torch.device(device)
         self.ranks = ranks or Ranks()
         self.updates = component.updates
@@ -92,6 +101,20 @@ class OffPolicyLearner:
         self.memory: torch.Tensor | None = None  # [layers, nrollouts, hidden] after the last batch
         self.samples = 0
         self.epoch = 0
+
+    def _next_arrays(self) -> OffPolicyArrays:
+        """The iterator's next batch; an error naming the component if it ends or gives
+        something else (the iterator must start each new epoch itself)."""
+        what = f"{self.where}.data_iterator_builder's iterator"
+        try:
+            arrays = next(self.iterator)
+        except StopIteration:
+            raise ConfigError(
+                f"{what} ended; an off-policy iterator never ends: it starts a new epoch itself"
+            ) from None
+        if not isinstance(arrays, OffPolicyArrays):
+            raise ConfigError(f"{what} gave a {type(arrays).__name__}, not OffPolicyArrays")
+        return arrays
 
     def _batch(self, arrays: OffPolicyArrays, model: ActorCriticModel) -> OffPolicyBatch:
         streams = arrays.actions.shape[1]
@@ -123,7 +146,7 @@ class OffPolicyLearner:
         parameters = [p for p in model.parameters() if p.requires_grad]
         skipped = 0
         for _ in range(self.updates):
-            batch = self._batch(next(self.iterator), model)
+            batch = self._batch(self._next_arrays(), model)
             info: dict[str, float] = {}
             total, memory = weighted_loss(
                 model, batch, losses=self.losses, stage_steps=stage_steps, info=info

@@ -104,7 +104,12 @@ class Trainer:
             component = self.pipeline.pipeline_stages[index].offpolicy_component
             losses = self._weighted(component.loss_names, component.loss_weights)
             learners[index] = OffPolicyLearner(
-                component, iterator, losses=losses, device=self.setup.device, ranks=self.ranks
+                component,
+                iterator,
+                losses=losses,
+                device=self.setup.device,
+                ranks=self.ranks,
+                where=f"pipeline_stages[{index}].offpolicy_component",
             )
             saved = self.share.offpolicy.get(index) if self.share else None
             if saved is not None:

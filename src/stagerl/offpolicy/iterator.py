@@ -212,6 +212,7 @@ class TruncatedBPTTIterator:
             self._start()
         item = self._queue.get()
         if isinstance(item, BaseException):
+            self._thread = None  # it ended: a later call starts again after the last batch
             raise item
         batch, self.position = item
         return batch

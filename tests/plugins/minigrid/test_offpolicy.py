@@ -134,6 +134,28 @@ def _short_observations(dataset: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def _mixed_views(dataset: Path, tmp_path: Path) -> Path:
+    import h5py
+
+    copy = tmp_path / "mixed-v0"
+    _hand_made(copy, episodes=10)
+    with h5py.File(copy / "data" / "main_data.hdf5", "r+") as file:
+        images = file["episode_3"]["observations"]
+        del images["image"]
+        images["image"] = np.zeros((2, 5, 5, 3), np.uint8)  # 5x5 among 7x7 views
+    return copy
+
+
+def _other_vocabulary(dataset: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "vocabulary-v0"
+    _hand_made(copy, episodes=10)
+    metadata_file = copy / "data" / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata["stagerl"]["vocabulary"] = ["<pad>", "<unk>", "walk"]
+    metadata_file.write_text(json.dumps(metadata))
+    return copy
+
+
 def _not_minari_metadata(dataset: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "metadata-v0"
     _hand_made(copy, episodes=10)
@@ -178,6 +200,9 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
         (_short_observations, {}, "episode_2 has 3 actions but only 2 'image' observations"),
         (_not_minari_metadata, {}, "not Minari metadata"),
         (_incomplete_record, {}, r"'stagerl' entry lacks \['longest_mission'\]"),
+        (lambda d, t: d, {"instr_len": 40}, "instr_len=40, but recordings keep 32 mission"),
+        (_other_vocabulary, {}, "recorded with another mission vocabulary"),
+        (_mixed_views, {}, "its episodes' observations differ"),
     ],
     ids=[
         "missing",
@@ -192,6 +217,9 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
         "fewer-observations-than-actions",
         "metadata-not-minari",
         "record-without-longest_mission",
+        "instr_len-beyond-the-recorded-tokens",
+        "another-vocabulary",
+        "views-of-two-sizes",
     ],
 )
 def test_bad_dataset_is_an_error_naming_the_file(dataset, tmp_path, make, kwargs, message):

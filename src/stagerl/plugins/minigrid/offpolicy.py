@@ -10,6 +10,8 @@ from stagerl.errors import ConfigError, require_positive
 from stagerl.losses.offpolicy import ExpertCELoss
 from stagerl.offpolicy.dataset import DatasetError, leading_episodes, read_episodes, read_metadata
 from stagerl.offpolicy.iterator import TruncatedBPTTIterator
+from stagerl.plugins.minigrid.recording import MISSION_TOKENS
+from stagerl.plugins.minigrid.sensors import VOCABULARY
 
 # Recorded key -> the uuid of the sensor that observes the same thing during training.
 SENSOR_UUIDS = {"image": "minigrid_ego_image", "mission": "minigrid_mission"}
@@ -81,6 +83,15 @@ def _check_fits(
             f"{path}: instr_len={instr_len}, but the experiment's {SENSOR_UUIDS['mission']} "
             f"sensor gives {mission.shape[0]} tokens, which the model reads from every batch; "
             f"create the iterator with instr_len={mission.shape[0]}"
+        )
+    if instr_len is not None and instr_len > MISSION_TOKENS:
+        raise DatasetError(
+            f"{path}: instr_len={instr_len}, but recordings keep {MISSION_TOKENS} mission tokens"
+        )
+    if recorded.get("vocabulary", VOCABULARY) != VOCABULARY:
+        raise DatasetError(
+            f"{path}: recorded with another mission vocabulary than this stagerl's, so its "
+            "token ids mean other words; record the dataset again with `stagerl record-dataset`"
         )
     if instr_len is not None and instr_len < recorded["longest_mission"]:
         raise DatasetError(
