@@ -1,6 +1,7 @@
 """The command line: bad input exits 2 with a short message naming the file or field; a
 finished run says how to look at it."""
 
+import json
 import re
 import shlex
 import subprocess
@@ -144,14 +145,49 @@ def test_a_config_class_missing_methods_names_them(tmp_path, capsys):
     assert "found none; Half lacks" in err and "machine_params" in err
 
 
-def test_eval_into_a_missing_folder_fails_before_evaluating(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    ("checkpoint", "options", "message"),
+    [
+        ("gone/ckpt.pt", [], "gone/ckpt.pt: no such checkpoint file"),
+        ("empty", [], "empty: no checkpoint there"),
+        ("ckpt.pt", ["--output-json", "gone/results.json"], "gone/results.json: cannot write"),
+        ("ckpt.pt", ["--output-json", "empty"], "--output-json {tmp}/empty: expected a file"),
+        ("ckpt.pt", ["--video", "ckpt.pt"], "--video {tmp}/ckpt.pt: expected a folder"),
+    ],
+    ids=["missing-checkpoint", "run-without-checkpoints", "results-folder", "results-a-folder",
+         "video-a-file"],
+)  # fmt: skip
+def test_eval_checks_its_paths_before_evaluating(
+    checkpoint, options, message, tmp_path, monkeypatch, capsys
+):
     from stagerl.engine import evaluator
 
     monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: pytest.fail("it evaluated"))
-    output = tmp_path / "no-such-folder" / "results.json"
-    arguments = ["eval", str(FIXTURES / "tiny_ppo.py"), "-c", str(tmp_path / "ckpt.pt")]
-    assert cli.main([*arguments, "--output-json", str(output)]) == 2
-    assert f"{output}: cannot write the results there" in capsys.readouterr().err
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    options = [str(tmp_path / o) if not o.startswith("--") else o for o in options]
+    arguments = ["eval", str(FIXTURES / "tiny_ppo.py"), "-c", str(tmp_path / checkpoint)]
+    assert cli.main([*arguments, *options]) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_eval_of_a_run_directory_takes_its_newest_checkpoint_and_keeps_each_settings_results(
+    tmp_path, capsys
+):
+    from stagerl.engine.trainer import Trainer
+    from stagerl.experiment import load_experiment
+
+    config, run_dir = FIXTURES / "tiny_ppo.py", tmp_path / "run"
+    Trainer(load_experiment(config), run_dir=run_dir, seed=0).train(stop_after_steps=512)
+    newest = run_dir / "checkpoints" / "ckpt_000000000512.pt"
+    for options in (["-s", "3"], ["-s", "3", "--deterministic"]):
+        assert cli.main(["eval", str(config), "-c", str(run_dir), "--episodes", "2", *options]) == 0
+        assert f"evaluating {newest}" in capsys.readouterr().err
+    sampled = json.loads(newest.with_suffix(".eval_seed3_sampled_2episodes.json").read_text())
+    chosen = json.loads(newest.with_suffix(".eval_seed3_deterministic_2episodes.json").read_text())
+    assert sampled["episodes"] == chosen["episodes"] == 2
+    assert (sampled["deterministic"], chosen["deterministic"]) == (False, True)
+    assert sampled["checkpoint"] == str(newest.resolve()) and sampled["seed"] == 3
 
 
 def test_config_that_raises_on_import_names_the_file(tmp_path, capsys):
@@ -350,11 +386,14 @@ def test_show_prints_each_stage_with_budget_and_schedules_starting_no_worker(mon
         if line.startswith("│")
     ]
     # stage, losses, steps, rollouts of 16 x 32 frames, updates, teacher forcing, clip, LR; a
-    # stage runs whole rollouts: 196 x 512 = 100,352 frames for its 100,000
+    # stage runs whole rollouts: 196 x 512 = 100,352 frames for its 100,000. Each in the
+    # first, middle and last rollout: an update uses the LR of the frames before its rollout
+    # (the imitation stage's last, after 99,840 frames: 1e-3 still; PPO's first: 1e-3 x 0.25
+    # x (1 - 352 / 50,000)) and the clip of the stage's frames after it (0.1 x (1 - 512 / 50,000))
     assert rows == [
         ["0", "imitation_loss (1)", "100,352", "196", "1,568 (4 x 2)", "1 / 0 / 0", "-",
-         "0.001 / 0.001 / 0.000248"],
-        ["1", "ppo_loss (1)", "50,176", "98", "784 (4 x 2)", "-", "0.1 / 0.0498 / 0",
+         "0.001 / 0.001 / 0.001"],
+        ["1", "ppo_loss (1)", "50,176", "98", "784 (4 x 2)", "-", "0.099 / 0.0488 / 0",
          "0.000248 / 0.000123 / 0"],
     ]  # fmt: skip
 

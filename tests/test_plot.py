@@ -4,6 +4,7 @@ switches marked; checked on the matplotlib objects, not on pixels."""
 import json
 
 import numpy as np
+import pytest
 from matplotlib.collections import PolyCollection
 
 from stagerl.cli import main
@@ -62,6 +63,30 @@ def test_runs_of_one_tag_in_two_outputs_are_two_curves(tmp_path):
     assert labels == ["old/PPO", "new/PPO"]
 
 
-def test_plot_of_a_directory_without_metrics_exits_2_naming_it(tmp_path, capsys):
-    assert main(["plot", str(tmp_path), "-o", str(tmp_path / "x.png")]) == 2
-    assert f"{tmp_path} is not a run directory" in capsys.readouterr().err
+def test_a_branch_is_a_curve_of_its_own_not_another_seed(tmp_path):
+    # a branch repeats its original's rows up to where it branched: as a second seed it
+    # would count them twice
+    original = _run(tmp_path, "PPO", "first", _rows([0.0, 0.2, 0.5]))
+    branch = _run(tmp_path, "PPO", "second", _rows([0.0, 0.2, 0.3]))
+    (branch / "branch.json").write_text(json.dumps({"original_run": str(original)}))
+    (axis,) = plot_runs([original, branch], tmp_path / "branch.png").axes
+    labels = [line.get_label() for line in axis.lines if not line.get_label().startswith("_")]
+    assert labels == ["PPO", "PPO (branch second)"]
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("x.png", "{run} is not a run directory"),
+        ("gone/x.png", "the folder {tmp}/gone does not exist"),
+        ("x.jpgx", "'jpgx' is not an image format"),
+    ],
+    ids=["no-metrics", "no-folder", "no-format"],
+)
+def test_plot_with_a_bad_path_exits_2_naming_it(output, message, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    if output != "x.png":
+        run = _run(tmp_path, "PPO", "seed1", _rows([0.0, 0.2, 0.5]))
+    assert main(["plot", str(run), "-o", str(tmp_path / output)]) == 2
+    assert message.format(run=run, tmp=tmp_path) in capsys.readouterr().err

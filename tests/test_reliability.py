@@ -362,6 +362,15 @@ def test_resume_refuses_an_edited_config_unless_allowed_and_records_the_change(t
     assert load_checkpoint(halfway)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)
 
 
+def test_eval_with_an_edited_experiment_file_says_so_with_the_diff(tmp_path, capsys):
+    config, final = _edited_later(tmp_path)
+    config.write_text(config.read_text().replace("lr=1e-3", "lr=5e-4"))
+    assert cli.main(["eval", str(config), "-c", str(final), "--episodes", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {config} differs from the config saved in {final}" in err
+    assert "+            optimizer_builder=Builder(optim.Adam, dict(lr=5e-4))," in err
+
+
 def test_a_run_resumes_after_its_experiment_file_moved(tmp_path):
     # the samplers' snapshots pickle a class of the experiment file, loaded as a module named
     # after the file's path; resumed from another path, that class is the moved file's

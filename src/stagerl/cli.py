@@ -37,7 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the test tasks")
     evaluate.add_argument("config", type=Path, help="experiment file")
-    evaluate.add_argument("-c", "--checkpoint", type=Path, required=True)
+    evaluate.add_argument(
+        "-c",
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="a ckpt_N.pt file, or a run directory (its newest checkpoint)",
+    )
     evaluate.add_argument(
         "--episodes",
         type=_positive_int,
@@ -55,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--output-json",
         type=Path,
-        help="where to write the results (default: next to the checkpoint)",
+        help="where to write the results (default: next to the checkpoint, named by seed, "
+        "sampled or deterministic actions, and episodes)",
     )
     evaluate.add_argument(
         "--video", type=Path, metavar="DIR", help="also write test episodes' videos here"
@@ -290,18 +297,45 @@ def _print_results(results: dict) -> None:
         print(f"{key:>12}: {shown}")
 
 
+def _require_writable(path: Path, option: str, *, folder: bool = False) -> None:
+    """Fail before the work, not after it: `path` (a file, or with `folder` a folder that may
+    not exist yet) can be written."""
+    if folder and path.is_dir():
+        parent = path
+    elif path.is_dir() or (folder and path.exists()):
+        raise StagerlError(f"{option} {path}: expected a {'folder' if folder else 'file'}")
+    else:
+        parent = path.parent
+    while folder and not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the folder and those above it will be made
+    if not (parent.is_dir() and os.access(parent, os.W_OK)):
+        raise StagerlError(f"{option} {path}: cannot write there (no writable folder)")
+
+
+def _results_path(checkpoint: Path, args: argparse.Namespace) -> Path:
+    """Next to the checkpoint, named by the settings, so evaluations of other settings are
+    kept side by side (one with the same settings gives the same numbers)."""
+    mode = "deterministic" if args.deterministic else "sampled"
+    episodes = f"_{args.episodes}episodes" if args.episodes else ""
+    return checkpoint.with_suffix(f".eval_seed{args.seed}_{mode}{episodes}.json")
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """`stagerl eval`: a checkpoint on the test tasks."""
+    from stagerl.engine.checkpoint import checkpoint_to_evaluate
     from stagerl.engine.evaluator import evaluate as run_evaluation
     from stagerl.experiment import load_experiment
 
     experiment = load_experiment(args.config)
-    output = args.output_json or args.checkpoint.with_suffix(".eval.json")
-    if not (output.parent.is_dir() and os.access(output.parent, os.W_OK)):  # fail before, not after
-        raise StagerlError(f"{output}: cannot write the results there (no writable folder)")
+    checkpoint = checkpoint_to_evaluate(args.checkpoint)
+    output = args.output_json or _results_path(checkpoint, args)
+    _require_writable(output, "--output-json")
+    if args.video:
+        _require_writable(args.video, "--video", folder=True)
+    print(f"stagerl: evaluating {checkpoint}", file=sys.stderr)
     results = run_evaluation(
         experiment,
-        args.checkpoint,
+        checkpoint,
         episodes=args.episodes,
         deterministic=args.deterministic,
         seed=args.seed,
@@ -314,14 +348,20 @@ def evaluate(args: argparse.Namespace) -> int:
             f"{args.episodes} episodes asked for",
             file=sys.stderr,
         )
-    output.write_text(json.dumps(results, indent=2) + "\n")
+    settings = {
+        "checkpoint": str(checkpoint.resolve()),
+        "seed": args.seed,
+        "deterministic": args.deterministic,
+        "episodes_asked": args.episodes,
+    }
+    output.write_text(json.dumps({**results, **settings}, indent=2) + "\n")
     print(f"stagerl: results written to {output}", file=sys.stderr)
     if args.video:
         from stagerl.engine.video import record_videos
 
         videos = record_videos(
             experiment,
-            args.checkpoint,
+            checkpoint,
             directory=args.video,
             episodes=args.video_episodes,
             seed=args.seed,

@@ -53,6 +53,29 @@ def _band(curves: list[tuple[list[float], list[float]]]) -> tuple[np.ndarray, ..
     return grid, np.nanmedian(stacked, 0), np.nanmin(stacked, 0), np.nanmax(stacked, 0)
 
 
+def _series(run_dir: Path) -> tuple[Path, str]:
+    """Which curve a run joins: the runs of one experiment (by the whole parent path: two
+    outputs may hold one tag) form one; a branch (a resume from an older checkpoint, with a
+    `branch.json`) is drawn apart, as it repeats its original's rows up to where it branched."""
+    resolved = run_dir.resolve()
+    branch = (resolved / "branch.json").is_file()
+    return resolved.parent, f" (branch {resolved.name})" if branch else ""
+
+
+def _check_output(path: Path) -> None:
+    """Fail before reading any run: an image format matplotlib writes, in a folder that exists."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix and suffix not in formats:
+        raise ConfigError(
+            f"{path}: {suffix!r} is not an image format; use one of {sorted(formats)}"
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: the folder {path.parent} does not exist")
+
+
 def plot_runs(
     run_dirs: Sequence[Path],
     path: Path,
@@ -70,13 +93,15 @@ def plot_runs(
     matplotlib.use("Agg")  # files only; never needs a display
     from matplotlib import pyplot as plt
 
-    experiments: dict[Path, list[list[dict[str, Any]]]] = {}
-    for run_dir in run_dirs:  # by the whole parent path: two outputs may hold one tag
-        experiments.setdefault(run_dir.resolve().parent, []).append(read_metrics(run_dir))
+    _check_output(path)
+    experiments: dict[tuple[Path, str], list[list[dict[str, Any]]]] = {}
+    for run_dir in run_dirs:
+        experiments.setdefault(_series(run_dir), []).append(read_metrics(run_dir))
+    parents = {parent for parent, _ in experiments}
     figure, axis = plt.subplots(figsize=(7, 4))
-    for index, (parent, runs) in enumerate(experiments.items()):
-        clash = sum(other.name == parent.name for other in experiments) > 1
-        name = f"{parent.parent.name}/{parent.name}" if clash else parent.name
+    for index, ((parent, branch), runs) in enumerate(experiments.items()):
+        clash = sum(other.name == parent.name for other in parents) > 1
+        name = (f"{parent.parent.name}/{parent.name}" if clash else parent.name) + branch
         colour = f"C{index % 10}"
         curves = [curve(rows, metric, x=x) for rows in runs]
         if not all(xs for xs, _ in curves):

@@ -19,37 +19,50 @@ from stagerl.pipeline import PipelineStage
 MIB = 2**20
 
 
-def _three(
-    schedule: Any, start: int, budget: int, low: float = -math.inf, high: float = math.inf
+def _values(
+    schedule: Any, points: list[int], low: float = -math.inf, high: float = math.inf
 ) -> str:
-    """A schedule's values at the start, middle and end of a stage, clipped to [low, high] as
-    training clips them."""
-    values = (schedule(start + budget * k // 2) for k in range(3))
-    return " / ".join(f"{min(max(value, low), high):.3g}" for value in values)
+    """A schedule's values at these points, clipped to [low, high] as training clips them."""
+    return " / ".join(f"{min(max(schedule(point), low), high):.3g}" for point in points)
 
 
-def _learning_rates(setup: TrainingSetup, start: int, budget: int) -> str:
-    """The LR at the stage's start, middle and end (the schedule follows the total steps),
-    from copies of the optimizer and scheduler."""
+def _learning_rates(setup: TrainingSetup, points: list[int]) -> str:
+    """The LR at these total steps, from copies of the optimizer and scheduler."""
     optimizer, scheduler = copy.deepcopy((setup.optimizer, setup.lr_scheduler))
     rates = []
-    for k in range(3):
-        step_lr_scheduler(scheduler, start + budget * k // 2)
+    for point in points:
+        step_lr_scheduler(scheduler, point)
         rates.append(f"{optimizer.param_groups[0]['lr']:.3g}")
     return " / ".join(rates)
 
 
-def _clip(setup: TrainingSetup, stage: PipelineStage, budget: int) -> str:
+def _clip(setup: TrainingSetup, stage: PipelineStage, points: list[int]) -> str:
     losses = setup.pipeline.named_losses
     ppo = [losses[name] for name in stage.loss_names if isinstance(losses[name], PPO)]
     if not ppo:
         return "-"
-    return _three(lambda steps: ppo[0].clip_param * ppo[0].clip_decay(steps), 0, budget, low=0)
+    return _values(lambda steps: ppo[0].clip_param * ppo[0].clip_decay(steps), points, low=0)
+
+
+def _schedules(setup: TrainingSetup, stage: PipelineStage, start: int, budget: int) -> list[str]:
+    """Teacher forcing, PPO clip and LR in the stage's first, middle and last rollout, as
+    training evaluates them: teacher forcing at the rollout's first step (of the stage's
+    steps), the clip at its update (the stage's steps after the rollout), the LR at its update
+    too (the total steps before the rollout: the scheduler steps after each update)."""
+    per_rollout = setup.pipeline.num_steps * setup.num_tasks
+    rollouts = budget // per_rollout
+    begins = [r * per_rollout for r in (0, rollouts // 2, rollouts - 1)]
+    teacher = stage.teacher_forcing
+    return [
+        _values(teacher, begins, low=0, high=1) if teacher is not None else "-",
+        _clip(setup, stage, [steps + per_rollout for steps in begins]),
+        _learning_rates(setup, [start + steps for steps in begins]),
+    ]
 
 
 def _stage_table(setup: TrainingSetup) -> Table:
     pipeline = setup.pipeline
-    table = Table(title="stages (schedules at the stage's start / middle / end)")
+    table = Table(title="stages (schedules in the stage's first / middle / last rollout)")
     for column in ("stage", "losses (weight)", "steps", "rollouts", "updates"):
         table.add_column(column, justify="right" if column in ("steps", "rollouts") else "left")
     for column in ("teacher forcing", "PPO clip", "learning rate"):
@@ -70,16 +83,13 @@ def _stage_table(setup: TrainingSetup) -> Table:
             losses += [f"off-policy {n} ({w:g})" for n, w in zip(
                 component.loss_names, component.loss_weights, strict=True)]  # fmt: skip
             updates.append(f"{rollouts * component.updates:,} off-policy")
-        teacher = stage.teacher_forcing
         table.add_row(
             str(index),
             "\n".join(losses) or "(none: rollouts only)",
             f"{budget:,}",
             f"{rollouts:,}",
             "\n".join(updates) or "-",
-            _three(teacher, 0, budget, low=0, high=1) if teacher is not None else "-",
-            _clip(setup, stage, budget),
-            _learning_rates(setup, start, budget),
+            *_schedules(setup, stage, start, budget),
         )
         start += budget
     return table

@@ -68,6 +68,21 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
 
 
+def checkpoint_to_evaluate(path: Path) -> Path:
+    """The checkpoint `stagerl eval -c PATH` means: the file, or the newest checkpoint of a run
+    directory (or of its `checkpoints/`)."""
+    if path.is_dir():
+        found = list_checkpoints(path.parent if path.name == CHECKPOINTS_DIR else path)
+        if not found:
+            raise CheckpointError(
+                f"{path}: no checkpoint there; name a ckpt_N.pt file or a run directory"
+            )
+        return found[0]
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    return path
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's contents (on the CPU). A damaged file raises CorruptCheckpointError; any
     other failure to read it (an I/O error, too little memory) a CheckpointError: both name it."""

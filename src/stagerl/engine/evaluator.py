@@ -1,6 +1,7 @@
 """Evaluation: run the test episodes with a trained model and average their metrics."""
 
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 from stagerl.engine.checkpoint import load_checkpoint
-from stagerl.engine.resume import load_saved_state
+from stagerl.engine.resume import config_diff, diff_summary, load_saved_state
 from stagerl.engine.setup import (
     build_model,
     build_samplers,
@@ -127,6 +128,25 @@ def episode_sampler(
     )
 
 
+def _warn_if_edited(experiment: LoadedExperiment, checkpoint: Path, payload: dict) -> None:
+    """The test tasks are built from the experiment file as it is now: say so when it is not
+    the file the checkpoint was trained with (an edited step limit changes the episodes)."""
+    if "config_source" not in payload:
+        return
+    diff = config_diff(
+        payload["config_source"],
+        experiment.source,
+        saved_name=f"{checkpoint.name}:config.py",
+        current_name=str(experiment.path),
+    )
+    if diff:
+        print(
+            f"stagerl: warning: {experiment.path} differs from the config saved in {checkpoint}; "
+            f"the test tasks and model come from the file as it is now:\n{diff_summary(diff)}",
+            file=sys.stderr,
+        )
+
+
 def trained_model(
     experiment: LoadedExperiment,
     checkpoint: Path,
@@ -140,6 +160,7 @@ def trained_model(
         raise CheckpointError(
             f"{checkpoint}: saved by experiment {payload.get('experiment')}, not {experiment.name}"
         )
+    _warn_if_edited(experiment, checkpoint, payload)
     configure_trainer_process()
     machine, samplers = build_samplers(
         experiment, "test", seed=seed, max_sampler_processes=max_sampler_processes

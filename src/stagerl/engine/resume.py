@@ -86,7 +86,8 @@ def config_diff(saved: str, current: str, *, saved_name: str, current_name: str)
     )
 
 
-def _summary(diff: list[str]) -> str:
+def diff_summary(diff: list[str]) -> str:
+    """A diff's first DIFF_LINES_SHOWN lines, and how many more there are."""
     shown = diff[:DIFF_LINES_SHOWN]
     more = len(diff) - len(shown)
     return "\n".join(shown) + (f"\n... ({more} more diff lines)" if more else "")
@@ -142,7 +143,7 @@ def plan_resume(
     )
     if diff and not allow_config_change:
         raise CheckpointError(
-            f"{experiment.path} differs from the config saved in {checkpoint}:\n{_summary(diff)}\n"
+            f"{experiment.path} differs from the config saved in {checkpoint}:\n{diff_summary(diff)}\n"
             "resume with --allow-config-change to go on with the edited file (the diff is "
             "recorded in the run directory)"
         )

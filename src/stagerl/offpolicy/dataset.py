@@ -9,6 +9,7 @@ import contextlib
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +68,9 @@ def write_dataset(
 ) -> Path:
     """Write Minari episode buffers (chunk by chunk, in order) to the dataset directory `out`.
 
-    Everything goes to `.<name>.incomplete` beside `out` and is renamed to `out` once complete,
-    so an interrupted run leaves nothing that looks like a dataset. An existing `out` is never
-    overwritten. `metadata()` is called once every episode is written, so it can describe them.
+    Everything goes to a folder `.<name>.incomplete-*` of its own beside `out` and is renamed to
+    `out` once complete, so an interrupted run leaves nothing that looks like a dataset, and two
+    recordings never write into one folder. An existing `out` is never overwritten. `metadata()` is called once every episode is written, so it can describe them.
     """
     import minari
     from minari.dataset.minari_storage import MinariStorage
@@ -77,10 +78,12 @@ def write_dataset(
     out = Path(out)
     if out.exists():
         raise DatasetError(f"{out} already exists; choose another --out or delete it")
-    staging = out.parent / f".{out.name}.incomplete"
-    shutil.rmtree(staging, ignore_errors=True)  # a previous interrupted run's leftovers
     try:
-        staging.mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=out.parent))
+    except OSError as error:
+        raise DatasetError(f"{out}: cannot write a dataset there ({error})") from None
+    try:
         storage = MinariStorage.new(
             staging / DATA_DIR,
             observation_space=observation_space,
@@ -186,8 +189,12 @@ def read_episodes(
     lengths_array = np.asarray(lengths, dtype=np.int64)
     if len(lengths_array) and lengths_array.min() < 1:
         raise DatasetError(f"{hdf5_path}: an episode has no steps")
+    try:
+        joined = {key: np.concatenate(parts) for key, parts in observations.items()}
+    except ValueError as error:  # episodes whose observations differ in shape
+        raise DatasetError(f"{hdf5_path}: its episodes' observations differ ({error})") from None
     return EpisodeArrays(
-        observations={key: np.concatenate(parts) for key, parts in observations.items()},
+        observations=joined,
         actions=np.concatenate(actions).astype(np.int64),
         starts=np.concatenate([[0], np.cumsum(lengths_array)[:-1]]).astype(np.int64),
         lengths=lengths_array,

@@ -41,11 +41,23 @@ def test_recorded_dataset_loads_in_minari_and_replays_in_the_env(tmp_path, monke
     np.testing.assert_array_equal(episode.observations["image"][-1], obs["image"])
 
 
-def test_recording_an_env_without_an_expert_is_refused_naming_it(tmp_path, capsys):
-    out = tmp_path / "unlock-v0"
-    argv = ["record-dataset", "--env", "MiniGrid-Unlock-v0", "--episodes", "2", "--out", str(out)]
+@pytest.mark.parametrize(
+    ("env_id", "out", "message"),
+    [
+        ("MiniGrid-Unlock-v0", "unlock-v0", "MiniGrid-Unlock-v0: no expert to record"),
+        ("CartPole-v1", "cartpole-v0", "is a CartPoleEnv, not a MiniGrid/BabyAI environment"),
+        ("BabyAI-GoToObj-v0", "file/gotoobj-v0", "file/gotoobj-v0: cannot write a dataset there"),
+    ],
+    ids=["no-expert", "not-minigrid", "out-under-a-file"],
+)
+def test_a_recording_that_cannot_be_made_is_refused_naming_why(
+    env_id, out, message, tmp_path, capsys
+):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / out
+    argv = ["record-dataset", "--env", env_id, "--episodes", "2", "--out", str(out)]
     assert cli.main(argv) == 2
-    assert "MiniGrid-Unlock-v0: no expert to record" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not out.exists()
 
 

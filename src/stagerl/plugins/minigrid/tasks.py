@@ -12,6 +12,7 @@ import minigrid  # noqa: F401  (registers the MiniGrid-* and BabyAI-* environmen
 import numpy as np
 from gymnasium import spaces
 from minigrid.core.actions import Actions
+from minigrid.minigrid_env import MiniGridEnv
 
 from stagerl.errors import ConfigError
 from stagerl.plugins.minigrid.experts import make_expert
@@ -29,9 +30,15 @@ SEED_RANGES = {
 def make_minigrid_env(env_id: str, **env_kwargs: Any) -> Any:
     """The bare environment (no checker/order wrappers): the task enforces the protocol."""
     try:
-        return gym.make(env_id, disable_env_checker=True, **env_kwargs).unwrapped
+        env = gym.make(env_id, disable_env_checker=True, **env_kwargs).unwrapped
     except gym.error.Error as error:
         raise ConfigError(f"env id {env_id!r} cannot be made: {error}") from error
+    if not isinstance(env, MiniGridEnv):
+        env.close()
+        raise ConfigError(
+            f"env id {env_id!r} is a {type(env).__name__}, not a MiniGrid/BabyAI environment"
+        )
+    return env
 
 
 def _check_registered(env_id: str) -> None:
