@@ -66,16 +66,16 @@ def test_stream_memory_carries_between_chunks_and_resets_at_a_new_epoch():
     iterator.close()
 
 
-def test_each_rank_counts_the_episodes_begun_on_all_ranks():
-    # A rank reads every second episode: its count doubled, averaged over the ranks as their
-    # logs are, is the share of the whole dataset begun.
+def test_each_rank_counts_the_episodes_it_begun_as_allenact_does():
+    # A rank reads every second episode; its epoch_progress is over its share (AllenAct's
+    # distributed config gives each worker total_episodes_in_epoch = 1e6 // workers)
     lengths = np.array([2, 2, 2])
     episodes = EpisodeArrays({}, np.zeros(6, np.int64), np.array([0, 2, 4]), lengths, Path("e"))
     iterator = TruncatedBPTTIterator(episodes, nrollouts=1, rollout_len=2, seed=0)
     component = OffPolicyPipelineComponent(lambda **kwargs: iterator, ["ce"])
     learner = OffPolicyLearner(component, iterator, losses=[], ranks=Ranks(rank=1, world_size=2))
     batch = learner._batch(next(iterator), CountingModel())
-    assert batch.episodes_begun == 2  # one episode begun here, one on the other rank
+    assert batch.episodes_begun == 1
     iterator.close()
 
 

@@ -128,9 +128,7 @@ class OffPolicyLearner:
             masks=tensor(arrays.masks),
             actions=tensor(arrays.actions),
             epoch=arrays.epoch,
-            # Each rank reads its own share of the episodes; scaled by the rank count, the
-            # ranks' logged epoch_progress averages to the exact share of all episodes begun.
-            episodes_begun=arrays.episodes_begun * self.ranks.world_size,
+            episodes_begun=arrays.episodes_begun,  # of this rank's share, as AllenAct counts
         )
 
     def update(

@@ -20,7 +20,7 @@ class OffPolicyBatch:
     masks: torch.Tensor  # [T, n], 0 where an episode starts
     actions: torch.Tensor  # [T, n] the dataset's actions
     epoch: int
-    episodes_begun: int  # begun in this epoch so far, this batch's included; x world_size
+    episodes_begun: int  # begun in this epoch so far by this rank, this batch's included
 
 
 class OffPolicyLoss(Loss):
@@ -36,7 +36,8 @@ class OffPolicyLoss(Loss):
 class ExpertCELoss(OffPolicyLoss):
     """Behaviour cloning: the policy's cross-entropy on the dataset's actions (the critic gets
     no gradient). With `total_episodes_in_epoch`, also logs `epoch_progress`, the fraction of
-    an epoch's episodes begun so far."""
+    an epoch's episodes begun so far. As in AllenAct, the count is per trainer rank: on W ranks
+    give each rank's share of the dataset (AllenAct's distributed config passes 1e6 // W)."""
 
     def __init__(self, total_episodes_in_epoch: int | None = None) -> None:
         require_positive(

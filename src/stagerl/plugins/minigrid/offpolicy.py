@@ -21,7 +21,8 @@ RECORDED_KEYS = ("env_id", "agent_view_size", "longest_mission")
 
 class MiniGridOffPolicyExpertCELoss(ExpertCELoss):
     """The seed's behaviour-cloning loss: cross-entropy of the policy on the recorded expert's
-    actions; `total_episodes_in_epoch` (the dataset's episodes) makes `epoch_progress`."""
+    actions; `total_episodes_in_epoch` (the episodes of a rank's share of the dataset) makes
+    `epoch_progress`."""
 
 
 def _recorded_by_stagerl(path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
