@@ -1,6 +1,7 @@
 """How fast the recurrent model's update pass is, in one run: `run_recurrent` against the
-step-by-step definition (`run_recurrent_stepwise`) and against running every episode stretch
-in one packed call (`_packed`, what `run_recurrent` does for a GRU, and did for an LSTM).
+step-by-step definition (`run_recurrent_stepwise`), against running every episode stretch
+in one packed call (`_packed`, what `run_recurrent` does for a GRU, and did for an LSTM), and
+against an LSTM call per length class (what it did before `_length_groups` joined classes).
 
 Forward and backward of the GoToObj example's model (BabyAIRecurrentACModel, LSTM-128) over
 `[T, N]` minibatches where an episode ends on average every `--episode-lengths` steps (drawn
@@ -28,6 +29,16 @@ from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor  # noqa: E
 from stagerl.tasks.sensors import SensorSuite  # noqa: E402
 
 
+def _call_per_class(rnn, inputs, *, memory, masks):
+    """`run_recurrent` with every length class in a call of its own."""
+    grouping = base._length_groups
+    base._length_groups = lambda rnn, longest, counts: list(range(len(longest)))
+    try:
+        return base.run_recurrent(rnn, inputs, memory=memory, masks=masks)
+    finally:
+        base._length_groups = grouping
+
+
 def _pass_ms(model, observations, memory, masks) -> float:
     start = time.perf_counter()
     output, _ = model(observations, memory, torch.zeros_like(masks).long(), masks)
@@ -53,6 +64,7 @@ def main() -> None:
     ways = {
         "stepwise": base.run_recurrent_stepwise,
         "packed": base._packed,
+        "per_class": _call_per_class,
         "run_recurrent": base.run_recurrent,
     }
     for steps, length in itertools.product(args.steps, args.episode_lengths):
@@ -73,7 +85,8 @@ def main() -> None:
             f"[{steps:>3} x {args.tasks}], episodes of ~{length:>4.0f} steps: "
             + "   ".join(f"{name} {value:6.2f} ms" for name, value in ms.items())
             + f"   run_recurrent's speed-up: {ms['stepwise'] / ms['run_recurrent']:.2f}x over "
-            f"stepwise, {ms['packed'] / ms['run_recurrent']:.2f}x over packed"
+            f"stepwise, {ms['packed'] / ms['run_recurrent']:.2f}x over packed, "
+            f"{ms['per_class'] / ms['run_recurrent']:.2f}x over per_class"
         )
 
 

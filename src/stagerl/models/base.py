@@ -199,26 +199,63 @@ def _coarse(n: int) -> int:
     return power * 3 // 4 if n <= power * 3 // 4 else power
 
 
+def _lstm_call_cost(rnn: nn.LSTM, length: int, width: int) -> float:
+    """Estimated microseconds of oneDNN's LSTM forward and backward over a `[length, width]`
+    call on a CPU: a cost per call, per step and per row, each growing with the weights
+    (fitted on 2 cores for 32 to 512 units, 2 threads)."""
+    weights = rnn.weight_ih_l0.numel() + rnn.weight_hh_l0.numel()
+    per_step = 7 + 3e-5 * weights + width * (0.5 + 2.5e-5 * weights)
+    return 300 + 1.5e-3 * weights + length * per_step
+
+
+def _length_groups(rnn: nn.LSTM, longest: list[int], counts: list[int]) -> list[int]:
+    """The call each length class runs in, given the classes' longest stretches and their
+    numbers of stretches (shortest class first): neighbouring classes share a call where
+    padding them to one shape costs less than another call; the grouping of least estimated
+    cost (`_lstm_call_cost`) over all that keep classes in order."""
+    least, cut = [0.0], [0]  # over the first k classes: the least cost, and its last call's start
+    for end in range(1, len(longest) + 1):
+        length = _coarse(longest[end - 1])
+        options = [
+            (least[start] + _lstm_call_cost(rnn, length, _coarse(sum(counts[start:end]))), start)
+            for start in range(end)
+        ]
+        cost, start = min(options)
+        least.append(cost)
+        cut.append(start)
+    calls, end = [], len(longest)
+    while end > 0:
+        calls.append(range(cut[end], end))
+        end = cut[end]
+    return [call for call, classes in enumerate(reversed(calls)) for _ in classes]
+
+
 def _lstm_by_length(
     rnn: nn.LSTM, inputs: torch.Tensor, memory: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The stretches in one dense call per length class (1-4, 5-8, 9-16, ... steps), each
-    class right-padded to a `_coarse` shape: oneDNN's LSTM runs a class forward and backward
-    in fused kernels, for a fixed cost per call (~0.5 ms) plus padding of well under 3x. The
-    cell state after the last step is not among the outputs: `_lstm_final_cell` rebuilds it."""
+    """The stretches in one dense call per group of length classes (1-4, 5-8, 9-16, ...
+    steps; `_length_groups` puts neighbouring classes in one call where that costs less), each
+    call right-padded to a `_coarse` shape: oneDNN's LSTM runs it forward and backward in fused
+    kernels, for a fixed cost per call plus its padded size. The cell state after the last
+    step is not among the outputs: `_lstm_final_cell` rebuilds it."""
     steps, tasks = masks.shape
     stretches = _Stretches.of(masks)
     rows = inputs.reshape(steps * tasks, -1)
     initial = stretches.initial(memory, masks)
     # 1-4 steps: class 2, 5-8: 3, ...; float rounding could at worst cost padding
     length_class = torch.log2(stretches.lengths.clamp(min=4).float()).ceil().long()
-    row_class = length_class[stretches.stretch]
+    classes, counts = length_class.unique(return_counts=True)
+    longest = torch.zeros(int(classes[-1]) + 1, dtype=stretches.lengths.dtype)
+    longest = longest.scatter_reduce(0, length_class, stretches.lengths, "amax")[classes]
+    groups = _length_groups(rnn, longest.tolist(), counts.tolist())
+    call = torch.tensor(groups, device=classes.device)[torch.searchsorted(classes, length_class)]
+    row_call = call[stretches.stretch]
     outputs, order = [], []
-    for group in length_class.unique().tolist():
-        members = (length_class == group).nonzero()[:, 0]
+    for group in range(groups[-1] + 1):
+        members = (call == group).nonzero()[:, 0]
         local = torch.zeros_like(stretches.lengths)
         local[members] = torch.arange(len(members), device=members.device)
-        picked = (row_class == group).nonzero()[:, 0]
+        picked = (row_call == group).nonzero()[:, 0]
         slots = (stretches.position[picked], local[stretches.stretch[picked]])
         length, width = _coarse(int(stretches.lengths[members].max())), _coarse(len(members))
         padded = rows.new_zeros(length, width, rows.shape[-1])
