@@ -9,7 +9,8 @@ timed windows after a warm-up:
   same synchronously on one process per core (the path before double buffering);
   `sampling_64_sps` double-buffered with 64 tasks;
 - `gotoobj_fps`: `stagerl train projects/babyai/gotoobj_ppo.py` (sampling, inference, updates),
-  from its metrics rows after the first; `peak_pss_mib`: that run's process tree at its peak;
+  from its metrics rows after the first; `peak_pss_mib`: the process tree at its peak, in a
+  run of its own (reading PSS slows a run);
   `gotoobj_sync_fps`: the same with `MachineParams(double_buffered=False)`;
 - `mlp_fps`: `stagerl train benchmarks/empty_mlp_ppo.py` (MiniGrid-Empty-Random-5x5, 64x64
   MLP, 16 tasks x 128 steps, 8 minibatches x 4 epochs) for 40 rollouts, the median of its
@@ -163,12 +164,14 @@ SYNCHRONOUS = """    @classmethod
 
 
 def run_training(
-    config: Path, output: str, *, ranks: int = 1, checkout: Path = ROOT
-) -> tuple[float, float]:
+    config: Path, output: str, *, ranks: int = 1, checkout: Path = ROOT, memory: bool = False
+) -> tuple[float, float | None]:
     """`stagerl train config -o output` in a subprocess (under torchrun with `ranks` > 1), with
     stagerl imported from `checkout` (another commit's work tree, to compare against): its wall
-    seconds from the start (start-up included) and its process tree's peak PSS in MiB.
-    Its stderr goes to a file: a pipe fills up on a long run and stalls it."""
+    seconds from the start (start-up included) and, with `memory`, its process tree's peak PSS
+    in MiB, read every 0.1 s (else None). Reading a 400 MiB process's smaps takes ~10 ms: a
+    tenth of a core, which slowed the GoToObj example by ~1.2 s of 20 on 2 cores, so a timed run
+    reads none. Its stderr goes to a file: a pipe fills up on a long run and stalls it."""
     command = [sys.executable, "-m", "stagerl", "train", str(config), "-o", output]
     if ranks > 1:
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
@@ -185,9 +188,10 @@ def run_training(
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-        peak = 0.0
+        peak = 0.0 if memory else None
         while process.poll() is None:
-            peak = max(peak, tree_pss_mib(process.pid))
+            if memory:
+                peak = max(peak, tree_pss_mib(process.pid))
             time.sleep(0.1)
         wall = time.perf_counter() - start
         if process.returncode != 0:
@@ -208,11 +212,17 @@ def median_fps(output: str) -> float:
     return statistics.median(row["fps"] for row in metrics_rows(output))
 
 
-def stagerl_training(config: Path) -> tuple[float, float]:
-    """`stagerl train` (`run_training`): `median_fps` and the peak PSS of its process tree."""
+def stagerl_training(config: Path) -> float:
+    """`stagerl train` (`run_training`): `median_fps`."""
     with tempfile.TemporaryDirectory() as output:
-        _, peak = run_training(config, output)
-        return median_fps(output), peak
+        run_training(config, output)
+        return median_fps(output)
+
+
+def peak_pss_mib(config: Path) -> float:
+    """The peak PSS of `stagerl train`'s process tree, in a run of its own (`run_training`)."""
+    with tempfile.TemporaryDirectory() as output:
+        return run_training(config, output, memory=True)[1]
 
 
 def allenact_fps() -> float | None:
@@ -274,9 +284,10 @@ def main() -> None:
         results["sampling_sps"] = sampling_sps(GOTOOBJ, groups=2)
         results["sampling_sync_sps"] = sampling_sps(GOTOOBJ, groups=1)
         results["sampling_64_sps"] = sampling_sps(wide, groups=2)
-        results["gotoobj_fps"], results["peak_pss_mib"] = stagerl_training(GOTOOBJ)
-        results["gotoobj_sync_fps"], _ = stagerl_training(sync)
-        results["mlp_fps"], _ = stagerl_training(short_mlp)
+        results["gotoobj_fps"] = stagerl_training(GOTOOBJ)
+        results["gotoobj_sync_fps"] = stagerl_training(sync)
+        results["mlp_fps"] = stagerl_training(short_mlp)
+        results["peak_pss_mib"] = peak_pss_mib(GOTOOBJ)
     results["allenact_fps"] = allenact_fps()
     ceiling, sb3, allenact = results["ceiling_sps"], results["sb3_fps"], results["allenact_fps"]
     results["sampling_over_ceiling"] = results["sampling_sps"] / ceiling
