@@ -153,9 +153,10 @@ def test_a_config_class_missing_methods_names_them(tmp_path, capsys):
         ("ckpt.pt", ["--output-json", "gone/results.json"], "gone/results.json: cannot write"),
         ("ckpt.pt", ["--output-json", "empty"], "--output-json {tmp}/empty: expected a file"),
         ("ckpt.pt", ["--video", "ckpt.pt"], "--video {tmp}/ckpt.pt: expected a folder"),
+        ("ckpt.pt", ["--video", "empty"], "{tmp}/empty: it holds videos of an earlier evaluation"),
     ],
     ids=["missing-checkpoint", "run-without-checkpoints", "results-folder", "results-a-folder",
-         "video-a-file"],
+         "video-a-file", "video-folder-with-videos"],
 )  # fmt: skip
 def test_eval_checks_its_paths_before_evaluating(
     checkpoint, options, message, tmp_path, monkeypatch, capsys
@@ -165,6 +166,8 @@ def test_eval_checks_its_paths_before_evaluating(
     monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: pytest.fail("it evaluated"))
     (tmp_path / "ckpt.pt").write_bytes(b"")
     (tmp_path / "empty").mkdir()
+    if "earlier evaluation" in message:
+        (tmp_path / "empty" / "episode000_seed0_failure.gif").write_bytes(b"")
     options = [str(tmp_path / o) if not o.startswith("--") else o for o in options]
     arguments = ["eval", str(FIXTURES / "tiny_ppo.py"), "-c", str(tmp_path / checkpoint)]
     assert cli.main([*arguments, *options]) == 2

@@ -312,6 +312,19 @@ def _require_writable(path: Path, option: str, *, folder: bool = False) -> None:
         raise StagerlError(f"{option} {path}: cannot write there (no writable folder)")
 
 
+def _check_video_folder(folder: Path) -> None:
+    """`--video` can be written and holds no earlier evaluation's videos (this one's would
+    mix with them: an episode's success beside its namesake's failure)."""
+    from stagerl.engine.video import earlier_videos
+
+    _require_writable(folder, "--video", folder=True)
+    if earlier_videos(folder):
+        raise StagerlError(
+            f"--video {folder}: it holds videos of an earlier evaluation "
+            f"({earlier_videos(folder)[0].name}, ...); choose another folder"
+        )
+
+
 def _results_path(checkpoint: Path, args: argparse.Namespace) -> Path:
     """Next to the checkpoint, named by the settings, so evaluations of other settings are
     kept side by side (one with the same settings gives the same numbers)."""
@@ -331,7 +344,7 @@ def evaluate(args: argparse.Namespace) -> int:
     output = args.output_json or _results_path(checkpoint, args)
     _require_writable(output, "--output-json")
     if args.video:
-        _require_writable(args.video, "--video", folder=True)
+        _check_video_folder(args.video)
     print(f"stagerl: evaluating {checkpoint}", file=sys.stderr)
     results = run_evaluation(
         experiment,

@@ -3,6 +3,7 @@ every frame the task's own RGB render with the caption (the mission) and the ste
 MP4 when imageio has an ffmpeg encoder (`pip install imageio-ffmpeg`), GIF otherwise."""
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from stagerl.engine.evaluator import choose_actions, trained_model
 from stagerl.experiment import LoadedExperiment
 from stagerl.models.base import ActorCriticModel
 from stagerl.tasks.base import Task
+
+VIDEO_NAME = re.compile(r"^episode\d+_seed-?\d+_(success|failure)\.(gif|mp4)$")  # as written here
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,14 @@ def write_video(frames: list[np.ndarray], stem: Path) -> Path:
         path = stem.with_suffix(".gif")
         iio.imwrite(path, np.stack(frames), duration=250, loop=0)
     return path
+
+
+def earlier_videos(directory: Path) -> list[Path]:
+    """Videos `record_videos` wrote to `directory` before: new ones would sit among them, an
+    episode's file from one run beside its namesake of another outcome from the other."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if VIDEO_NAME.match(p.name))
 
 
 def record_videos(
