@@ -146,14 +146,22 @@ def _mixed_views(dataset: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _other_vocabulary(dataset: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "vocabulary-v0"
+def _edited_record(tmp_path: Path, name: str, edit) -> Path:
+    """A hand-made dataset whose metadata's 'stagerl' entry `edit` changed."""
+    copy = tmp_path / name
     _hand_made(copy, episodes=10)
     metadata_file = copy / "data" / "metadata.json"
     metadata = json.loads(metadata_file.read_text())
-    metadata["stagerl"]["vocabulary"] = ["<pad>", "<unk>", "walk"]
+    edit(metadata["stagerl"])
     metadata_file.write_text(json.dumps(metadata))
     return copy
+
+
+def _other_vocabulary(dataset: Path, tmp_path: Path) -> Path:
+    vocabulary = ["<pad>", "<unk>", "walk"]
+    return _edited_record(
+        tmp_path, "vocabulary-v0", lambda record: record.update(vocabulary=vocabulary)
+    )
 
 
 def _not_minari_metadata(dataset: Path, tmp_path: Path) -> Path:
@@ -164,13 +172,7 @@ def _not_minari_metadata(dataset: Path, tmp_path: Path) -> Path:
 
 
 def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "incomplete-v0"
-    _hand_made(copy, episodes=10)
-    metadata_file = copy / "data" / "metadata.json"
-    metadata = json.loads(metadata_file.read_text())
-    del metadata["stagerl"]["longest_mission"]
-    metadata_file.write_text(json.dumps(metadata))
-    return copy
+    return _edited_record(tmp_path, "incomplete-v0", lambda record: record.pop("longest_mission"))
 
 
 @pytest.mark.parametrize(
