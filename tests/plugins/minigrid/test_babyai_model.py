@@ -38,25 +38,29 @@ def test_cnn1_with_lstm_128_has_the_published_parameter_count():
     assert model.memory_shape == (1, 256)
 
 
-@pytest.mark.parametrize("size", [2, 3])
+@pytest.mark.parametrize("layer", [0, 3, 5])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_last_convolution_as_a_product_equals_the_convolution(size, layout):
-    # 2: the 7x7 view's map, one kernel in size (the matrix product); 3: convolved as usual.
-    # The model's maps are channels_last (the view is permuted), a random tensor is not.
+def test_convolutions_as_products_equal_the_convolution(layer, layout):
+    # the model's three convolutions on maps of their size in the model (7, 3 and 2: the last
+    # one kernel in size) and one larger, with a gradient (updates) and without (acting). The
+    # model's maps are channels_last (the view is permuted), a random tensor is not.
     torch.manual_seed(0)
-    model = BabyAIRecurrentACModel(ACTIONS, _space())
-    last = model.image_conv[5]
-    maps = torch.randn(4, 32, size, size).to(memory_format=layout).requires_grad_()
-    output = last(maps)
-    expected = torch.nn.functional.conv2d(maps, last.weight, last.bias)
-    torch.testing.assert_close(output, expected)
-    gradient, inputs = torch.randn_like(expected), (maps, last.weight, last.bias)
-    for got, want in zip(
-        torch.autograd.grad(output, inputs, gradient),
-        torch.autograd.grad(expected, inputs, gradient),
-        strict=True,
-    ):
-        torch.testing.assert_close(got, want)
+    conv = BabyAIRecurrentACModel(ACTIONS, _space()).image_conv[layer]
+    for size in {0: (7, 9), 3: (3, 5), 5: (2, 3)}[layer]:
+        maps = torch.randn(4, conv.in_channels, size, size).to(memory_format=layout)
+        expected = torch.nn.functional.conv2d(maps, conv.weight, conv.bias)
+        with torch.no_grad():
+            torch.testing.assert_close(conv(maps), expected)
+        maps.requires_grad_()
+        output, expected = conv(maps), torch.nn.functional.conv2d(maps, conv.weight, conv.bias)
+        torch.testing.assert_close(output, expected)
+        gradient, inputs = torch.randn_like(expected), (maps, conv.weight, conv.bias)
+        for got, want in zip(
+            torch.autograd.grad(output, inputs, gradient),
+            torch.autograd.grad(expected, inputs, gradient),
+            strict=True,
+        ):
+            torch.testing.assert_close(got, want)
 
 
 def test_heads_start_with_unit_norm_rows():
