@@ -90,3 +90,20 @@ def test_seed_offpolicy_pipeline_trains_from_a_recorded_dataset(tmp_path, monkey
     # the first batch begins an episode on each of the 128 streams, and an epoch ends at 400
     assert 128 / 400 <= first["offpolicy/offpolicy_expert_ce_loss/epoch_progress"] <= 1
     assert not [key for key in last if key.startswith("loss/")]  # no on-policy update
+
+
+def test_the_model_acts_and_learns_in_train_mode_as_in_allenact(tmp_path, monkeypatch):
+    # collecting in eval mode would give a model with dropout or batch norm other log-probs
+    # and values than the update recomputes, and batch norm no running statistics
+    trainer = Trainer(
+        load_experiment(ROOT / "tests/fixtures/tiny_ppo.py"), run_dir=tmp_path, seed=0
+    )
+    model_class, modes = type(trainer.setup.model), []
+    forward = model_class.forward
+    monkeypatch.setattr(
+        model_class,
+        "forward",
+        lambda model, *args: modes.append(model.training) or forward(model, *args),
+    )
+    trainer.train(stop_after_steps=64)
+    assert len(modes) > 16 and all(modes)  # acting steps, the last values and the update

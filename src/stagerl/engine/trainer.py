@@ -150,8 +150,7 @@ class Trainer:
 
     def _learn(self, storage: RolloutStorage, logger: MetricsLogger, stage: PipelineStage) -> None:
         pipeline, model = self.pipeline, self.setup.model
-        values = last_values(model, storage)  # in the mode the rollout's values came from
-        model.train()
+        values = last_values(model, storage)
         storage.compute_returns(
             values,
             gamma=pipeline.setting(stage, "gamma"),
@@ -215,7 +214,10 @@ class Trainer:
         observed = sampler.use_expert(pipeline.reads_expert(stage) or self.setup.model_reads_expert)
         if observed is not None:  # experts back on: the first row's readings are theirs now
             storage.set_observations(0, observed)
-        model.eval()
+        # Train mode, as AllenAct collects: the rollout's log-probs and values are the ones the
+        # update's first pass recomputes (in eval mode, dropout or batch norm would make PPO's
+        # ratio differ from 1 before any step). Validation and evaluation use eval mode.
+        model.train()
         # Collecting changes only the samplers and RNGs; with these, a worker fault mid-rollout
         # can still be checkpointed exactly as of the rollout's start.
         boundary = {"samplers": sampler.snapshot(), "rng": rng_state(self.generators)}
