@@ -231,23 +231,26 @@ def _session(sid: int) -> list[str]:
     return left
 
 
-def test_a_parameter_no_rank_has_a_gradient_for_keeps_none(tmp_path):
-    # One real process stands for rank 0 of 2 whose partner sent zeros: a gradient becomes
-    # its mean over the 2, a missing one stays missing (Adam would move a zero one).
+def test_gradients_are_averaged_by_each_ranks_samples_and_a_missing_one_stays_missing(
+    monkeypatch,
+):
+    # Rank 0 of 2 averaged its loss over 3 samples, rank 1 (its vector added in by the patched
+    # all-reduce) over 1, as a [3, 1] split of the tasks gives: the mean weighs them 3 : 1, as
+    # AllenAct weighs ranks by their share of the batch. A parameter without a gradient on any
+    # rank stays without one (Adam would move a zero one).
     import torch.distributed as dist
 
     from stagerl.engine.distributed import Ranks
 
-    store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    try:
-        used, unused = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
-        used.grad = torch.tensor([2.0, 4.0])
-        loss = Ranks(rank=0, world_size=2).average_gradients([used, unused], torch.tensor(6.0))
-    finally:
-        dist.destroy_process_group()
-    assert used.grad.tolist() == [1.0, 2.0] and unused.grad is None
-    assert loss.item() == 3.0
+    # rank 1: gradient [6, 8] of `used`, none of `unused`, loss 10, over 1 sample
+    partner = torch.tensor([6.0, 8.0, 0.0, 0.0, 0.0, 1.0, 0.0, 10.0, 1.0])
+    monkeypatch.setattr(dist, "all_reduce", lambda flat: flat.add_(partner))
+    used, unused = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    used.grad = torch.tensor([2.0, 4.0])
+    ranks = Ranks(rank=0, world_size=2)
+    loss = ranks.average_gradients([used, unused], torch.tensor(6.0), samples=3)
+    assert used.grad.tolist() == [3.0, 5.0] and unused.grad is None  # (3 x [2, 4] + [6, 8]) / 4
+    assert loss.item() == 7.0  # (3 x 6 + 10) / 4
 
 
 @pytest.mark.timeout(60)
@@ -268,3 +271,28 @@ def test_a_rank_waiting_for_rank_0_gets_its_result_or_an_error_once_it_goes_sile
             waiting.wait_for("never", rank=0, what="validation")
     finally:
         waiting.close()
+
+
+def test_advantages_are_standardised_over_every_ranks_rollout(monkeypatch):
+    # rank 0 holds advantages 1-4, rank 1 (added in by the patched all-reduce) 11-14: each
+    # rank's own standardisation would give rank 0's last two steps positive advantages, the
+    # joint one, as AllenAct's, gives all four negative ones
+    import torch.distributed as dist
+
+    from stagerl.engine.distributed import Ranks
+    from stagerl.losses.base import standardize
+
+    mine, partner = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([11.0, 12.0, 13.0, 14.0])
+    sums = []
+
+    def all_reduce(flat):
+        if not sums:  # the sum and count, then the squared deviations from the joint mean
+            flat.add_(torch.tensor([partner.sum(), len(partner)], dtype=flat.dtype))
+            sums.append((flat[0] / flat[1]).item())
+        else:
+            flat.add_(((partner.double() - sums[0]) ** 2).sum())
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    joint = Ranks(rank=0, world_size=2).standardize(mine)
+    torch.testing.assert_close(joint, standardize(torch.cat([mine, partner]))[:4])
+    assert (joint < 0).all()

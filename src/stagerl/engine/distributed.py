@@ -28,6 +28,7 @@ from torch import nn
 
 from stagerl.engine.logging import add_up_metrics
 from stagerl.errors import StagerlError
+from stagerl.losses.base import standardize
 
 T = TypeVar("T")
 BEAT_SECONDS = 1.0
@@ -166,26 +167,32 @@ class Ranks:
             f"rank stopped with its own error (see its output above) ({detail})"
         )
 
-    def average_gradients(self, parameters: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
-        """Replace each gradient by its mean over the ranks (a missing one counts as zero);
-        return the ranks' mean loss, so all ranks agree on whether the step is finite. A
-        parameter no rank has a gradient for keeps none, as on one rank: the optimizer then
-        leaves it alone (a zero gradient would still move it by Adam's momentum)."""
+    def average_gradients(
+        self, parameters: list[nn.Parameter], loss: torch.Tensor, *, samples: int = 1
+    ) -> torch.Tensor:
+        """Replace each gradient by its mean over the ranks weighted by the `samples` each
+        rank's loss averaged over, as AllenAct weighs ranks by their share of the batch (ranks
+        may hold unequal shares of the tasks: `nprocesses=[3, 1]`); a missing gradient counts
+        as zero. Return the ranks' weighted mean loss, so all ranks agree on whether the step
+        is finite. A parameter no rank has a gradient for keeps none, as on one rank: the
+        optimizer then leaves it alone (a zero gradient would still move it by Adam's
+        momentum)."""
         if not self.distributed:
             return loss
         start = time.perf_counter()
         flat = torch.cat(
             [
-                p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel())
+                p.grad.reshape(-1) * samples if p.grad is not None else p.new_zeros(p.numel())
                 for p in parameters
             ]
             + [p.new_ones(1) if p.grad is not None else p.new_zeros(1) for p in parameters]
-            + [loss.detach().reshape(1).to(parameters[0].dtype)]
+            + [loss.detach().reshape(1).to(parameters[0].dtype) * samples]
+            + [parameters[0].new_full((1,), float(samples))]
         )
         with self._collective("the gradient all-reduce"):
             dist.all_reduce(flat)
-        has_gradient = (flat[-1 - len(parameters) : -1] > 0).tolist()
-        flat /= self.world_size
+        has_gradient = (flat[-2 - len(parameters) : -2] > 0).tolist()
+        flat /= flat[-1].clone()
         offset = 0
         for p, given in zip(parameters, has_gradient, strict=True):
             mean = flat[offset : offset + p.numel()].view_as(p)
@@ -197,7 +204,25 @@ class Ranks:
                 p.grad.copy_(mean)
             offset += p.numel()
         self.allreduce_seconds += time.perf_counter() - start
-        return flat[-1]
+        return flat[-2]
+
+    def standardize(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` less the mean, over the standard deviation (+ 1e-5), both over every rank's
+        values, as AllenAct normalises advantages across its workers; one rank: `standardize`."""
+        if not self.distributed:
+            return standardize(values)
+        flat = values.detach().double().flatten()
+        totals = torch.stack([flat.sum(), flat.new_tensor(float(flat.numel()))]).to(self.device)
+        with self._collective("the advantages' mean"):
+            dist.all_reduce(totals)
+        mean, count = totals[0].item() / totals[1].item(), totals[1].item()
+        spread = ((flat - mean) ** 2).sum().reshape(1).to(self.device)
+        with self._collective("the advantages' spread"):
+            dist.all_reduce(spread)
+        if count < 2:
+            return torch.zeros_like(values)
+        std = (spread.item() / (count - 1)) ** 0.5
+        return (values - mean) / (std + 1e-5)
 
     def broadcast_parameters(self, model: nn.Module) -> None:
         """Give every rank rank 0's parameters and buffers."""

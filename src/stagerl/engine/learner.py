@@ -70,15 +70,16 @@ def optimizer_step(
     total: torch.Tensor,
     max_grad_norm: float,
     ranks: Ranks | None = None,
+    samples: int = 1,
 ) -> float | None:
-    """Backward, average the gradient over the trainer ranks, clip its norm, step; return the
-    norm, or None (and no step) when the loss or the gradient is not finite, so one bad batch
-    cannot poison the parameters. All ranks see the same mean loss and gradient, so they skip
-    or step together."""
+    """Backward, average the gradient over the trainer ranks (weighted by the `samples` each
+    rank's loss averaged over), clip its norm, step; return the norm, or None (and no step)
+    when the loss or the gradient is not finite, so one bad batch cannot poison the
+    parameters. All ranks see the same mean loss and gradient, so they skip or step together."""
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     if ranks is not None:
-        total = ranks.average_gradients(parameters, total)
+        total = ranks.average_gradients(parameters, total, samples=samples)
     grad_norm = nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     if not (torch.isfinite(total) and torch.isfinite(grad_norm)):
         return None
@@ -126,7 +127,12 @@ def update(
                 )
                 total = total + extra
             grad_norm = optimizer_step(
-                optimizer, parameters, total=total, max_grad_norm=max_grad_norm, ranks=ranks
+                optimizer,
+                parameters,
+                total=total,
+                max_grad_norm=max_grad_norm,
+                ranks=ranks,
+                samples=batch.masks.numel(),
             )
             attempted += 1
             if grad_norm is None:

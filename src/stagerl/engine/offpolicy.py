@@ -150,7 +150,12 @@ class OffPolicyLearner:
                 model, batch, losses=self.losses, stage_steps=stage_steps, info=info
             )
             grad_norm = optimizer_step(
-                optimizer, parameters, total=total, max_grad_norm=max_grad_norm, ranks=self.ranks
+                optimizer,
+                parameters,
+                total=total,
+                max_grad_norm=max_grad_norm,
+                ranks=self.ranks,
+                samples=batch.actions.numel(),
             )
             self.memory = memory.detach()
             # over all ranks: each reads batches of the same shape from its share of the data

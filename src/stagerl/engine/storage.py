@@ -8,7 +8,7 @@ Recurrent memory is kept only at row 0: minibatches hold whole task sequences, s
 replays each sequence from there.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -109,8 +109,10 @@ class RolloutStorage:
         gae_lambda: float,
         use_gae: bool,
         bootstrap_time_limit: bool = True,
+        normalize: Callable[[torch.Tensor], torch.Tensor] = standardize,
     ) -> None:
-        """Fill returns and advantages (and the rollout-normalised advantages); without
+        """Fill returns and advantages (and the rollout-normalised advantages, by `normalize`:
+        over all trainer ranks' rollouts in a distributed run); without
         `bootstrap_time_limit`, a truncated episode ends like a terminated one."""
         terminated, truncated = self.terminated, self.truncated
         if not bootstrap_time_limit:
@@ -126,7 +128,7 @@ class RolloutStorage:
             gae_lambda=gae_lambda,
             use_gae=use_gae,
         )
-        self.normalized_advantages = standardize(self.advantages)
+        self.normalized_advantages = normalize(self.advantages)
 
     def minibatches(
         self, num_mini_batch: int, generator: torch.Generator

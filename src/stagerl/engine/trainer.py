@@ -157,6 +157,7 @@ class Trainer:
             gae_lambda=pipeline.setting(stage, "gae_lambda"),
             use_gae=pipeline.setting(stage, "use_gae"),
             bootstrap_time_limit=pipeline.bootstrap_time_limit,
+            normalize=self.ranks.standardize,
         )
         aggregated = self._aggregated(self.state.stage_index, storage)
         torch.set_num_threads(self.setup.machine.threads_for_updates())  # the workers idle now
