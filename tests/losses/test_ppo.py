@@ -102,6 +102,8 @@ def test_ppo_advantage_normalisation_scopes(setting, expected_action_loss):
         ({"entropy_coef": float("nan")}, "PPO.entropy_coef=nan"),
         ({"value_loss_coef": float("inf")}, "PPO.value_loss_coef=inf"),
         ({"use_clipped_value_loss": "no"}, "PPO.use_clipped_value_loss='no'"),
+        ({"entropy_method_name": 3}, "PPO.entropy_method_name=3"),
+        ({"show_ratios": 1}, "PPO.show_ratios=1"),
     ],
 )
 def test_bad_ppo_settings_name_the_field(settings, named):
@@ -137,3 +139,29 @@ def test_one_advantage_standardises_to_zero_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch warns on the std of one value
         assert standardize(torch.tensor([[2.5]])).tolist() == [[0.0]]
+
+
+def test_allenacts_entropy_method_name_and_show_ratios():
+    # ratios 1.5 and 0.9; the entropy of the uniform 3-way policy, log 3, is read through the
+    # method named (here a stand-in giving twice it)
+    batch, output = _batch(
+        torch.zeros(1, 2, 3), [1.5, 0.9], [0.0] * 2, [0.0] * 2, [0.0] * 2, [0.0] * 2
+    )
+    output.distributions.doubled_entropy = lambda: 2 * output.distributions.entropy()
+    ppo = PPO(
+        **PPOConfig,
+        normalize_advantage=False,
+        entropy_method_name="doubled_entropy",
+        show_ratios=True,
+    )
+    info = ppo.loss(0, batch, output)[1]
+    assert info["entropy"] == pytest.approx(2 * math.log(3))
+    assert (info["ratio_min"], info["ratio_mean"], info["ratio_max"]) == pytest.approx(
+        (0.9, 1.2, 1.5)
+    )
+    with pytest.raises(
+        ConfigError, match="PPO.entropy_method_name='nope': the model's Categorical"
+    ):
+        PPO(**PPOConfig, normalize_advantage=False, entropy_method_name="nope").loss(
+            0, batch, output
+        )

@@ -5,7 +5,7 @@ from typing import Literal
 
 import torch
 
-from stagerl.errors import require, require_positive, user_number
+from stagerl.errors import ConfigError, require, require_positive, user_number
 from stagerl.losses.base import Loss, RolloutBatch, require_coefficients, standardize
 from stagerl.models.base import ActorCriticOutput
 
@@ -28,6 +28,9 @@ class PPO(Loss):
     (`"rollout"` or `True`, AllenAct's meaning and the default), over each minibatch
     (`"minibatch"`, SB3's and CleanRL's), or not at all (`"none"` or `False`). Over 8 seeds of
     the GoToObj example the rollout gave the better worst seed (benchmarks/LEARNING.md).
+
+    As in AllenAct, `entropy_method_name` names the distribution's method that gives the
+    entropy bonus, and `show_ratios` also logs the probability ratios' min, mean and max.
     """
 
     reads_expert_actions = False
@@ -40,6 +43,8 @@ class PPO(Loss):
         use_clipped_value_loss: bool = True,
         clip_decay: Callable[[int], float] | None = None,
         normalize_advantage: AdvantageNormalization | bool = "rollout",
+        entropy_method_name: str = "entropy",
+        show_ratios: bool = False,
     ) -> None:
         require_positive("PPO.clip_param", clip_param)
         require_coefficients("PPO", value_loss_coef=value_loss_coef, entropy_coef=entropy_coef)
@@ -67,6 +72,20 @@ class PPO(Loss):
             expected="'rollout' (or True), 'minibatch' or 'none' (or False)",
         )
         self.normalize_advantage: AdvantageNormalization = _NORMALIZATIONS[normalize_advantage]
+        require(
+            isinstance(entropy_method_name, str) and entropy_method_name.isidentifier(),
+            "PPO.entropy_method_name",
+            value=entropy_method_name,
+            expected="the name of the distribution's entropy method, e.g. 'entropy'",
+        )
+        self.entropy_method_name = entropy_method_name
+        require(
+            isinstance(show_ratios, bool),
+            "PPO.show_ratios",
+            value=show_ratios,
+            expected="True or False",
+        )
+        self.show_ratios = show_ratios
 
     def _advantages(self, batch: RolloutBatch) -> torch.Tensor:
         if self.normalize_advantage == "rollout":
@@ -99,7 +118,7 @@ class PPO(Loss):
             value_loss = torch.max(value_loss, (clipped - batch.returns).pow(2))
         value_loss = 0.5 * value_loss.mean()
 
-        entropy = dist.entropy().mean()
+        entropy = self._entropy(dist).mean()
         total = action_loss + self.value_loss_coef * value_loss - self.entropy_coef * entropy
         info = {
             "action_loss": action_loss.item(),
@@ -108,4 +127,17 @@ class PPO(Loss):
             "clip": clip,
             "clip_fraction": ((ratio - 1).abs() > clip).float().mean().item(),
         }
+        if self.show_ratios:
+            info |= {
+                f"ratio_{name}": getattr(ratio, name)().item() for name in ("min", "mean", "max")
+            }
         return total, info
+
+    def _entropy(self, distribution: torch.distributions.Distribution) -> torch.Tensor:
+        method = getattr(distribution, self.entropy_method_name, None)
+        if not callable(method):
+            raise ConfigError(
+                f"PPO.entropy_method_name={self.entropy_method_name!r}: the model's "
+                f"{type(distribution).__name__} has no such method"
+            )
+        return method()
