@@ -143,9 +143,9 @@ def plan_resume(
     )
     if diff and not allow_config_change:
         raise CheckpointError(
-            f"{experiment.path} differs from the config saved in {checkpoint}:\n{diff_summary(diff)}\n"
-            "resume with --allow-config-change to go on with the edited file (the diff is "
-            "recorded in the run directory)"
+            f"{experiment.path} differs from the config saved in {checkpoint}:\n"
+            f"{diff_summary(diff)}\nresume with --allow-config-change to go on with the edited "
+            "file (the diff is recorded in the run directory)"
         )
     run_dir, branched_from = checkpoint.parent.parent, None
     newest = list_checkpoints(run_dir)

@@ -70,7 +70,8 @@ def write_dataset(
 
     Everything goes to a folder `.<name>.incomplete-*` of its own beside `out` and is renamed to
     `out` once complete, so an interrupted run leaves nothing that looks like a dataset, and two
-    recordings never write into one folder. An existing `out` is never overwritten. `metadata()` is called once every episode is written, so it can describe them.
+    recordings never write into one folder. An existing `out` is never overwritten.
+    `metadata()` is called once every episode is written, so it can describe them.
     """
     import minari
     from minari.dataset.minari_storage import MinariStorage
