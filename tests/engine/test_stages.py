@@ -167,3 +167,23 @@ def test_losses_and_models_that_may_read_expert_actions_keep_the_experts_on(tmp_
         for name, config in configs.items()
     }
     assert reads == {"default": False, "every sensor": True}
+
+
+def test_a_stages_own_gamma_and_gae_lambda_reach_its_returns(tmp_path, monkeypatch):
+    from stagerl.engine.storage import RolloutStorage
+
+    stage = 'PipelineStage(loss_names=["ppo_loss"], max_stage_steps=steps)'
+    config = fixture_variant(
+        tmp_path, "tiny_dagger_ppo.py", {stage: stage[:-1] + ", gamma=0.5, gae_lambda=0.25)"}
+    )
+    seen, compute = [], RolloutStorage.compute_returns
+
+    def recording(storage, values, **settings):
+        seen.append((settings["gamma"], settings["gae_lambda"]))
+        return compute(storage, values, **settings)
+
+    monkeypatch.setattr(RolloutStorage, "compute_returns", recording)
+    Trainer(load_experiment(config), run_dir=tmp_path / "run", seed=0).train()
+    # 8 rollouts of 4 tasks x 16 steps per 512-step stage: the pipeline's 0.99 and 1.0, then
+    # the PPO stage's own
+    assert seen == [(0.99, 1.0)] * 8 + [(0.5, 0.25)] * 8

@@ -106,6 +106,9 @@ def test_imitation_loss_averages_over_valid_steps_only():
 
     assert loss.item() == pytest.approx(-(math.log(0.5) + math.log(0.8)) / 2)
     assert info["expert_valid_fraction"] == pytest.approx(2 / 3)
+    batch.observations[ExpertActionSensor.UUID] = expert * torch.tensor([1, 0])  # none valid
+    loss, info = Imitation().loss(0, batch, output)
+    assert (loss.item(), info["expert_valid_fraction"]) == (0.0, 0.0)  # no NaN from 0 / 0
 
 
 @pytest.mark.parametrize(
