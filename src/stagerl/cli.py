@@ -318,10 +318,11 @@ def _check_video_folder(folder: Path) -> None:
     from stagerl.engine.video import earlier_videos
 
     _require_writable(folder, "--video", folder=True)
-    if earlier_videos(folder):
+    earlier = earlier_videos(folder)
+    if earlier:
         raise StagerlError(
             f"--video {folder}: it holds videos of an earlier evaluation "
-            f"({earlier_videos(folder)[0].name}, ...); choose another folder"
+            f"({earlier[0].name}, ...); choose another folder"
         )
 
 

@@ -40,6 +40,12 @@ def require(condition: bool, field: str, *, value: object, expected: str) -> Non
         raise ConfigError(f"{field}={value!r} is invalid: expected {expected}")
 
 
+def require_bool(field: str, value: object) -> None:
+    """Raise a ConfigError naming `field` unless `value` is True or False (a string such as
+    "no" would be truthy)."""
+    require(isinstance(value, bool), field, value=value, expected="True or False")
+
+
 def is_number(value: object, whole: bool = False) -> bool:
     """A real number (an integer if `whole`), numpy's included; not a bool."""
     kind = numbers.Integral if whole else numbers.Real

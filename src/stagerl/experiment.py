@@ -15,7 +15,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from stagerl.errors import ConfigError, is_number, require, require_positive, user_call
+from stagerl.errors import (
+    ConfigError,
+    is_number,
+    require,
+    require_bool,
+    require_positive,
+    user_call,
+)
 from stagerl.tasks.worker import EXPERIMENT_MODULE_PREFIX, WorkerExperiment
 
 _UNSUPPORTED_MACHINE_FIELDS = ("sensor_preprocessor_graph", "visualizer", "local_worker_ids")
@@ -143,12 +150,7 @@ class MachineParams:
                 value=value,
                 expected="at most 2,000,000 s",
             )
-        require(
-            isinstance(self.double_buffered, bool),
-            "MachineParams.double_buffered",
-            value=self.double_buffered,
-            expected="True or False",
-        )
+        require_bool("MachineParams.double_buffered", self.double_buffered)
 
     def _settle_nprocesses(self) -> None:
         """`nprocesses` as the total count of task samplers; given per trainer rank (a

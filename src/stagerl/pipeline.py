@@ -18,7 +18,14 @@ from stagerl.components import (
     checked_loss_names,
     checked_loss_weights,
 )
-from stagerl.errors import ConfigError, is_number, require, require_positive, user_call
+from stagerl.errors import (
+    ConfigError,
+    is_number,
+    require,
+    require_bool,
+    require_positive,
+    user_call,
+)
 from stagerl.losses.base import Loss
 from stagerl.losses.imitation import Imitation
 from stagerl.losses.offpolicy import OffPolicyLoss
@@ -188,7 +195,7 @@ def _check_update_settings(owner: str, settings: dict[str, Any]) -> None:
             require(ok, f"{owner}.{name}", value=value, expected="a number in [0, 1]")
     if "use_gae" in settings:
         value = settings["use_gae"]
-        require(isinstance(value, bool), f"{owner}.use_gae", value=value, expected="True or False")
+        require_bool(f"{owner}.use_gae", value)
 
 
 def _positive(
@@ -288,18 +295,8 @@ class TrainingPipeline:
                 for name in ("max_grad_norm", "gamma", "gae_lambda", "use_gae")
             },
         )
-        require(
-            isinstance(self.bootstrap_time_limit, bool),
-            "TrainingPipeline.bootstrap_time_limit",
-            value=self.bootstrap_time_limit,
-            expected="True or False",
-        )
-        require(
-            isinstance(self.should_log, bool),
-            "TrainingPipeline.should_log",
-            value=self.should_log,
-            expected="True or False",
-        )
+        require_bool("TrainingPipeline.bootstrap_time_limit", self.bootstrap_time_limit)
+        require_bool("TrainingPipeline.should_log", self.should_log)
         if any(stage.loss_names for stage in self.pipeline_stages):
             _check_update_settings(
                 "TrainingPipeline",

@@ -5,7 +5,7 @@ from typing import Literal
 
 import torch
 
-from stagerl.errors import ConfigError, require, require_positive, user_number
+from stagerl.errors import ConfigError, require, require_bool, require_positive, user_number
 from stagerl.losses.base import Loss, RolloutBatch, require_coefficients, standardize
 from stagerl.models.base import ActorCriticOutput
 
@@ -57,12 +57,7 @@ class PPO(Loss):
         self.clip_param = clip_param
         self.value_loss_coef = value_loss_coef
         self.entropy_coef = entropy_coef
-        require(
-            isinstance(use_clipped_value_loss, bool),
-            "PPO.use_clipped_value_loss",
-            value=use_clipped_value_loss,
-            expected="True or False",
-        )
+        require_bool("PPO.use_clipped_value_loss", use_clipped_value_loss)
         self.use_clipped_value_loss = use_clipped_value_loss
         self.clip_decay = clip_decay or (lambda _: 1.0)
         require(
@@ -79,12 +74,7 @@ class PPO(Loss):
             expected="the name of the distribution's entropy method, e.g. 'entropy'",
         )
         self.entropy_method_name = entropy_method_name
-        require(
-            isinstance(show_ratios, bool),
-            "PPO.show_ratios",
-            value=show_ratios,
-            expected="True or False",
-        )
+        require_bool("PPO.show_ratios", show_ratios)
         self.show_ratios = show_ratios
 
     def _advantages(self, batch: RolloutBatch) -> torch.Tensor:
