@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from stagerl.models.base import run_recurrent, run_recurrent_stepwise
+from stagerl.models.base import memory_unused, run_recurrent, run_recurrent_stepwise
 
 
 @pytest.mark.parametrize("all_reset_late", [False, True])
@@ -39,6 +39,21 @@ def test_episode_stretches_equal_stepping_one_step_at_a_time(
     for fast_grad, stepped_grad in zip(*gradients, strict=True):
         torch.testing.assert_close(fast_grad, stepped_grad)
     assert (gradients[0][1][:, 1] == 0).all()  # task 1's given memory did not matter
+
+
+def test_with_memory_unused_an_lstm_gives_the_same_outputs_and_a_nan_cell_state():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(6, 5)
+    inputs, memory = torch.randn(8, 3, 6, requires_grad=True), torch.randn(1, 3, 10)
+    masks = torch.ones(8, 3)
+    masks[[2, 6], 1] = 0
+    out, full = run_recurrent(lstm, inputs, memory=memory, masks=masks)
+    with memory_unused():
+        skipped_out, skipped = run_recurrent(lstm, inputs, memory=memory, masks=masks)
+    assert torch.equal(skipped_out, out)
+    assert torch.equal(skipped[..., :5], full[..., :5])  # h is the last output either way
+    assert skipped[..., 5:].isnan().all()  # the cell state was not rebuilt: a read shows
+    assert not run_recurrent(lstm, inputs, memory=memory, masks=masks)[1].isnan().any()
 
 
 @pytest.mark.parametrize("steps", [1, 5])  # one step: while acting; several: in updates

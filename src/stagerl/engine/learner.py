@@ -13,6 +13,7 @@ from stagerl.engine.distributed import Ranks
 from stagerl.engine.storage import RolloutStorage
 from stagerl.losses.base import Loss, RolloutBatch
 from stagerl.losses.offpolicy import OffPolicyBatch
+from stagerl.models.base import memory_unused
 
 
 @dataclass(frozen=True)
@@ -112,20 +113,21 @@ def update(
     for _ in range(update_repeats):
         for batch in storage.minibatches(num_mini_batch, generator):
             info: dict[str, float] = {}
-            total, _ = weighted_loss(
-                model, batch, losses=losses, stage_steps=stage_steps, info=info
-            )
-            if aggregated is not None and aggregated.buffer.size > 0:
-                old = aggregated.buffer.sample(aggregated.sequences_per_minibatch, generator)
-                extra, _ = weighted_loss(
-                    model,
-                    old,
-                    losses=aggregated.losses,
-                    stage_steps=stage_steps,
-                    info=info,
-                    prefix="aggregated/",
+            with memory_unused():  # each minibatch starts from its own stored memory
+                total, _ = weighted_loss(
+                    model, batch, losses=losses, stage_steps=stage_steps, info=info
                 )
-                total = total + extra
+                if aggregated is not None and aggregated.buffer.size > 0:
+                    old = aggregated.buffer.sample(aggregated.sequences_per_minibatch, generator)
+                    extra, _ = weighted_loss(
+                        model,
+                        old,
+                        losses=aggregated.losses,
+                        stage_steps=stage_steps,
+                        info=info,
+                        prefix="aggregated/",
+                    )
+                    total = total + extra
             grad_norm = optimizer_step(
                 optimizer,
                 parameters,

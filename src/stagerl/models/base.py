@@ -5,7 +5,10 @@ starts a new episode for task n (memory must be reset there); memory is `[layers
 like torch's GRU, with `(layers, hidden) == model.memory_shape`.
 """
 
+import contextlib
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +57,23 @@ class ActorCriticModel(nn.Module, ABC):
         masks: torch.Tensor,
     ) -> tuple[ActorCriticOutput, torch.Tensor]:
         """Act on `[T, N]` observations starting from `memory`; return outputs and new memory."""
+
+
+_unused = threading.local()  # `unused.memory`: within `memory_unused()` in this thread
+
+
+@contextlib.contextmanager
+def memory_unused() -> Iterator[None]:
+    """Within this block the caller reads no memory that a forward pass returns (the learner's
+    update discards it), so `run_recurrent` skips rebuilding an LSTM's cell state after the
+    last step (12% of the GoToObj example's update) and returns that half of the memory as
+    NaN: a read shows at once instead of passing for a number."""
+    previous = getattr(_unused, "memory", False)
+    _unused.memory = True
+    try:
+        yield
+    finally:
+        _unused.memory = previous
 
 
 def _state(memory: torch.Tensor, lstm: bool) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -237,7 +257,7 @@ def _lstm_by_length(
     steps; `_length_groups` puts neighbouring classes in one call where that costs less), each
     call right-padded to a `_coarse` shape: oneDNN's LSTM runs it forward and backward in fused
     kernels, for a fixed cost per call plus its padded size. The cell state after the last
-    step is not among the outputs: `_lstm_final_cell` rebuilds it."""
+    step is not among the outputs: `_lstm_final_cell` rebuilds it (unless `memory_unused`)."""
     steps, tasks = masks.shape
     stretches = _Stretches.of(masks)
     rows = inputs.reshape(steps * tasks, -1)
@@ -267,8 +287,11 @@ def _lstm_by_length(
         outputs.append(out[slots])
         order.append(picked)
     out = torch.cat(outputs)[torch.cat(order).argsort()].view(steps, tasks, -1)
-    t0 = steps - int(stretches.lengths[stretches.last].max())  # the earliest last start
-    cell = _lstm_final_cell(rnn, inputs, out, memory, masks, t0)
+    if getattr(_unused, "memory", False):
+        cell = torch.full_like(out[-1], float("nan"))
+    else:
+        t0 = steps - int(stretches.lengths[stretches.last].max())  # the earliest last start
+        cell = _lstm_final_cell(rnn, inputs, out, memory, masks, t0)
     return out, torch.cat([out[-1], cell], dim=-1)[None]
 
 
