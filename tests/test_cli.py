@@ -1,6 +1,7 @@
 """The command line: bad input exits 2 with a short message naming the file or field; a
 finished run says how to look at it."""
 
+import gc
 import json
 import re
 import shlex
@@ -117,6 +118,29 @@ def test_syntax_error_exits_2_in_a_few_lines_naming_the_file():
     assert "syntax_error.py:4" in result.stderr
     assert len(result.stderr.strip().splitlines()) < 15
     assert "Traceback" not in result.stderr
+
+
+def test_the_cyclic_collector_is_off_during_start_up_only(tmp_path, monkeypatch):
+    from stagerl.engine.trainer import Trainer
+    from stagerl.experiment import LoadedExperiment
+
+    seen = {}
+    build = LoadedExperiment.call
+
+    def call(self, *args, **kwargs):
+        seen.setdefault("start-up", gc.isenabled())
+        return build(self, *args, **kwargs)
+
+    def train(self, *args, **kwargs):
+        seen["training"] = gc.isenabled()
+        return self.run_dir / "final.pt"
+
+    monkeypatch.setattr(LoadedExperiment, "call", call)
+    monkeypatch.setattr(Trainer, "train", train)
+    assert cli.main(["train", str(FIXTURES / "tiny_ppo.py"), "-o", str(tmp_path)]) == 0
+    assert seen == {"start-up": False, "training": True} and gc.isenabled()
+    assert cli.main(["train", str(tmp_path / "nowhere.py")]) == 2  # a failed start-up too
+    assert gc.isenabled()
 
 
 def test_missing_config_file(tmp_path, capsys):
