@@ -1,6 +1,7 @@
 """The shared-memory sampler: steps round-trip, and every worker fault becomes a clear error."""
 
 import os
+import pickle
 import signal
 
 import numpy as np
@@ -49,6 +50,23 @@ def test_max_tasks_deactivates_slots():
         assert sampler.active.tolist() == [False, True]
         sampler.step(np.zeros(2, dtype=np.int64))
         assert not sampler.active.any()
+
+
+def test_a_snapshot_asked_for_ahead_is_of_the_slots_as_they_are_when_read():
+    samplers = [CountingSampler(slot, length=9) for slot in range(4)]
+    with VectorSampler(samplers, num_workers=2) as sampler:
+
+        def steps_taken():
+            return [pickle.loads(state)[1].num_steps_taken for state in sampler.snapshot()]
+
+        sampler.reset()
+        sampler.step(np.ones(4, dtype=np.int64))
+        sampler.ask_for_snapshot()  # the workers pickle their slots now
+        assert steps_taken() == [1, 1, 1, 1]
+        sampler.ask_for_snapshot()
+        sampler.step(np.ones(4, dtype=np.int64))  # the answer to that ask is stale now
+        assert steps_taken() == [2, 2, 2, 2]
+        assert sampler.step(np.ones(4, dtype=np.int64)).rewards.tolist() == [1.0] * 4
 
 
 def _double_buffered_run(trainer_slots, moves):

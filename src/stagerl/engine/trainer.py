@@ -229,6 +229,7 @@ class Trainer:
                 raise WorkerError(f"rank {self.ranks.rank}: {error}") from None
             checkpoint = self._save(storage, logger, **boundary)
             raise WorkerError(f"{error}\ncheckpoint before this rollout: {checkpoint}") from None
+        sampler.ask_for_snapshot()  # the next boundary's (or checkpoint's), pickled meanwhile
         steps = pipeline.num_steps * self.setup.total_tasks  # frames of all ranks
         state.stage_steps += steps
         state.total_steps += steps

@@ -36,6 +36,7 @@ from stagerl.tasks.shared import ArraySpec, SharedArrays
 from stagerl.tasks.worker import WorkerExperiment, WorkerLoop, worker_main
 
 TRAINER = -1  # the owner of the slots the trainer steps itself
+SNAPSHOT = pickle.dumps(("snapshot", None))
 PIPE_BUFFER = 4096  # bytes a pipe surely takes without a reader (POSIX's PIPE_BUF; Linux: 64 KiB)
 
 
@@ -184,6 +185,8 @@ class VectorSampler:
         self.clock = RolloutClock()
         self.reply_seconds = 0.0
         self.sent: set[int] = set()  # groups whose step was sent and not yet received
+        self.snapshot_asked = False  # the workers were asked for one; their replies are unread
+        self.snapshot_taken: list[bytes] | None = None  # of the slots as they are now
         self.expert_enabled: bool | None = None  # as the tasks' suites hold it; None: unknown
         self._route()
 
@@ -242,9 +245,17 @@ class VectorSampler:
         with deadline, contextlib.suppress(OSError):  # TimeoutError is an OSError
             self.conns[w].send_bytes(message)
 
+    def _changing(self) -> None:
+        """Before a command that may change the slots: read the replies of a snapshot asked
+        for (they come first on each pipe) and forget it."""
+        if self.snapshot_asked:
+            self.snapshot()
+        self.snapshot_taken = None
+
     def _call_all(self, command: str, arguments: list[Any] | None = None) -> list[Any]:
         """`command` in every worker and in the trainer's own loop (its argument last); their
         replies, the trainer's last."""
+        self._changing()
         arguments = arguments or [None] * (len(self.conns) + 1)
         for w in range(len(self.conns)):
             self._send(w, pickle.dumps((command, arguments[w])))
@@ -314,6 +325,7 @@ class VectorSampler:
 
     def step(self, actions: np.ndarray) -> StepBatch:
         """Step every slot and wait for all of them."""
+        self._changing()
         self.arrays["action"][:] = actions
         for w in range(len(self.conns)):
             self._send(w, self.step_all)
@@ -325,6 +337,7 @@ class VectorSampler:
         """Start stepping group `group`'s slots (`self.groups[group]`) with `actions`; the
         other group's shared memory may be read and written meanwhile. The trainer's own
         slots of the group are stepped in `receive_step`."""
+        self._changing()
         self.clock.begin()
         self.arrays["action"][self.groups[group]] = actions
         for w, message in self.group_workers[group].items():
@@ -382,6 +395,7 @@ class VectorSampler:
         self._route()
 
     def _call(self, owner: int, command: str, argument: Any) -> Any:
+        self._changing()
         if owner == TRAINER:
             return self._local(command, argument)
         self._send(owner, pickle.dumps((command, argument)))
@@ -400,10 +414,27 @@ class VectorSampler:
         self.expert_enabled = enabled
         return self._views("obs") if any(observed) else None
 
+    def ask_for_snapshot(self) -> None:
+        """Have the workers start on `snapshot()` now and answer when it is called: between
+        rollouts they pickle their slots while the trainer updates (3.7 ms a rollout of the
+        GoToObj example, the trainer waiting, before)."""
+        if not (self.snapshot_asked or self.snapshot_taken):
+            for w in range(len(self.conns)):
+                self._send(w, SNAPSHOT)
+            self.snapshot_asked = True
+
     def snapshot(self) -> list[bytes]:
         """One state per task slot, in slot order (independent of how slots are packed)."""
-        states = {i: state for part in self._call_all("snapshot") for i, state in part.items()}
-        return [states[slot] for slot in range(self.num_tasks)]
+        if self.snapshot_taken is None:
+            if not self.snapshot_asked:
+                for w in range(len(self.conns)):
+                    self._send(w, SNAPSHOT)
+            self.snapshot_asked = False
+            parts = [*(self._receive(w, "snapshot") for w in range(len(self.conns)))]
+            parts.append(self._local("snapshot"))
+            states = {i: state for part in parts for i, state in part.items()}
+            self.snapshot_taken = [states[slot] for slot in range(self.num_tasks)]
+        return list(self.snapshot_taken)
 
     def restore(self, snapshots: list[bytes]) -> dict[str, np.ndarray]:
         """Continue from `snapshot()`; the restored tasks' current observations."""
