@@ -143,6 +143,22 @@ def test_the_cyclic_collector_is_off_during_start_up_only(tmp_path, monkeypatch)
     assert gc.isenabled()
 
 
+@pytest.mark.timeout(120)
+def test_the_command_exits_without_teardown_having_written_everything(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    command = [sys.executable, "-m", "stagerl", "train", str(FIXTURES / "tiny_ppo.py")]
+    done = subprocess.run([*command, "-o", str(tmp_path)], capture_output=True, timeout=100)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.decode().rstrip().endswith("/tensorboard")  # its last line, flushed
+    (run_dir,) = tmp_path.glob("TinyPPO/*")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 1024 and (run_dir / "checkpoints" / "ckpt_000000001024.pt").exists()
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert events.Scalars("train/reward")[-1].step == 1024
+
+
 def test_missing_config_file(tmp_path, capsys):
     assert cli.main(["train", str(tmp_path / "nowhere.py")]) == 2
     assert "nowhere.py: experiment file not found" in capsys.readouterr().err

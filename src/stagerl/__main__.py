@@ -1,6 +1,4 @@
-import sys
-
-from stagerl.cli import main
+from stagerl.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -445,7 +445,25 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; errors stagerl expects exit with their code and a one-line message."""
-    args = _parser().parse_args(argv)
+    return _run_command(_parser().parse_args(argv))
+
+
+def run() -> None:
+    """The `stagerl` command (and `python -m stagerl`): `main`'s exit code, and after a
+    successful `stagerl train` an exit that skips the interpreter's teardown. Training has
+    closed everything it opened by then (workers joined, checkpoint and metrics written, the
+    TensorBoard writer closed, the run's lock released); tearing torch's modules down took
+    0.5-0.8 s more, 4% of the GoToObj example's wall time."""
+    args = _parser().parse_args()
+    code = _run_command(args)
+    if code == 0 and args.command == "train":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    sys.exit(code)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except StagerlError as error:
@@ -457,4 +475,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
