@@ -50,22 +50,38 @@ def test_minibatch_order_is_shuffled_by_the_generator():
     assert len(orders) == 4 and tuple(range(8)) not in orders
 
 
-def test_insert_sets_masks_from_terminated_and_truncated():
-    storage = _filled_storage(steps=2, tasks=3)
+@pytest.mark.parametrize("views", ["numpy", "tensors"])  # a CPU's, and any other device's
+def test_insert_records_a_step_of_some_tasks_and_masks_from_their_ends(views):
+    storage = _filled_storage(steps=2, tasks=4)
+    if views == "tensors":
+        storage._filled = {
+            name: getattr(storage, name) if name[:4] != "obs/" else storage.observations["x"]
+            for name in storage._filled
+        }
+    storage.bootstrap_values.fill_(7.0)
     storage.insert(
         0,
         actions=torch.tensor([1, 2, 3]),
-        log_probs=torch.zeros(3),
-        values=torch.zeros(3),
+        log_probs=torch.tensor([-0.5, -1.0, -1.5]),
+        values=torch.tensor([0.25, 0.5, 0.75]),
         rewards=np.array([1, 0, 0], dtype=np.float32),
         terminated=np.array([True, False, False]),
         truncated=np.array([False, True, False]),
-        next_observations={"x": np.zeros((3, 2), np.int64)},
+        next_observations={"x": np.full((3, 2), 9, np.int64)},
+        tasks=slice(1, 4),
     )
-    assert storage.masks[1].tolist() == [0.0, 0.0, 1.0]
+    assert storage.masks[1, 1:].tolist() == [0.0, 0.0, 1.0]
     # The executed actions, also where an episode starts: the mask, not a 0 action, says so.
-    assert storage.prev_actions[1].tolist() == [1, 2, 3]
+    assert storage.prev_actions[1, 1:].tolist() == [1, 2, 3]
+    assert storage.actions[0].tolist() == [0, 1, 2, 3]  # task 0 untouched
+    assert storage.log_probs[0, 1:].tolist() == [-0.5, -1.0, -1.5]
+    assert storage.values[0, 1:].tolist() == [0.25, 0.5, 0.75]
+    assert storage.rewards[0].tolist() == [0.0, 1.0, 0.0, 0.0]
     assert storage.rewards[0].dtype == torch.float32
+    assert storage.terminated[0].tolist() == [False, True, False, False]
+    assert storage.truncated[0].tolist() == [False, False, True, False]
+    assert storage.bootstrap_values[0].tolist() == [7.0, 0.0, 0.0, 0.0]
+    assert storage.observations["x"][1].tolist() == [[0, 1], [9, 9], [9, 9], [9, 9]]
 
 
 def test_minibatch_count_is_exactly_num_mini_batch_with_sizes_differing_by_at_most_one():

@@ -9,6 +9,7 @@ replays each sequence from there.
 """
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +63,14 @@ class RolloutStorage:
         self.returns = zeros(steps, tasks)
         self.advantages = zeros(steps, tasks)
         self.normalized_advantages = zeros(steps, tasks)
+        # What `insert` fills, by name; on a CPU as numpy views, which cost a fourth of torch's
+        # indexing (8.5 against 33 us a step of 8 tasks, every step of every task group).
+        names = ("actions", "log_probs", "values", "rewards", "terminated", "truncated")
+        names += ("bootstrap_values", "masks", "prev_actions")
+        self._filled = {name: getattr(self, name) for name in names}
+        self._filled |= {f"obs/{uuid}": obs for uuid, obs in self.observations.items()}
+        if self.device.type == "cpu":
+            self._filled = {name: tensor.numpy() for name, tensor in self._filled.items()}
 
     def set_observations(
         self, row: int, observations: dict[str, np.ndarray], *, tasks: slice = ALL
@@ -89,17 +98,21 @@ class RolloutStorage:
     ) -> None:
         """Record step t of `tasks` and the observation that follows it. Its bootstrap values
         start at zero; the rollout sets those of tasks cut off by a step limit."""
-        self.actions[t, tasks] = actions
-        self.log_probs[t, tasks] = log_probs
-        self.values[t, tasks] = values
-        self.rewards[t, tasks].copy_(torch.from_numpy(rewards))
-        self.terminated[t, tasks].copy_(torch.from_numpy(terminated))
-        self.truncated[t, tasks].copy_(torch.from_numpy(truncated))
-        self.bootstrap_values[t, tasks] = 0.0
-        self.set_observations(t + 1, next_observations, tasks=tasks)
-        ended = self.terminated[t, tasks] | self.truncated[t, tasks]
-        self.masks[t + 1, tasks] = 1.0 - ended.float()
-        self.prev_actions[t + 1, tasks] = actions
+        step = {"actions": actions, "log_probs": log_probs, "values": values}
+        step |= {"rewards": rewards, "terminated": terminated, "truncated": truncated}
+        for name, value in (step | {"bootstrap_values": 0.0}).items():
+            self._put(name, t, tasks, value)
+        following = {f"obs/{uuid}": obs for uuid, obs in next_observations.items()}
+        following |= {"masks": ~(terminated | truncated), "prev_actions": actions}
+        for name, value in following.items():
+            self._put(name, t + 1, tasks, value)
+
+    def _put(self, name: str, row: int, tasks: slice, value: Any) -> None:
+        target = self._filled[name]
+        if isinstance(target, np.ndarray):
+            target[row, tasks] = value.numpy() if isinstance(value, torch.Tensor) else value
+        else:
+            target[row, tasks] = torch.as_tensor(value, device=self.device)
 
     def compute_returns(
         self,
