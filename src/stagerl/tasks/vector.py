@@ -427,7 +427,7 @@ class VectorSampler:
         if self.snapshot_taken is None:
             self.ask_for_snapshot()
             self.snapshot_asked = False
-            parts = [*(self._receive(w, "snapshot") for w in range(len(self.conns)))]
+            parts = [self._receive(w, "snapshot") for w in range(len(self.conns))]
             parts.append(self._local("snapshot"))
             states = {i: state for part in parts for i, state in part.items()}
             self.snapshot_taken = [states[slot] for slot in range(self.num_tasks)]
