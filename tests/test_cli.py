@@ -7,6 +7,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,12 @@ def test_the_cyclic_collector_is_off_during_start_up_only(tmp_path, monkeypatch)
     assert seen == {"start-up": False, "training": True} and gc.isenabled()
     assert cli.main(["train", str(tmp_path / "nowhere.py")]) == 2  # a failed start-up too
     assert gc.isenabled()
+    gc.disable()  # a caller's choice stands
+    try:
+        assert cli.main(["train", str(FIXTURES / "tiny_ppo.py"), "-o", str(tmp_path)]) == 0
+        assert seen["training"] is False and not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.timeout(120)
@@ -157,6 +164,44 @@ def test_the_command_exits_without_teardown_having_written_everything(tmp_path):
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     assert events.Scalars("train/reward")[-1].step == 1024
+
+
+def test_only_a_successful_train_skips_teardown_and_after_the_exit_handlers(tmp_path, monkeypatch):
+    from stagerl.engine.trainer import Trainer
+
+    exits = []
+
+    class FastExit(Exception):
+        pass
+
+    def fast_exit(code):
+        exits.append(f"os._exit({code})")
+        raise FastExit
+
+    monkeypatch.setattr(cli.os, "_exit", fast_exit)
+    monkeypatch.setattr(cli.atexit, "_run_exitfuncs", lambda: exits.append("exit handlers"))
+    monkeypatch.setattr(Trainer, "train", lambda self, *args, **kwargs: self.run_dir / "x.pt")
+    train = ["stagerl", "train", str(FIXTURES / "tiny_ppo.py"), "-o"]
+    monkeypatch.setattr(sys, "argv", [*train, str(tmp_path / "a")])
+    with pytest.raises(FastExit):
+        cli.run()
+    assert exits == ["exit handlers", "os._exit(0)"]
+    exits.clear()
+    gate = threading.Event()
+    waiting = threading.Thread(target=gate.wait)  # the experiment's, not a daemon
+    waiting.start()
+    monkeypatch.setattr(sys, "argv", [*train, str(tmp_path / "b")])
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run()
+    finally:
+        gate.set()
+        waiting.join()
+    assert exit_info.value.code == 0 and exits == []  # the ordinary exit waits for it
+    monkeypatch.setattr(sys, "argv", ["stagerl", "train", str(tmp_path / "nowhere.py")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run()
+    assert exit_info.value.code == 2 and exits == []
 
 
 def test_missing_config_file(tmp_path, capsys):

@@ -54,6 +54,8 @@ def test_with_memory_unused_an_lstm_gives_the_same_outputs_and_a_nan_cell_state(
     assert torch.equal(skipped[..., :5], full[..., :5])  # h is the last output either way
     assert skipped[..., 5:].isnan().all()  # the cell state was not rebuilt: a read shows
     assert not run_recurrent(lstm, inputs, memory=memory, masks=masks)[1].isnan().any()
+    with memory_unused(), pytest.raises(ValueError, match="memory_unused"):  # chunked BPTT
+        run_recurrent(lstm, inputs, memory=skipped, masks=masks)
 
 
 @pytest.mark.parametrize("steps", [1, 5])  # one step: while acting; several: in updates

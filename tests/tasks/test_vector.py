@@ -54,7 +54,7 @@ def test_max_tasks_deactivates_slots():
 
 def test_a_snapshot_asked_for_ahead_is_of_the_slots_as_they_are_when_read():
     samplers = [CountingSampler(slot, length=9) for slot in range(4)]
-    with VectorSampler(samplers, num_workers=2) as sampler:
+    with VectorSampler(samplers, num_workers=2, groups=2, trainer_slots=1) as sampler:
 
         def steps_taken():
             return [pickle.loads(state)[1].num_steps_taken for state in sampler.snapshot()]
@@ -63,10 +63,15 @@ def test_a_snapshot_asked_for_ahead_is_of_the_slots_as_they_are_when_read():
         sampler.step(np.ones(4, dtype=np.int64))
         sampler.ask_for_snapshot()  # the workers pickle their slots now
         assert steps_taken() == [1, 1, 1, 1]
+        sampler.ask_for_snapshot()  # answered already: nothing is asked
+        sampler.step(np.ones(4, dtype=np.int64))
+        sampler.ask_for_snapshot()  # its replies wait in the pipes while the slots step on:
+        rewards = sampler.step(np.array([0, 1, 2, 1])).rewards.tolist()
+        assert rewards == [0.0, 1.0, 2.0, 1.0]  # read in order, not taken for the step's
+        assert steps_taken() == [3, 3, 3, 3]  # and that answer forgotten
         sampler.ask_for_snapshot()
-        sampler.step(np.ones(4, dtype=np.int64))  # the answer to that ask is stale now
-        assert steps_taken() == [2, 2, 2, 2]
-        assert sampler.step(np.ones(4, dtype=np.int64)).rewards.tolist() == [1.0] * 4
+        sampler.next_scene()
+        assert steps_taken() == [3, 3, 3, 3]
 
 
 def _double_buffered_run(trainer_slots, moves):

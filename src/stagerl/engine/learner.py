@@ -52,8 +52,9 @@ def weighted_loss(
     info: dict[str, float],
     prefix: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the model over the batch; return Σ weight·loss and the memory after the batch,
-    and put each loss's numbers in `info` as `<prefix><loss name>/<key>`."""
+    """Run the model over the batch; return Σ weight·loss and the memory after the batch
+    (an LSTM's cell state NaN within `memory_unused`), and put each loss's numbers in `info`
+    as `<prefix><loss name>/<key>`."""
     output, memory = model(batch.observations, batch.memory, batch.prev_actions, batch.masks)
     total = torch.zeros((), device=output.values.device)
     for item in losses:

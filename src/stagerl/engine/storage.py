@@ -111,6 +111,8 @@ class RolloutStorage:
         target = self._filled[name]
         if isinstance(target, np.ndarray):
             target[row, tasks] = value.numpy() if isinstance(value, torch.Tensor) else value
+        elif isinstance(value, float):
+            target[row, tasks] = value  # filled on the device, nothing copied to it
         else:
             target[row, tasks] = torch.as_tensor(value, device=self.device)
 

@@ -160,7 +160,7 @@ class Trainer:
             normalize=self.ranks.standardize,
         )
         aggregated = self._aggregated(self.state.stage_index, storage)
-        torch.set_num_threads(self.setup.machine.threads_for_updates())  # the workers idle now
+        torch.set_num_threads(self.setup.machine.threads_for_updates())  # workers: a snapshot
         start, allreduce_before = time.perf_counter(), self.ranks.allreduce_seconds
         outcome = update(
             model=model,

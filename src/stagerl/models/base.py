@@ -59,15 +59,16 @@ class ActorCriticModel(nn.Module, ABC):
         """Act on `[T, N]` observations starting from `memory`; return outputs and new memory."""
 
 
-_unused = threading.local()  # `unused.memory`: within `memory_unused()` in this thread
+_unused = threading.local()  # `_unused.memory`: within `memory_unused()` in this thread
 
 
 @contextlib.contextmanager
 def memory_unused() -> Iterator[None]:
     """Within this block the caller reads no memory that a forward pass returns (the learner's
-    update discards it), so `run_recurrent` skips rebuilding an LSTM's cell state after the
-    last step (12% of the GoToObj example's update) and returns that half of the memory as
-    NaN: a read shows at once instead of passing for a number."""
+    update discards it), so `run_recurrent` skips rebuilding a one-layer CPU LSTM's cell state
+    after the last step (12% of the GoToObj example's update) and returns that half of the
+    memory as NaN, never as a number that looks right. A model whose forward passes one
+    `run_recurrent` call's memory to another gets a ValueError naming this block."""
     previous = getattr(_unused, "memory", False)
     _unused.memory = True
     try:
@@ -259,6 +260,12 @@ def _lstm_by_length(
     kernels, for a fixed cost per call plus its padded size. The cell state after the last
     step is not among the outputs: `_lstm_final_cell` rebuilds it (unless `memory_unused`)."""
     steps, tasks = masks.shape
+    if getattr(_unused, "memory", False) and memory.isnan().any():
+        raise ValueError(
+            "run_recurrent got NaN memory within memory_unused(), where an LSTM's returned cell "
+            "state is NaN: the model's forward passes the memory one run_recurrent call "
+            "returned to another, which updates cannot skip; compute it outside the block"
+        )
     stretches = _Stretches.of(masks)
     rows = inputs.reshape(steps * tasks, -1)
     initial = stretches.initial(memory, masks)
