@@ -119,11 +119,13 @@ def test_instructions_need_a_mission_sensor():
         BabyAIRecurrentACModel(ACTIONS, _space(), use_instr=True)
 
 
-def test_each_distinct_mission_is_encoded_as_if_alone():
+@pytest.mark.parametrize("grad", [True, False])  # updating, and acting (kept encodings)
+def test_each_distinct_mission_is_encoded_as_if_alone(grad):
     torch.manual_seed(0)
     model = BabyAIRecurrentACModel(ACTIONS, _space(mission=True), use_instr=True)
     tokens = torch.tensor([[2, 3, 4, 23, 30, 0, 0, 0], [2, 3, 4, 25, 0, 0, 0, 0]])[[0, 1, 1, 0]]
-    encoded = model._instruction(tokens)
+    with torch.set_grad_enabled(grad):
+        encoded = model._instruction(tokens)
     for row, mission in enumerate(tokens):
         words = int((mission != 0).sum())
         outputs, _ = model.instr_rnn(model.word_embedding(mission[None, :words]))
