@@ -173,7 +173,7 @@ class BabyAIRecurrentACModel(ActorCriticModel):
         """Encodings kept by mission while no gradient is taken and the encoder's parameters
         stay the same (any optimizer step, or a load, which changes their version; `train()` and
         `eval()` also start afresh): re-encoding every step was a quarter of the acting forward
-        pass. Found by the keys in a dict, without `unique`'s ops (a tenth of the pass)."""
+        pass. Found by the keys in a dict, without `unique`'s ops (a sixth of the pass)."""
         parameters = (*self.word_embedding.parameters(), *self.instr_rnn.parameters())
         stamp = (_optimizer_steps[0], *((p.data_ptr(), p._version) for p in parameters))
         if stamp != self._encodings_stamp or len(self._encodings) > 4096:
