@@ -44,13 +44,13 @@ def _clip(setup: TrainingSetup, stage: PipelineStage, points: list[int]) -> str:
     return _values(lambda steps: ppo[0].clip_param * ppo[0].clip_decay(steps), points, low=0)
 
 
-def _schedules(setup: TrainingSetup, stage: PipelineStage, start: int, budget: int) -> list[str]:
-    """Teacher forcing, PPO clip and LR in the stage's first, middle and last rollout, as
-    training evaluates them: teacher forcing at the rollout's first step (of the stage's
-    steps), the clip at its update (the stage's steps after the rollout), the LR at its update
-    too (the total steps before the rollout: the scheduler steps after each update)."""
-    per_rollout = setup.pipeline.num_steps * setup.num_tasks
-    rollouts = budget // per_rollout
+def _schedules(
+    setup: TrainingSetup, stage: PipelineStage, start: int, rollouts: int, per_rollout: int
+) -> list[str]:
+    """Teacher forcing, PPO clip and LR in the stage's first, middle and last of `rollouts`
+    rollouts, as training evaluates them: teacher forcing at the rollout's first step (of the
+    stage's steps), the clip at its update (the stage's steps after the rollout), the LR at its
+    update too (the total steps before the rollout: the scheduler steps after each update)."""
     begins = [r * per_rollout for r in (0, rollouts // 2, rollouts - 1)]
     teacher = stage.teacher_forcing
     return [
@@ -89,7 +89,7 @@ def _stage_table(setup: TrainingSetup) -> Table:
             f"{budget:,}",
             f"{rollouts:,}",
             "\n".join(updates) or "-",
-            *_schedules(setup, stage, start, budget),
+            *_schedules(setup, stage, start, rollouts, per_rollout),
         )
         start += budget
     return table

@@ -160,7 +160,8 @@ class Trainer:
             normalize=self.ranks.standardize,
         )
         aggregated = self._aggregated(self.state.stage_index, storage)
-        torch.set_num_threads(self.setup.machine.threads_for_updates())  # workers: a snapshot
+        # the workers have only the snapshot to pickle meanwhile (`ask_for_snapshot`)
+        torch.set_num_threads(self.setup.machine.threads_for_updates())
         start, allreduce_before = time.perf_counter(), self.ranks.allreduce_seconds
         outcome = update(
             model=model,

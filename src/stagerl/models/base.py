@@ -260,7 +260,8 @@ def _lstm_by_length(
     kernels, for a fixed cost per call plus its padded size. The cell state after the last
     step is not among the outputs: `_lstm_final_cell` rebuilds it (unless `memory_unused`)."""
     steps, tasks = masks.shape
-    if getattr(_unused, "memory", False) and memory.isnan().any():
+    skip_cell = getattr(_unused, "memory", False)
+    if skip_cell and memory.isnan().any():
         raise ValueError(
             "run_recurrent got NaN memory within memory_unused(), where an LSTM's returned cell "
             "state is NaN: the model's forward passes the memory one run_recurrent call "
@@ -294,7 +295,7 @@ def _lstm_by_length(
         outputs.append(out[slots])
         order.append(picked)
     out = torch.cat(outputs)[torch.cat(order).argsort()].view(steps, tasks, -1)
-    if getattr(_unused, "memory", False):
+    if skip_cell:
         cell = torch.full_like(out[-1], float("nan"))
     else:
         t0 = steps - int(stretches.lengths[stretches.last].max())  # the earliest last start
