@@ -1,5 +1,6 @@
 """Double-buffered sampling (two sampler groups taking turns) gives the rollouts synchronous
-sampling gives, and the same rollout again from the same seed."""
+sampling gives, and the same rollout again from the same seed; the processes poll for each
+other only where each has a core."""
 
 import pytest
 import torch
@@ -9,8 +10,9 @@ from torch.distributions import Categorical
 from stagerl.engine.rollout import collect_rollout
 from stagerl.engine.setup import build_training_setup, start_sampler
 from stagerl.engine.storage import RolloutStorage
-from stagerl.experiment import load_experiment
+from stagerl.experiment import MachineParams, load_experiment
 from stagerl.models.base import ActorCriticModel, ActorCriticOutput
+from stagerl.tasks.worker import SPIN_SECONDS
 from tests.variants import fixture_variant
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,3 +109,15 @@ def test_double_buffered_rollouts_repeat_from_the_same_seed(config):
         assert episodes == episodes_again
         for name, tensor in tensors.items():
             assert torch.equal(again[name], tensor), name
+
+
+@pytest.mark.parametrize(("cores", "spins"), [(2, False), (3, True)])
+def test_processes_poll_for_each_other_only_where_each_has_a_core(
+    config, monkeypatch, cores, spins
+):
+    # two workers, and the trainer: polling on two cores would take a core from another
+    monkeypatch.setattr(MachineParams, "cores", staticmethod(lambda: cores))
+    setup = build_training_setup(load_experiment(config), seed=0)
+    with start_sampler(setup.experiment, setup.machine, samplers=setup.samplers) as sampler:
+        assert sampler.num_workers == 2
+        assert sampler.spin == (SPIN_SECONDS if spins else 0.0)

@@ -17,6 +17,7 @@ from stagerl.tasks.vector import (
     most_trainer_slots,
     slot_owners,
 )
+from stagerl.tasks.worker import SPIN_SECONDS
 from tests.tasks.faulty import CountingSampler
 
 pytestmark = pytest.mark.timeout(60)
@@ -157,9 +158,11 @@ def test_the_trainers_deadline_hands_an_outer_timer_back_with_its_time():
 
 
 def _run_until_fault(fault, timeout=60.0):
-    """The fault's error and the workers' pids (a hang instead fails the module's timeout)."""
+    """The fault's error and the workers' pids (a hang instead fails the module's timeout),
+    with the trainer and the workers polling before they sleep, as in training on a core
+    each."""
     samplers = [CountingSampler(0), CountingSampler(1, fault=fault)]
-    sampler = VectorSampler(samplers, num_workers=2, timeout=timeout)
+    sampler = VectorSampler(samplers, num_workers=2, timeout=timeout, spin=SPIN_SECONDS)
     pids = [p.pid for p in sampler.processes]
     sampler.reset()
     with pytest.raises(WorkerError) as error:

@@ -21,6 +21,7 @@ from stagerl.tasks.balance import first_trainer_slots
 from stagerl.tasks.base import TaskSampler
 from stagerl.tasks.sensors import ExpertActionSensor
 from stagerl.tasks.vector import VectorSampler
+from stagerl.tasks.worker import SPIN_SECONDS
 
 
 def configure_trainer_process() -> None:
@@ -137,10 +138,12 @@ def start_sampler(
     groups: int = 1,
 ) -> VectorSampler:
     """The worker processes stepping `samplers` in `groups` groups, packed as
-    `sampler_packing` says. Double-buffered on a machine with a core beyond the workers', the
-    trainer steps a few slots itself, as many as even the loads (stagerl.tasks.balance)."""
+    `sampler_packing` says. With a core beyond the workers', the trainer and the workers wait
+    for each other polling (`SPIN_SECONDS`), and double-buffered, the trainer steps a few slots
+    itself, as many as even the loads (stagerl.tasks.balance)."""
     num_workers, groups = sampler_packing(machine, num_samplers=len(samplers), groups=groups)
-    spare_core = groups > 1 and machine.cores() > num_workers
+    core_each = machine.cores() > num_workers  # a polling process takes no other's core
+    spare_core = groups > 1 and core_each
     return VectorSampler(
         samplers,
         num_workers=num_workers,
@@ -149,6 +152,7 @@ def start_sampler(
         experiment=worker_experiment(experiment),
         groups=groups,
         trainer_slots=first_trainer_slots(len(samplers), num_workers) if spare_core else 0,
+        spin=SPIN_SECONDS if core_each else 0.0,
     )
 
 

@@ -33,7 +33,7 @@ from stagerl.errors import ConfigError, WorkerError
 from stagerl.tasks.balance import RolloutClock, SlotBalancer
 from stagerl.tasks.base import TaskSampler
 from stagerl.tasks.shared import ArraySpec, SharedArrays
-from stagerl.tasks.worker import WorkerExperiment, WorkerLoop, worker_main
+from stagerl.tasks.worker import WorkerExperiment, WorkerLoop, poll_spinning, worker_main
 
 TRAINER = -1  # the owner of the slots the trainer steps itself
 PIPE_BUFFER = 4096  # bytes a pipe surely takes without a reader (POSIX's PIPE_BUF; Linux: 64 KiB)
@@ -128,6 +128,10 @@ class VectorSampler:
     Without `max_tasks` (training) every slot runs forever, starting its sampler over when it
     has no task left. With `max_tasks` (evaluation) slot i runs at most `max_tasks[i]` tasks
     (`None`: until its sampler has none left) and then stays inactive until `reset()`.
+
+    With `spin`, the trainer and the workers wait for each other's replies and commands by
+    polling for up to `spin` seconds before sleeping (`poll_spinning`): for when every
+    process has a core of its own.
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class VectorSampler:
         experiment: WorkerExperiment | None = None,
         groups: int = 1,
         trainer_slots: int = 0,
+        spin: float = 0.0,
     ) -> None:
         if not 1 <= num_workers <= len(samplers):
             raise ConfigError(
@@ -152,6 +157,7 @@ class VectorSampler:
         self.observation_space = samplers[0].observation_space
         self.action_space = samplers[0].action_space
         self.timeout = timeout
+        self.spin = spin
         self.uuids = list(self.observation_space.spaces)
         context = mp.get_context("spawn")
         self.arrays = SharedArrays.create(context, _layout(self.observation_space, self.num_tasks))
@@ -220,6 +226,7 @@ class VectorSampler:
             samplers_blob=pickle.dumps(samplers),
             max_tasks=max_tasks,
             experiment=experiment,
+            spin=self.spin,
         )
         process = context.Process(
             target=worker_main,
@@ -284,7 +291,7 @@ class VectorSampler:
 
     def _receive(self, w: int, command: str) -> Any:
         conn, process = self.conns[w], self.processes[w]
-        ready = {fd for fd, _ in self.pollers[w].poll(self.timeout * 1000)}
+        ready = {fd for fd, _ in poll_spinning(self.pollers[w], self.spin, self.timeout * 1000)}
         if conn.fileno() in ready:
             try:
                 status, payload, seconds = conn.recv()
