@@ -156,17 +156,19 @@ class RolloutStorage:
     def batch(self, tasks: torch.Tensor) -> RolloutBatch:
         """The whole rollout of the tasks `tasks` (indices), as one minibatch."""
         steps, tasks = self.num_steps, tasks.to(self.device)
+        # index_select: a fifth of the cost of `tensor[:, tasks]` for these small tensors
+        pick = lambda tensor: tensor.index_select(1, tasks)  # noqa: E731
         return RolloutBatch(
-            observations={uuid: obs[:steps, tasks] for uuid, obs in self.observations.items()},
-            memory=self.memory[:, tasks],
-            prev_actions=self.prev_actions[:steps, tasks],
-            masks=self.masks[:steps, tasks],
-            actions=self.actions[:, tasks],
-            old_log_probs=self.log_probs[:, tasks],
-            old_values=self.values[:, tasks],
-            returns=self.returns[:, tasks],
-            advantages=self.advantages[:, tasks],
-            normalized_advantages=self.normalized_advantages[:, tasks],
+            observations={uuid: pick(obs[:steps]) for uuid, obs in self.observations.items()},
+            memory=pick(self.memory),
+            prev_actions=pick(self.prev_actions[:steps]),
+            masks=pick(self.masks[:steps]),
+            actions=pick(self.actions),
+            old_log_probs=pick(self.log_probs),
+            old_values=pick(self.values),
+            returns=pick(self.returns),
+            advantages=pick(self.advantages),
+            normalized_advantages=pick(self.normalized_advantages),
         )
 
     def start_next_rollout(self) -> None:

@@ -108,8 +108,11 @@ class PPO(Loss):
             value_loss = torch.max(value_loss, (clipped - batch.returns).pow(2))
         value_loss = 0.5 * value_loss.mean()
 
-        entropy = self._entropy(dist).mean()
-        total = action_loss + self.value_loss_coef * value_loss - self.entropy_coef * entropy
+        total = action_loss + self.value_loss_coef * value_loss
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):
+            entropy = self._entropy(dist).mean()  # logged even where it is not a term
+        if self.entropy_coef != 0:
+            total = total - self.entropy_coef * entropy
         info = {
             "action_loss": action_loss.item(),
             "value_loss": value_loss.item(),
