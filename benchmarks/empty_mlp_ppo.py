@@ -1,6 +1,8 @@
 """PPO with a 64x64 MLP on MiniGrid-Empty-Random-5x5's flattened view, with the settings
 benchmarks/throughput.py gives Stable-Baselines3 too: 16 tasks x 128 steps, 8 minibatches
-(256 samples each) x 4 epochs. For measuring throughput, not a tuned learner."""
+(256 samples each) x 4 epochs, and SB3's PPO loss and Adam: an unclipped value loss weighted
+0.5 (stagerl's value loss is half the squared error, so its coefficient is 1), advantages
+standardised per minibatch, Adam's eps 1e-5. For measuring throughput, not a tuned learner."""
 
 from torch import optim
 
@@ -25,9 +27,17 @@ class EmptyMLPPPO(MiniGridExperimentConfig):
     @classmethod
     def training_pipeline(cls, **kwargs):
         return TrainingPipeline(
-            named_losses={"ppo_loss": PPO(clip_param=0.2, value_loss_coef=0.5, entropy_coef=0.0)},
+            named_losses={
+                "ppo_loss": PPO(
+                    clip_param=0.2,
+                    value_loss_coef=1.0,
+                    entropy_coef=0.0,
+                    use_clipped_value_loss=False,
+                    normalize_advantage="minibatch",
+                )
+            },
             pipeline_stages=[PipelineStage(loss_names=["ppo_loss"], max_stage_steps=cls.STEPS)],
-            optimizer_builder=Builder(optim.Adam, dict(lr=3e-4, fused=True)),
+            optimizer_builder=Builder(optim.Adam, dict(lr=3e-4, eps=1e-5, fused=True)),
             num_steps=cls.NUM_STEPS,
             num_mini_batch=cls.NUM_MINI_BATCH,
             update_repeats=cls.UPDATE_REPEATS,
