@@ -27,22 +27,22 @@ def compute_returns(
     episode_continues = (1.0 - terminal) * (1.0 - cut)
     returns = torch.zeros_like(rewards)
     advantages = torch.zeros_like(rewards)
-    next_value = last_values
-    running = torch.zeros_like(last_values)  # GAE accumulator, or the n-step return
-    if not use_gae:
-        running = last_values.clone()
-    for t in reversed(range(num_steps)):
-        if use_gae:
-            value_after = episode_continues[t] * next_value + cut[t] * bootstrap_values[t]
-            delta = rewards[t] + gamma * value_after - values[t]
-            running = delta + gamma * gae_lambda * episode_continues[t] * running
+    # Everything but the running sum is computed for all steps at once, in the same order of
+    # operations as step by step (the same numbers): a third of the ops inside the loop.
+    if use_gae:
+        next_values = torch.cat([values[1:], last_values[None]])
+        value_after = episode_continues * next_values + cut * bootstrap_values
+        delta = rewards + gamma * value_after - values
+        decay = gamma * gae_lambda * episode_continues
+        running = torch.zeros_like(last_values)  # the GAE accumulator
+        for t in reversed(range(num_steps)):
+            running = delta[t] + decay[t] * running
             advantages[t] = running
-            returns[t] = running + values[t]
-        else:
-            running = rewards[t] + gamma * (
-                episode_continues[t] * running + cut[t] * bootstrap_values[t]
-            )
-            returns[t] = running
-            advantages[t] = running - values[t]
-        next_value = values[t]
-    return returns, advantages
+        return advantages + values, advantages
+    running = last_values.clone()  # the n-step return
+    for t in reversed(range(num_steps)):
+        running = rewards[t] + gamma * (
+            episode_continues[t] * running + cut[t] * bootstrap_values[t]
+        )
+        returns[t] = running
+    return returns, returns - values
