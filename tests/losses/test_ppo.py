@@ -74,6 +74,29 @@ def test_ppo_entropy_bonus_lowers_the_loss():
     assert loss.item() == pytest.approx(-0.01 * math.log(3))
 
 
+class _NaNEntropyCategorical(Categorical):
+    def nan_entropy(self):
+        return torch.full(self.batch_shape, float("nan"))
+
+
+@pytest.mark.parametrize(("entropy_coef", "finite"), [(0.0, True), (0.01, False)])
+def test_an_entropy_weighted_zero_is_logged_but_left_out_of_the_loss(entropy_coef, finite):
+    logits = torch.zeros(1, 2, 3, requires_grad=True)
+    batch, output = _batch(logits, [1.0, 1.0], [1.0, -1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0])
+    output.distributions = _NaNEntropyCategorical(logits=logits)
+    ppo = PPO(
+        clip_param=0.1,
+        value_loss_coef=0.5,
+        entropy_coef=entropy_coef,
+        normalize_advantage=False,
+        entropy_method_name="nan_entropy",
+    )
+    loss, info = ppo.loss(0, batch, output)
+    assert math.isnan(info["entropy"])
+    assert math.isfinite(loss.item()) == finite  # a NaN term weighted 0 does not poison it
+    assert loss.requires_grad
+
+
 @pytest.mark.parametrize(
     ("setting", "expected_action_loss"),
     [

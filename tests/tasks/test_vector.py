@@ -157,12 +157,12 @@ def test_the_trainers_deadline_hands_an_outer_timer_back_with_its_time():
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _run_until_fault(fault, timeout=60.0):
-    """The fault's error and the workers' pids (a hang instead fails the module's timeout),
-    with the trainer and the workers polling before they sleep, as in training on a core
+def _run_until_fault(fault, spin, timeout=60.0):
+    """The fault's error and the workers' pids (a hang instead fails the module's timeout);
+    with `spin`, the trainer and the workers poll before they sleep, as in training on a core
     each."""
     samplers = [CountingSampler(0), CountingSampler(1, fault=fault)]
-    sampler = VectorSampler(samplers, num_workers=2, timeout=timeout, spin=SPIN_SECONDS)
+    sampler = VectorSampler(samplers, num_workers=2, timeout=timeout, spin=spin)
     pids = [p.pid for p in sampler.processes]
     sampler.reset()
     with pytest.raises(WorkerError) as error:
@@ -176,23 +176,26 @@ def _assert_gone(pids):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def test_worker_exception_names_worker_task_and_cause():
-    message, pids = _run_until_fault("raise")
+@pytest.mark.parametrize("spin", [0.0, SPIN_SECONDS])
+def test_worker_exception_names_worker_task_and_cause(spin):
+    message, pids = _run_until_fault("raise", spin)
     assert "sampler worker 1" in message
     assert "CountingTask(slot=1)" in message
     assert "ValueError: boom in the environment" in message
     _assert_gone(pids)
 
 
-def test_worker_segfault_is_reported_with_its_tasks():
-    message, pids = _run_until_fault("segfault")
+@pytest.mark.parametrize("spin", [0.0, SPIN_SECONDS])
+def test_worker_segfault_is_reported_with_its_tasks(spin):
+    message, pids = _run_until_fault("segfault", spin)
     assert "sampler worker 1 (tasks: CountingSampler(slot=1))" in message
     assert "died during 'step'" in message and str(-11) in message
     _assert_gone(pids)
 
 
-def test_hung_worker_times_out():
-    message, pids = _run_until_fault("hang", timeout=1.0)
+@pytest.mark.parametrize("spin", [0.0, SPIN_SECONDS])
+def test_hung_worker_times_out(spin):
+    message, pids = _run_until_fault("hang", spin, timeout=1.0)
     assert "sampler worker 1" in message and "did not answer 'step' within 1 s" in message
     _assert_gone(pids)
 

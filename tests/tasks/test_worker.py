@@ -1,10 +1,8 @@
 """A worker's task slots: resuming from a snapshot replaces what the slots ran before; waiting
 for a command polls before it sleeps."""
 
-import os
 import pickle
 import select
-import threading
 
 from stagerl.tasks.shared import SharedArrays
 from stagerl.tasks.vector import _layout
@@ -47,19 +45,25 @@ def test_restore_closes_the_samplers_and_tasks_it_replaces():
     assert all(loop.slots[i].sampler is not samplers[i] for i in range(2))
 
 
-def test_a_spinning_wait_returns_what_arrives_while_it_polls_and_sleeps_after_its_spin():
-    read, write = os.pipe()
-    poller = select.poll()
-    poller.register(read, select.POLLIN)
-    try:
-        assert poll_spinning(poller, spin=0.01, timeout_ms=20) == []  # spun, slept, timed out
-        writer = threading.Timer(0.001, os.write, (write, b"x"))
-        writer.start()  # during the spin, which would otherwise outlast the test
-        assert poll_spinning(poller, spin=60.0, timeout_ms=0) == [(read, select.POLLIN)]
-        writer.join()
-        os.read(read, 1)
-        threading.Timer(0.05, os.write, (write, b"x")).start()  # after a spin of 1 ms
-        assert poll_spinning(poller, spin=0.001, timeout_ms=10_000) == [(read, select.POLLIN)]
-    finally:
-        os.close(read)
-        os.close(write)
+class _Poller:
+    """Ready at its `ready_at`-th poll (never if None); records each poll's timeout."""
+
+    def __init__(self, ready_at=None):
+        self.timeouts, self.ready_at = [], ready_at
+
+    def poll(self, timeout=None):
+        self.timeouts.append(timeout)
+        return [(3, select.POLLIN)] if len(self.timeouts) == self.ready_at else []
+
+
+def test_a_spinning_wait_polls_without_sleeping_then_sleeps_until_its_timeout():
+    spinning = _Poller(ready_at=5)
+    assert poll_spinning(spinning, spin=60.0, timeout_ms=60_000) == [(3, select.POLLIN)]
+    assert spinning.timeouts == [0] * 5  # found while polling: it never slept
+    sleeping = _Poller()
+    assert poll_spinning(sleeping, spin=0.001, timeout_ms=250) == []
+    assert set(sleeping.timeouts[:-1]) == {0} and sleeping.timeouts[-1] == 250
+    capped = _Poller()  # a spin longer than the timeout ends with it
+    assert poll_spinning(capped, spin=60.0, timeout_ms=1) == [] and capped.timeouts[-1] == 1
+    still = _Poller()
+    assert poll_spinning(still, spin=0.0, timeout_ms=5) == [] and still.timeouts == [5]

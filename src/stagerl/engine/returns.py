@@ -25,8 +25,6 @@ def compute_returns(
     terminal = terminated.float()
     cut = truncated.float() * (1.0 - terminal)  # truncated and not also terminated
     episode_continues = (1.0 - terminal) * (1.0 - cut)
-    returns = torch.zeros_like(rewards)
-    advantages = torch.zeros_like(rewards)
     # Everything but the running sum is computed for all steps at once, in the same order of
     # operations as step by step (the same numbers): a third of the ops inside the loop.
     if use_gae:
@@ -34,11 +32,13 @@ def compute_returns(
         value_after = episode_continues * next_values + cut * bootstrap_values
         delta = rewards + gamma * value_after - values
         decay = gamma * gae_lambda * episode_continues
+        advantages = torch.zeros_like(rewards)
         running = torch.zeros_like(last_values)  # the GAE accumulator
         for t in reversed(range(num_steps)):
             running = delta[t] + decay[t] * running
             advantages[t] = running
         return advantages + values, advantages
+    returns = torch.zeros_like(rewards)
     running = last_values.clone()  # the n-step return
     for t in reversed(range(num_steps)):
         running = rewards[t] + gamma * (

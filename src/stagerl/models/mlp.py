@@ -53,8 +53,8 @@ class MLPActorCritic(ActorCriticModel):
     ) -> tuple[ActorCriticOutput, torch.Tensor]:
         """Act on `[T, N]` observations; memory passes through unchanged (there is none)."""
         steps, tasks = masks.shape
-        parts = [observations[uuid].reshape(steps, tasks, -1) for uuid in self.uuids]
-        flat = (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]).float()
+        parts = [observations[uuid].reshape(steps, tasks, -1).float() for uuid in self.uuids]
+        flat = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
         logits = self.action_head(self.policy_net(flat))
         values = self.value_head(self.value_net(flat)).squeeze(-1)
         output = ActorCriticOutput(Categorical(logits=logits, validate_args=False), values)

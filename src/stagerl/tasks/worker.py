@@ -27,9 +27,13 @@ EXPERIMENT_MODULE_PREFIX = "stagerl_experiment_"  # the modules experiment files
 SPIN_SECONDS = 0.002
 
 
-def poll_spinning(poller: Any, spin: float, timeout_ms: float | None = None) -> list:
+def poll_spinning(
+    poller: Any, spin: float, timeout_ms: float | None = None
+) -> list[tuple[int, int]]:
     """`poller.poll(timeout_ms)` (a `select.poll`), after polling without sleeping for up to
-    `spin` seconds."""
+    `spin` seconds (never past the timeout)."""
+    if timeout_ms is not None:
+        spin = min(spin, timeout_ms / 1000)
     end = time.perf_counter() + spin
     while spin > 0 and time.perf_counter() < end:
         if ready := poller.poll(0):
@@ -276,7 +280,9 @@ def worker_main(
     spin: float = 0.0,
 ) -> None:
     """Serve commands from the trainer until `close` or until the trainer goes away; wait
-    for each by `poll_spinning` for `spin` seconds."""
+    for the next step by `poll_spinning` for `spin` seconds (after other commands, such as
+    the snapshot asked for before an update, it sleeps at once: the update's threads want
+    the cores)."""
     # Ctrl-C and group-wide SIGTERM reach workers too; the trainer decides how to shut down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -289,8 +295,9 @@ def worker_main(
         )
         commands = select.poll()
         commands.register(conn.fileno(), select.POLLIN)
+        command = None
         while True:
-            poll_spinning(commands, spin)  # readable too once the trainer is gone
+            poll_spinning(commands, spin if command == "step" else 0.0)  # also wakes on EOF
             try:
                 command, argument = conn.recv()
             except (EOFError, OSError):
