@@ -62,9 +62,12 @@ def test_each_rank_gets_its_share_of_samplers_devices_and_cores(monkeypatch):
     mine, first = MachineParams(nprocesses=[8, 6], devices=[0, 1]).for_rank(1, 2)
     assert (mine.nprocesses, mine.device, first) == (6, "cuda:1", 8)
     assert MachineParams(nprocesses=4, devices="cuda").device == "cuda:1"
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert MachineParams(nprocesses=16).sampler_processes(spare_core=True) == 1
     assert MachineParams(nprocesses=16, update_threads=4).threads_for_updates() == 2
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "2")  # as a container's CPU quota of 2 would
+    assert MachineParams.cores() == 1
 
 
 @pytest.mark.parametrize(

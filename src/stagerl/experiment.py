@@ -89,9 +89,9 @@ class MachineParams:
     - `devices`: `None`/`[]` (the CPU), a CUDA index, `'cuda[:i]'` or a `torch.device`;
       `gpu_ids` is AllenAct's older name for it. `sampler_devices` (default: `devices`) is what
       the `*_task_sampler_args` methods receive as `devices`.
-    - `max_sampler_processes`: at most this many sampler processes (default: one per CPU core,
-      in double-buffered training one fewer, leaving the trainer a core; `stagerl train -m K`
-      overrides it). AllenAct starts one process per sampler unless `-m`.
+    - `max_sampler_processes`: at most this many sampler processes (default: one per core
+      `cores()` counts, in double-buffered training one fewer, leaving the trainer a core;
+      `stagerl train -m K` overrides it). AllenAct starts one process per sampler unless `-m`.
     - `worker_timeout`: seconds a sampler process may take to answer before the run stops.
     - `rank_timeout`: seconds a trainer rank (under torchrun) waits for the others in an
       all-reduce before the run stops naming the silent one; rank 0's validation is waited
@@ -256,10 +256,12 @@ class MachineParams:
 
     @staticmethod
     def cores() -> int:
-        """The cores this trainer process may use: the machine's (its CPU affinity), shared
-        evenly by the trainer processes torchrun started on it."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return max(1, (cores or 1) // trainers_on_this_machine())
+        """The cores this trainer process may use: its CPU affinity or a container's CPU quota
+        (cgroups), whichever is less, as joblib's loky counts them, shared evenly by the
+        trainer processes torchrun started on it."""
+        from joblib.externals.loky import cpu_count  # 24 ms to import, when first asked
+
+        return max(1, cpu_count() // trainers_on_this_machine())
 
     @classmethod
     def instance_from(cls, value: "MachineParams | dict[str, Any]", where: str) -> "MachineParams":
