@@ -97,6 +97,35 @@ def test_sigkilled_run_resumes_to_the_same_parameters_and_steps(
     assert _steps_and_stages(output) == _steps_and_stages(tmp_path / "straight")
 
 
+@pytest.mark.timeout(120)
+def test_a_run_killed_while_validating_a_checkpoint_validates_it_on_resume(tmp_path):
+    config, output = str(FIXTURES / "tiny_ranks.py"), tmp_path / "runs"
+    slow = {**os.environ, "TINY_RANKS_VALIDATION_SECONDS": "60", "TINY_RANKS_PPO_STEPS": "64"}
+    run = _stagerl("train", config, "-o", str(output), env=slow)
+    _wait_for_checkpoint(output, 64, run)  # the imitation stage's final one, then validated
+    time.sleep(0.5)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    quick = {**slow, "TINY_RANKS_VALIDATION_SECONDS": "0.01"}
+    resumed = _stagerl("train", config, "-o", str(output), "--resume", "latest", env=quick)
+    assert resumed.wait() == 0, resumed.communicate()
+    (run_dir,) = output.glob("*/*")
+    validated = lambda: [  # noqa: E731
+        row["step"]
+        for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        if "valid/episodes" in row
+    ]
+    assert validated() == [64, 128]
+    # a checkpoint left with its validation to do whose row was written gets no second row
+    (final,) = run_dir.glob("checkpoints/ckpt_000000000128.pt")
+    payload = load_checkpoint(final)
+    payload["state"]["last_valid_steps"] = 64
+    torch.save(payload, final)
+    again = _stagerl("train", config, "-o", str(output), "--resume", "latest", env=quick)
+    assert again.wait() == 0, again.communicate()
+    assert validated() == [64, 128]
+
+
 def _steps_and_stages(output: Path) -> list[tuple[int, str]]:
     rows = (next(output.glob("*/*")) / "metrics.jsonl").read_text().splitlines()
     return [(row["step"], row["stage"]) for row in map(json.loads, rows)]

@@ -23,20 +23,25 @@ from torch.utils.tensorboard import SummaryWriter
 from stagerl.engine.files import write_atomically
 
 
-def _truncate_jsonl(path: Path, last_step: int) -> None:
+def _truncate_jsonl(path: Path, last_step: int) -> set[int]:
     """Drop rows written after the checkpoint we resume from, so no step appears twice. The
-    kept rows go to a new file that replaces the old one: a crash midway loses no history."""
+    kept rows go to a new file that replaces the old one: a crash midway loses no history.
+    Returns the steps of the kept validation rows."""
     if not path.exists():
-        return
-    kept = []
+        return set()
+    kept, validated = [], set()
     for line in path.read_text().splitlines():
         try:
-            if json.loads(line)["step"] <= last_step:
+            row = json.loads(line)
+            if row["step"] <= last_step:
                 kept.append(line)
-        except (ValueError, KeyError):
+                if any(key.startswith("valid/") for key in row):
+                    validated.add(row["step"])
+        except (ValueError, KeyError, TypeError):
             pass  # a row cut short when the run was killed
     text = "".join(line + "\n" for line in kept)
     write_atomically(path, lambda file: file.write(text.encode()))
+    return validated
 
 
 @dataclass
@@ -120,11 +125,12 @@ class MetricsLogger:
         self.total_steps = total_steps
         self.merge = merge
         self.jsonl = self.writer = None
+        self.validated_steps: set[int] = set()  # of the rows kept from before a resume
         tensorboard_and_console = tensorboard_and_console and run_dir is not None
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             jsonl = run_dir / "metrics.jsonl"
-            _truncate_jsonl(jsonl, start_step)
+            self.validated_steps = _truncate_jsonl(jsonl, start_step)
             self.jsonl = jsonl.open("a")
         if tensorboard_and_console:
             self.writer = SummaryWriter(

@@ -363,7 +363,7 @@ class Trainer:
                     storage.set_observations(0, sampler.reset())
                     storage.memory = setup.model.initial_memory(setup.num_tasks)
                 logger.start_clock()
-                if self.share and self._validation_missed():
+                if self.share and self._validation_missed(logger):
                     self._validate(logger)
                 return self._run_stages(sampler, storage, logger, stop_after_steps)
         finally:
@@ -451,14 +451,18 @@ class Trainer:
         criterion = stage.early_stopping_criterion
         return bool(user_call(where, criterion, state.stage_steps, state.total_steps, metrics))
 
-    def _validation_missed(self) -> bool:
-        """The checkpoint resumed from was saved without its validation (on a signal)."""
+    def _validation_missed(self, logger: MetricsLogger) -> bool:
+        """The checkpoint resumed from left its validation to do (every save does) and rank
+        0's metrics hold no validation row of its step: the run stopped before writing it."""
         state = self.state
-        return (
-            self.pipeline.validation is not None
-            and state.last_save_steps == state.total_steps
-            and state.last_valid_steps < state.total_steps
-        )
+        validation = self.pipeline.validation is not None
+        if not validation or state.last_save_steps != state.total_steps:
+            return False
+        if state.last_valid_steps < state.total_steps and self.ranks.from_main(
+            lambda: state.total_steps in logger.validated_steps, "validation rows"
+        ):
+            state.last_valid_steps = state.total_steps  # written before the run stopped
+        return state.last_valid_steps < state.total_steps
 
     def _validation_due(self) -> bool:
         interval = self.pipeline.validation and self.pipeline.validation.interval
@@ -482,13 +486,12 @@ class Trainer:
     def _checkpoint(
         self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
     ) -> Path | None:
-        """Save, then validate the saved model (when the pipeline asks to): a validation worker
-        that fails cannot cost the checkpoint, which records this step's validation as done."""
+        """Save, then validate the saved model (when the pipeline asks to): a validation that
+        fails cannot cost the checkpoint. The checkpoint leaves that validation to do, so a run
+        stopped before its row was written validates on resume (`_validation_missed`)."""
         state = self.state
         validate = self.pipeline.validation is not None
         validate = validate and state.last_valid_steps != state.total_steps
-        if validate:
-            state.last_valid_steps = state.total_steps
         path = self._save_now(sampler, storage, logger)
         if validate:
             self._validate(logger)
