@@ -97,7 +97,9 @@ def _raw_steps(seconds: float) -> float:
 
 def ceiling_sps(seconds: float = 2.0) -> float:
     """Raw steps/s summed over one process per core: the median window of WINDOWS."""
-    cores = len(os.sched_getaffinity(0))
+    from stagerl.cores import usable_cores
+
+    cores = usable_cores()
     with mp.get_context("spawn").Pool(cores) as pool:
         windows = [sum(pool.map(_raw_steps, [seconds] * cores)) for _ in range(WINDOWS)]
     return statistics.median(windows)

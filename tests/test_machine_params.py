@@ -1,9 +1,17 @@
-"""MachineParams takes AllenAct's forms and names the field of a bad one."""
+"""MachineParams takes AllenAct's forms and names the field of a bad one; the cores it counts
+are the CPU affinity's, within a container's CPU quota."""
 
 import pytest
 import torch
 
 from stagerl import ConfigError, MachineParams
+from stagerl.cores import cpu_quota
+
+
+@pytest.fixture(autouse=True)
+def no_cpu_quota(monkeypatch):
+    """The cores come from the patched CPU affinity, whatever quota the host's cgroup has."""
+    monkeypatch.setattr("stagerl.cores.cpu_quota", lambda: None)
 
 
 @pytest.mark.parametrize(
@@ -62,12 +70,35 @@ def test_each_rank_gets_its_share_of_samplers_devices_and_cores(monkeypatch):
     mine, first = MachineParams(nprocesses=[8, 6], devices=[0, 1]).for_rank(1, 2)
     assert (mine.nprocesses, mine.device, first) == (6, "cuda:1", 8)
     assert MachineParams(nprocesses=4, devices="cuda").device == "cuda:1"
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert MachineParams(nprocesses=16).sampler_processes(spare_core=True) == 1
     assert MachineParams(nprocesses=16, update_threads=4).threads_for_updates() == 2
-    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "2")  # as a container's CPU quota of 2 would
+    monkeypatch.setattr("stagerl.cores.cpu_quota", lambda: 2.5)  # 2 whole CPUs of the 4
     assert MachineParams.cores() == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_a_containers_cpu_quota_is_read_from_its_cgroup(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == quota
+
+
+@pytest.mark.parametrize(("quota", "cores"), [(None, 4), (8.0, 4), (2.5, 2), (1.5, 1), (0.5, 1)])
+def test_the_usable_cores_are_the_affinitys_within_the_quotas_whole_cpus(monkeypatch, quota, cores):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr("stagerl.cores.cpu_quota", lambda: quota)
+    assert MachineParams.cores() == cores
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from stagerl.cores import usable_cores
 from stagerl.errors import (
     ConfigError,
     is_number,
@@ -256,12 +257,10 @@ class MachineParams:
 
     @staticmethod
     def cores() -> int:
-        """The cores this trainer process may use: its CPU affinity or a container's CPU quota
-        (cgroups), whichever is less, as joblib's loky counts them, shared evenly by the
-        trainer processes torchrun started on it."""
-        from joblib.externals.loky import cpu_count  # 24 ms to import, when first asked
-
-        return max(1, cpu_count() // trainers_on_this_machine())
+        """The cores this trainer process may use: those of the machine it may use
+        (`usable_cores`: its CPU affinity, within a container's CPU quota), shared evenly by
+        the trainer processes torchrun started on it."""
+        return max(1, usable_cores() // trainers_on_this_machine())
 
     @classmethod
     def instance_from(cls, value: "MachineParams | dict[str, Any]", where: str) -> "MachineParams":
