@@ -15,9 +15,11 @@ import torch
 
 from stagerl import cli
 from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
+from stagerl.engine.progress import NonFiniteLossError
 from stagerl.engine.run_lock import hold_run_dir
-from stagerl.engine.trainer import NonFiniteLossError, Trainer
+from stagerl.engine.trainer import Trainer
 from stagerl.experiment import load_experiment
+from stagerl.losses.offpolicy import ExpertCELoss
 from stagerl.losses.ppo import PPO
 from tests.variants import fixture_variant
 
@@ -205,6 +207,36 @@ def test_nonfinite_losses_skip_updates_then_stop_keeping_last_good_checkpoint(
     assert good["state"]["total_steps"] == 256
     assert all(torch.isfinite(t).all() for t in good["model"].values())
     assert all(torch.isfinite(p).all() for p in trainer.setup.model.parameters())
+
+
+def test_nonfinite_offpolicy_updates_stop_the_run_though_its_onpolicy_updates_are_good(
+    tmp_path, monkeypatch, empty_dataset
+):
+    real_loss = ExpertCELoss.loss
+
+    def poisoned(self, *args, **kwargs):
+        loss, info = real_loss(self, *args, **kwargs)
+        return loss * float("nan"), info
+
+    monkeypatch.setattr(ExpertCELoss, "loss", poisoned)
+    monkeypatch.setenv("STAGERL_DATASET", str(empty_dataset))
+    config = fixture_variant(
+        tmp_path,
+        "tiny_offpolicy_bc.py",
+        {  # a PPO loss in the stage too: 1 on-policy update, 2 off-policy ones per rollout
+            "Builder, OffPolicyPipelineComponent": "PPO, Builder, OffPolicyPipelineComponent, PPOConfig",
+            "num_mini_batch=0": "num_mini_batch=1",
+            "update_repeats=0": "update_repeats=1",
+            'named_losses={"bc"': 'named_losses={"ppo": PPO(**PPOConfig), "bc"',
+            "loss_names=[],": 'loss_names=["ppo"],',
+        },
+    )
+    trainer = Trainer(load_experiment(config), run_dir=tmp_path / "r", seed=0)  # 10 in a row
+    with pytest.raises(NonFiniteLossError, match="10 off-policy updates in a row"):
+        trainer.train()
+    assert trainer.state.total_steps == 320  # five rollouts of 4 tasks x 16 steps
+    row = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["offpolicy/skipped_updates"] == 2.0 and row["skipped_updates"] == 0.0
 
 
 def test_a_worker_fault_ends_the_run_with_exit_1_and_a_checkpoint(tmp_path):

@@ -104,3 +104,22 @@ def test_aggregating_stage_trains_on_samples_of_past_rollouts(tmp_path, monkeypa
     assert [r["aggregated_sequences"] for r in stage0] == pytest.approx([6.0, 14.0, 16.0, 16.0])
     # one rollout into the PPO stage, which has no use for the buffer: checkpoints drop it
     assert load_checkpoint(final)["ranks"][0]["dagger_buffer"] is None
+
+
+@pytest.mark.timeout(120)
+def test_resuming_a_stage_that_no_longer_aggregates_drops_the_saved_buffer(tmp_path, monkeypatch):
+    experiment = load_experiment(TINY)
+    pipeline = experiment.config.training_pipeline()
+    stage = pipeline.pipeline_stages[0]
+    stage.dataset_aggregation = DatasetAggregation(max_sequences=16, sequences_per_minibatch=2)
+    monkeypatch.setattr(experiment.config, "training_pipeline", classmethod(lambda c: pipeline))
+    saved = Trainer(experiment, run_dir=tmp_path / "a", seed=0).train(stop_after_steps=64)
+    assert load_checkpoint(saved)["ranks"][0]["dagger_buffer"] is not None
+    stage.dataset_aggregation = None  # the config edited (--allow-config-change)
+    resumed = Trainer(experiment, run_dir=tmp_path / "b", seed=0, resume=load_checkpoint(saved))
+    assert resumed.share.notes == [
+        "pipeline_stages[0] has no dataset_aggregation now: the DAgger buffer the checkpoint "
+        "saved for it is dropped"
+    ]
+    final = resumed.train(stop_after_steps=128)
+    assert load_checkpoint(final)["state"]["total_steps"] == 128

@@ -65,7 +65,20 @@ def test_resume_with_no_readable_checkpoint_says_so(tmp_path):
     assert (tmp_path / "checkpoints" / "ckpt_000000000100.pt.unreadable").read_bytes() == b"garbage"
 
 
-@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), MemoryError()])
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.EIO, "Input/output error"),
+        MemoryError(),
+        # torch's CPU allocator out of memory: a RuntimeError, as its zip reader's errors are
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 281474976710656 bytes. Error code 12"
+        ),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ],
+    ids=["io", "memory", "cpu-allocator", "cuda-allocator"],
+)
 def test_a_checkpoint_unread_for_io_or_memory_is_named_and_not_set_aside(
     tmp_path, monkeypatch, error
 ):

@@ -19,8 +19,17 @@ _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 CHECKPOINT_FORMAT = 3
 CHECKPOINTS_DIR = "checkpoints"  # in a run directory
 # What torch.load raises for a truncated or damaged file: its zip reader a RuntimeError, the
-# unpickler the others. An OSError or MemoryError says nothing about the file's contents.
+# unpickler the others. An OSError or MemoryError says nothing about the file's contents, nor
+# does torch's allocator running out of memory (also a RuntimeError: `_damaged`).
 _DAMAGED = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError)
+_OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)
+
+
+def _damaged(error: Exception) -> bool:
+    """Whether torch.load's `error` says the file is damaged (not that memory ran out)."""
+    if isinstance(error, torch.OutOfMemoryError) or _OUT_OF_MEMORY.search(str(error)):
+        return False
+    return isinstance(error, _DAMAGED)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -88,11 +97,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     other failure to read it (an I/O error, too little memory) a CheckpointError: both name it."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except _DAMAGED as error:
-        raise CorruptCheckpointError(
-            f"{path}: unreadable checkpoint ({type(error).__name__}: {error})"
-        ) from None
     except Exception as error:
+        if _damaged(error):
+            raise CorruptCheckpointError(
+                f"{path}: unreadable checkpoint ({type(error).__name__}: {error})"
+            ) from None
         raise CheckpointError(
             f"{path}: could not read the checkpoint ({type(error).__name__}: {error}); it is "
             "left as it is: try again once the cause is fixed"

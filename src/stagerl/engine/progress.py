@@ -5,6 +5,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from stagerl.engine.learner import UpdateResult
 from stagerl.errors import StagerlError
 
 
@@ -33,5 +34,21 @@ class TrainingState:
     rollout_count: int = 0
     last_save_steps: int = 0
     last_valid_steps: int = 0
-    nonfinite_in_a_row: int = 0
+    nonfinite_in_a_row: int = 0  # on-policy updates
+    offpolicy_nonfinite_in_a_row: int = 0
     stopped_early: bool = False  # the stage's early_stopping_criterion said so
+
+    def count_nonfinite(self, outcome: UpdateResult, *, offpolicy: bool, limit: int) -> None:
+        """Count an update phase's updates skipped for a NaN/inf loss or gradient; a
+        NonFiniteLossError once `limit` in a row. On-policy and off-policy updates count apart,
+        so that good updates of one kind cannot hide the other's failing."""
+        name = "offpolicy_nonfinite_in_a_row" if offpolicy else "nonfinite_in_a_row"
+        in_a_row = getattr(self, name) + outcome.skipped
+        in_a_row = in_a_row if outcome.skipped == outcome.attempted else 0
+        setattr(self, name, in_a_row)
+        if in_a_row >= limit:
+            kind = "off-policy updates" if offpolicy else "updates"
+            raise NonFiniteLossError(
+                f"{in_a_row} {kind} in a row had a NaN/inf loss or gradient (at step "
+                f"{self.total_steps}); the last good checkpoint is kept"
+            )

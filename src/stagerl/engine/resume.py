@@ -226,6 +226,20 @@ def rank_share(
     )
 
 
+def drop_unused_dagger_buffer(share: RankShare, stages: list[Any], stage: int) -> None:
+    """Drop the DAgger buffer saved for pipeline stage `stage` if that stage no longer
+    aggregates (its config changed, `--allow-config-change`), with a note."""
+    if share.dagger_buffer is None:
+        return
+    if stage < len(stages) and stages[stage].dataset_aggregation is not None:
+        return
+    share.dagger_buffer = None
+    share.notes.append(
+        f"pipeline_stages[{stage}] has no dataset_aggregation now: the DAgger buffer the "
+        "checkpoint saved for it is dropped"
+    )
+
+
 def load_saved_state(what: str, target: Any, *, state: dict, source: str) -> None:
     """`target.load_state_dict(state)`; a CheckpointError naming `source` and `what` when the
     saved state does not fit (the experiment's model or optimizer changed since)."""

@@ -20,8 +20,8 @@ from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger, TrainingMetrics
 from stagerl.engine.offpolicy import OffPolicyLearner
-from stagerl.engine.progress import Interrupted, NonFiniteLossError, TrainingState
-from stagerl.engine.resume import RankShare, rank_share
+from stagerl.engine.progress import Interrupted, TrainingState
+from stagerl.engine.resume import RankShare, drop_unused_dagger_buffer, rank_share
 from stagerl.engine.rollout import TeacherForcing, collect_rollout, last_values
 from stagerl.engine.seeding import rank_seed, rng_state, seed_everything, set_rng_state
 from stagerl.engine.setup import TrainingSetup, build_training_setup
@@ -75,6 +75,8 @@ class Trainer:
                 first_task=setup.first_task,
                 num_tasks=setup.num_tasks,
             )
+            stages = self.pipeline.pipeline_stages
+            drop_unused_dagger_buffer(self.share, stages, resume["dagger_buffer_stage"])
         if self.share is not None and self.share.rng is not None:
             set_rng_state(self.share.rng, self.generators)
         elif ranks.rank > 0 or self.share is not None:  # each rank samples its own actions
@@ -185,7 +187,7 @@ class Trainer:
             logger.add({"aggregated_sequences": aggregated.buffer.size})
         logger.add(outcome.info, prefix="loss/")
         logger.add({"skipped_updates": outcome.skipped})
-        self._check_finite(outcome.skipped, outcome.attempted)
+        self.state.count_nonfinite(outcome, offpolicy=False, limit=self.max_nonfinite_updates)
 
     def _learn_offpolicy(
         self, learner: OffPolicyLearner, logger: MetricsLogger, stage: PipelineStage
@@ -201,8 +203,9 @@ class Trainer:
         )
         torch.set_num_threads(1)
         logger.add(outcome.info, prefix="offpolicy/")
+        logger.add({"offpolicy/skipped_updates": outcome.skipped})
         logger.set({"offpolicy/samples": learner.samples, "offpolicy/epoch": learner.epoch})
-        self._check_finite(outcome.skipped, outcome.attempted)
+        self.state.count_nonfinite(outcome, offpolicy=True, limit=self.max_nonfinite_updates)
 
     def _rollout_and_update(
         self,
@@ -261,16 +264,6 @@ class Trainer:
             return
         aggregated = self._aggregated(self.resume["dagger_buffer_stage"], storage)
         aggregated.buffer.load_state_dict(self.share.dagger_buffer)
-
-    def _check_finite(self, skipped: int, attempted: int) -> None:
-        self.state.nonfinite_in_a_row = (
-            self.state.nonfinite_in_a_row + skipped if skipped == attempted else 0
-        )
-        if self.state.nonfinite_in_a_row >= self.max_nonfinite_updates:
-            raise NonFiniteLossError(
-                f"{self.state.nonfinite_in_a_row} updates in a row had a NaN/inf loss or "
-                f"gradient (at step {self.state.total_steps}); the last good checkpoint is kept"
-            )
 
     def _save(
         self,

@@ -150,7 +150,8 @@ def _hdf5_file(path: Path) -> Iterator[tuple[Any, Path, int]]:
             yield file, hdf5_path, int(metadata["total_episodes"])
     except DatasetError:
         raise
-    except (OSError, KeyError, ValueError) as error:
+    # h5py raises RuntimeError for some damaged metadata; a group of the wrong shape, the others
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError) as error:
         raise DatasetError(f"{hdf5_path}: corrupt or unreadable ({error})") from None
 
 
@@ -167,9 +168,10 @@ def leading_episodes(path: Path, max_steps: int) -> int:
 
 
 def read_episodes(
-    path: Path, *, observation_keys: list[str], episode_indices: np.ndarray
+    path: Path, *, observation_keys: list[str], episode_indices: np.ndarray, num_actions: int
 ) -> EpisodeArrays:
-    """Read the given episodes' observations (these keys) and actions into flat arrays."""
+    """Read the given episodes' observations (these keys) and actions into flat arrays; an
+    action outside `[0, num_actions)` is a DatasetError naming the file and the episode."""
     observations: dict[str, list[np.ndarray]] = {key: [] for key in observation_keys}
     actions, lengths = [], []
     with _hdf5_file(path) as (file, hdf5_path, total):
@@ -177,6 +179,14 @@ def read_episodes(
         for index in episode_indices:
             group = groups[index]
             episode_actions = group["actions"][()]
+            outside = (episode_actions < 0) | (episode_actions >= num_actions)
+            if outside.any():
+                step = int(outside.argmax())
+                raise DatasetError(
+                    f"{hdf5_path}: episode_{index} step {step} has action "
+                    f"{episode_actions[step]}, not one of the tasks' {num_actions} (0 to "
+                    f"{num_actions - 1})"
+                )
             for key in observation_keys:
                 recorded = group["observations"][key]
                 if len(recorded) < len(episode_actions):  # minari keeps one more than actions

@@ -146,6 +146,25 @@ def _mixed_views(dataset: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def _damaged_group(dataset: Path, tmp_path: Path) -> Path:
+    """A symbol table node's signature overwritten: h5py raises RuntimeError, not OSError."""
+    copy = tmp_path / "damaged-v0"
+    _hand_made(copy, episodes=10)
+    hdf5 = copy / "data" / "main_data.hdf5"
+    hdf5.write_bytes(hdf5.read_bytes().replace(b"SNOD", b"XXXX", 1))
+    return copy
+
+
+def _action_out_of_range(dataset: Path, tmp_path: Path) -> Path:
+    import h5py
+
+    copy = tmp_path / "actions-v0"
+    _hand_made(copy, episodes=10)
+    with h5py.File(copy / "data" / "main_data.hdf5", "r+") as file:
+        file["episode_4"]["actions"][1] = 9  # MiniGrid has 7 actions
+    return copy
+
+
 def _edited_record(tmp_path: Path, name: str, edit) -> Path:
     """A hand-made dataset whose metadata's 'stagerl' entry `edit` changed."""
     copy = tmp_path / name
@@ -205,6 +224,8 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
         (lambda d, t: d, {"instr_len": 40}, "instr_len=40, but recordings keep 32 mission"),
         (_other_vocabulary, {}, "recorded with another mission vocabulary"),
         (_mixed_views, {}, "its episodes' observations differ"),
+        (_damaged_group, {}, r"corrupt or unreadable \(.*bad symbol table node signature"),
+        (_action_out_of_range, {}, r"episode_4 step 1 has action 9, not one of the tasks' 7"),
     ],
     ids=[
         "missing",
@@ -222,6 +243,8 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
         "instr_len-beyond-the-recorded-tokens",
         "another-vocabulary",
         "views-of-two-sizes",
+        "damaged-group-metadata",
+        "action-out-of-range",
     ],
 )
 def test_bad_dataset_is_an_error_naming_the_file(dataset, tmp_path, make, kwargs, message):

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from minigrid.core.actions import Actions
 
 from stagerl.errors import ConfigError, require_positive
 from stagerl.losses.offpolicy import ExpertCELoss
@@ -154,7 +155,9 @@ def create_minigrid_offpolicy_data_iterator(
         raise DatasetError(
             f"{path}: {used} episodes leave trainer rank {rank} of {world_size} none; {why}"
         )
-    episodes = read_episodes(path, observation_keys=keys, episode_indices=indices)
+    episodes = read_episodes(
+        path, observation_keys=keys, episode_indices=indices, num_actions=len(Actions)
+    )
     observations = episodes.observations
     observations["image"] = observations["image"][..., : _sensor_channels(observation_space)]
     if instr_len is not None:
