@@ -88,6 +88,13 @@ ALLENACT_VALUES_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
                 "(1, 2, 1), expected (1, 2)"
             ],
         ),
+        (
+            "tiny_ppo.py",
+            {"STEPS = 1024": "STEPS = 1024\n    MAX_STEPS = -3"},
+            ["TinyPPO.MAX_STEPS=-3"],
+        ),
+        ("tiny_ppo.py", {'return "TinyPPO"': "return None"}, ["TinyPPO.tag() returned None"]),
+        ("tiny_ppo.py", {'return "TinyPPO"': 'return "../up"'}, ["tag() returned '../up'"]),
     ],
     ids=[
         "unknown-loss-name",
@@ -96,6 +103,9 @@ ALLENACT_VALUES_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
         "lr-scheduler-without-a-step-count",
         "model-of-other-observations",
         "model-with-allenacts-value-shape",
+        "negative-max-steps",
+        "no-tag",
+        "tag-leaving-the-output-directory",
     ],
 )
 def test_a_bad_experiment_fails_before_any_worker_starts(
@@ -106,6 +116,7 @@ def test_a_bad_experiment_fails_before_any_worker_starts(
     assert cli.main(["train", str(config), "-o", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert all(part in err for part in named), err
+    assert not list(tmp_path.glob("**/train.lock"))  # nor a run directory left behind
 
 
 def test_syntax_error_exits_2_in_a_few_lines_naming_the_file():
@@ -308,18 +319,28 @@ def test_unwritable_output_directory(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "message"),
     [
-        ["train", "x.py", "--keep-checkpoints", "0"],
-        ["train", "x.py", "--max-nonfinite-updates", "0"],
-        ["eval", "x.py", "-c", "c.pt", "--episodes", "0"],
+        (["train", "x.py", "--keep-checkpoints", "0"], "0 is not a positive integer"),
+        (["train", "x.py", "--max-nonfinite-updates", "0"], "0 is not a positive integer"),
+        (["eval", "x.py", "-c", "c.pt", "--episodes", "0"], "0 is not a positive integer"),
+        (["train", "x.py", "-s", "abc"], "argument -s/--seed: 'abc' is not a whole number"),
     ],
 )
-def test_non_positive_counts_are_rejected_by_the_parser(argv, capsys):
+def test_bad_numbers_are_rejected_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
-    assert "is not a positive integer" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+
+
+def test_resuming_a_path_that_does_not_exist_says_so(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    resume = ["--resume", str(missing), "-o", str(tmp_path)]
+    assert cli.main(["train", str(FIXTURES / "tiny_ppo.py"), *resume]) == 2
+    assert (
+        f"--resume {missing}: no such checkpoint file or run directory" in capsys.readouterr().err
+    )
 
 
 def test_missing_dataset_fails_before_any_worker_starts(tmp_path, monkeypatch, capsys):

@@ -67,7 +67,7 @@ class BabyAIGoToLocalDaggerThenPPO(MiniGridExperimentConfig):
                     loss_names=["imitation_loss"],
                     teacher_forcing=LinearDecay(startp=1.0, endp=0.0, steps=dagger_steps // 2),
                     max_stage_steps=dagger_steps,
-                    # true DAgger: also train on samples of every earlier rollout (~25 MB)
+                    # true DAgger: also train on samples of every earlier rollout (~30 MiB)
                     dataset_aggregation=DatasetAggregation(
                         max_sequences=4096, sequences_per_minibatch=8
                     ),

@@ -20,15 +20,22 @@ from typing import Any
 from stagerl.errors import StagerlError
 
 
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
     return value
 
 
 def _seed(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is not a seed: seeds are 0 or more")
     return value
@@ -186,7 +193,7 @@ def _plan_run(args: argparse.Namespace, experiment: Any) -> tuple[Path, Any]:
     from stagerl.engine.resume import plan_resume
 
     if not args.resume:
-        return _make_run_dir(args.output, experiment.call("tag")), None
+        return _make_run_dir(args.output, experiment.tag()), None
     plan = plan_resume(
         args.resume,
         output=args.output,
@@ -247,28 +254,35 @@ def train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, collecting: bool) -> int:
+    from stagerl.engine.run_lock import remove_if_unused
     from stagerl.engine.run_record import record_run
     from stagerl.engine.trainer import Trainer
     from stagerl.experiment import load_experiment
 
     experiment = load_experiment(args.config)
-    tag = experiment.call("tag")
+    tag = experiment.tag()
     ranks = _join_ranks(experiment)
     held = contextlib.ExitStack()  # rank 0's hold on the run directory: only it writes there
     try:
         run_dir, resume = ranks.from_main(
             lambda: _plan_and_hold_run(args, experiment, held), "planning the run"
         )
-        trainer = Trainer(
-            experiment,
-            run_dir=run_dir,
-            seed=0 if args.seed is None else args.seed,
-            resume=resume,
-            keep_checkpoints=args.keep_checkpoints,
-            max_nonfinite_updates=args.max_nonfinite_updates,
-            max_sampler_processes=args.max_sampler_processes,
-            ranks=ranks,
-        )
+        try:
+            trainer = Trainer(
+                experiment,
+                run_dir=run_dir,
+                seed=0 if args.seed is None else args.seed,
+                resume=resume,
+                keep_checkpoints=args.keep_checkpoints,
+                max_nonfinite_updates=args.max_nonfinite_updates,
+                max_sampler_processes=args.max_sampler_processes,
+                ranks=ranks,
+            )
+        except BaseException:
+            if ranks.is_main and resume is None:  # the new run never started: leave no trace
+                held.close()
+                remove_if_unused(run_dir)
+            raise
         mine = run_dir if ranks.is_main else None
         record_run(mine, trainer.setup, ranks=ranks, seed=trainer.seed, config=args.config)
         if collecting:

@@ -34,6 +34,7 @@ def test_seed_ppo_pipeline_trains_a_few_rollouts(tmp_path):
     rows = _rows(tmp_path)
     assert [row["step"] for row in rows] == [2048, 4096, 6144]  # every 640 steps, per rollout
     assert rows[-1]["loss/ppo_loss/clip"] == pytest.approx(0.1 * (1 - 6144 / 1e6))
+    assert rows[-1]["lr"] == pytest.approx(2.5e-4 * (1 - 4096 / 1e6))  # what its update used
     assert "train/success" in rows[-1] and "train/ep_length" in rows[-1]
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 

@@ -108,7 +108,7 @@ class Ranks:
     @classmethod
     def from_environment(cls) -> "Ranks":
         """The ranks torchrun describes in `RANK` and `WORLD_SIZE`; one rank without them
-        (the local rank, which picks the device, is `experiment.local_rank()`)."""
+        (the local rank, which picks the device, is `machine.local_rank()`)."""
         return cls(
             rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1"))
         )

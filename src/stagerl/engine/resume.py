@@ -57,6 +57,8 @@ def _checkpoint_and_payload(
     if target == "latest":
         return *load_latest(find_latest_run(output, tag, seed=seed), warn), False
     path = Path(target)
+    if not path.exists():
+        raise CheckpointError(f"--resume {path}: no such checkpoint file or run directory")
     if path.is_dir():
         return *load_latest(path, warn), False
     return path, load_checkpoint(path), True
@@ -69,7 +71,7 @@ def check_experiment(payload: dict[str, Any], experiment: LoadedExperiment) -> N
             f"checkpoint format {payload.get('format')} is from an older stagerl; this one "
             f"resumes format {CHECKPOINT_FORMAT} (evaluating it with `stagerl eval` still works)"
         )
-    tag = experiment.call("tag")
+    tag = experiment.tag()
     if payload.get("experiment") != experiment.name or payload.get("tag") != tag:
         raise CheckpointError(
             f"checkpoint is from experiment {payload.get('experiment')} ({payload.get('tag')}), "
@@ -127,7 +129,7 @@ def plan_resume(
     starts a new run directory. An experiment file that differs from the one the checkpoint
     saved is refused unless `allow_config_change`; then the plan holds the diff.
     A `seed` other than the checkpoint's is refused."""
-    tag = experiment.call("tag")
+    tag = experiment.tag()
     checkpoint, payload, named = _checkpoint_and_payload(target, output, tag, seed, warn)
     check_experiment(payload, experiment)
     if seed is not None and payload.get("seed") != seed:

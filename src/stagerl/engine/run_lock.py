@@ -3,6 +3,7 @@ the run is alive) would truncate its metrics and delete its checkpoints under it
 
 import contextlib
 import fcntl
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,3 +38,10 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
         for directory in (run_dir, checkpoint_dir(run_dir)):
             remove_stale_temporaries(directory)
         yield
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """Delete a run directory that holds nothing but its lock file (a new run that failed
+    before it started), once no longer held."""
+    if {path.name for path in run_dir.iterdir()} <= {LOCK_FILE}:
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -252,8 +252,8 @@ class Trainer:
             self._learn(storage, logger, stage)
         if state.stage_index in self.offpolicy:
             self._learn_offpolicy(self.offpolicy[state.stage_index], logger, stage)
+        logger.add({"lr": self.setup.optimizer.param_groups[0]["lr"]})  # what the updates used
         step_lr_scheduler(self.setup.lr_scheduler, state.total_steps)
-        logger.add({"lr": self.setup.optimizer.param_groups[0]["lr"]})
         storage.start_next_rollout()
         period = pipeline.advance_scene_rollout_period
         if period and state.rollout_count % period == 0:
@@ -291,7 +291,7 @@ class Trainer:
         payload = {
             "format": CHECKPOINT_FORMAT,
             "experiment": self.experiment.name,
-            "tag": self.experiment.call("tag"),
+            "tag": self.experiment.tag(),
             "config_source": self.experiment.source,
             "seed": self.seed,
             "num_tasks": setup.total_tasks,

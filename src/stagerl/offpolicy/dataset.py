@@ -76,7 +76,7 @@ def write_dataset(
     import minari
     from minari.dataset.minari_storage import MinariStorage
 
-    out = Path(out)
+    out = Path(out).absolute()  # minari doubles a relative storage path when sizing the file
     if out.exists():
         raise DatasetError(f"{out} already exists; choose another --out or delete it")
     try:

@@ -16,11 +16,11 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_recorded_dataset_loads_in_minari_and_replays_in_the_env(tmp_path, monkeypatch):
-    out = tmp_path / "gotoobj-v0"
+    monkeypatch.chdir(tmp_path)  # a relative --out, as in the README
     argv = ["record-dataset", "--env", "BabyAI-GoToObj-v0", "--episodes", "100"]
-    assert cli.main([*argv, "--out", str(out), "--seed", "3"]) == 0
+    assert cli.main([*argv, "--out", "datasets/gotoobj-v0", "--seed", "3"]) == 0
 
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
     dataset = minari.load_dataset("gotoobj-v0")
     assert dataset.total_episodes == 100
     recorded = dataset.storage.metadata["stagerl"]

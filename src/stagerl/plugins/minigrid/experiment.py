@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+from stagerl.errors import require_positive
 from stagerl.experiment import ExperimentConfig, MachineParams, SplitSamplerArgs
 from stagerl.models.base import ActorCriticModel
 from stagerl.plugins.minigrid.babyai_model import BabyAIRecurrentACModel
@@ -71,6 +72,7 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
         """Validation and test tasks leave out the expert: nothing reads it there, and the
         BabyAI bot's planning would cost more than the episodes."""
         sensors = list(cls.SENSORS) if split == "train" else without_expert(cls.SENSORS)
+        require_positive(f"{cls.__name__}.MAX_STEPS", cls.MAX_STEPS, whole=True, allow_none=True)
         return dict(
             env_ids=cls.ENV_ID,
             sensors=sensors,

@@ -14,7 +14,7 @@ from gymnasium import spaces
 from minigrid.core.actions import Actions
 from minigrid.minigrid_env import MiniGridEnv
 
-from stagerl.errors import ConfigError
+from stagerl.errors import ConfigError, require_positive
 from stagerl.plugins.minigrid.experts import make_expert
 from stagerl.tasks.base import Task, TaskSampler
 from stagerl.tasks.sensors import ExpertActionSensor, Sensor, SensorSuite
@@ -160,6 +160,7 @@ class _MiniGridSampler(TaskSampler):
     def __init__(
         self, sensors: Sequence[Sensor], max_steps: int | None, env_kwargs: dict | None
     ) -> None:
+        require_positive("max_steps", max_steps, whole=True, allow_none=True)
         self.sensor_suite = SensorSuite(sensors)
         self.expert_factory = make_expert if self.sensor_suite.has(ExpertActionSensor) else None
         self.max_steps = max_steps
