@@ -147,9 +147,13 @@ class BabyAIRecurrentACModel(ActorCriticModel):
         return (1, 2 * self.memory_dim) if self.memory_rnn is not None else (0, 0)
 
     def _encode_missions(self, missions: torch.Tensor) -> torch.Tensor:
-        """The GRU's output at each mission's last word, `[M, instr_dim]`."""
-        outputs, _ = self.instr_rnn(self.word_embedding(missions))
+        """The GRU's output at each mission's last word, `[M, instr_dim]`. The GRU stops at the
+        longest mission's last word: its outputs there do not depend on the padding after it,
+        and oneDNN's GRU costs per step (GoToObj's 5 words of 8: 0.53 against 0.89 ms forward
+        and backward)."""
         last = ((missions != 0).sum(dim=1) - 1).clamp(min=0)
+        missions = missions[:, : int(last.max()) + 1]
+        outputs, _ = self.instr_rnn(self.word_embedding(missions))
         return outputs[torch.arange(len(missions), device=outputs.device), last]
 
     def _instruction(self, tokens: torch.Tensor) -> torch.Tensor:
