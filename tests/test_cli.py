@@ -94,6 +94,14 @@ ALLENACT_VALUES_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
             ["TinyPPO.MAX_STEPS=-3"],
         ),
         ("tiny_ppo.py", {'return "TinyPPO"': "return None"}, ["TinyPPO.tag() returned None"]),
+        (
+            "tiny_ppo.py",
+            {"STEPS = 1024": "STEPS = 1024\n    NUM_TRAIN_SAMPLER = 2"},
+            [
+                "TinyPPO.NUM_TRAIN_SAMPLER is not a setting of MiniGridExperimentConfig: did you "
+                "mean NUM_TRAIN_SAMPLERS?"
+            ],
+        ),
         ("tiny_ppo.py", {'return "TinyPPO"': 'return "../up"'}, ["tag() returned '../up'"]),
     ],
     ids=[
@@ -105,6 +113,7 @@ ALLENACT_VALUES_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
         "model-with-allenacts-value-shape",
         "negative-max-steps",
         "no-tag",
+        "misspelt-class-setting",
         "tag-leaving-the-output-directory",
     ],
 )

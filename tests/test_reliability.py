@@ -445,6 +445,18 @@ def test_a_run_resumes_after_its_experiment_file_moved(tmp_path):
     assert list_checkpoints(tmp_path / "r")[0].name == "ckpt_000000001024.pt"
 
 
+def test_resume_refuses_an_edit_of_an_experiment_file_the_config_loads(tmp_path, capsys):
+    for name in ("tiny_ppo.py", "seed_reporting.py"):  # the latter loads the former
+        (tmp_path / name).write_text((FIXTURES / name).read_text())
+    config = tmp_path / "seed_reporting.py"
+    final = Trainer(load_experiment(config), run_dir=tmp_path / "r", seed=0).train(256)
+    loaded = tmp_path / "tiny_ppo.py"
+    loaded.write_text(loaded.read_text().replace("lr=1e-3", "lr=5e-4"))
+    assert cli.main(["train", str(config), "--resume", str(final)]) == 2
+    err = capsys.readouterr().err
+    assert "+            optimizer_builder=Builder(optim.Adam, dict(lr=5e-4))," in err, err
+
+
 def test_a_checkpoint_whose_model_no_longer_fits_is_named_not_a_traceback(tmp_path, capsys):
     config, final = _edited_later(tmp_path)
     config.write_text(config.read_text().replace("memory_dim=32", "memory_dim=16"))

@@ -1,6 +1,7 @@
 """ExperimentConfig (what a user writes) and loading an experiment file (MachineParams, which it
 returns from `machine_params`, lives in stagerl.machine and is importable from here too)."""
 
+import difflib
 import hashlib
 import importlib.util
 import inspect
@@ -138,7 +139,7 @@ class LoadedExperiment:
     config: type[ExperimentConfig]
     module_name: str
     path: Path
-    source: str
+    source: str  # its text, and that of every experiment file it loaded
     registered_envs: tuple[Any, ...] = ()
 
     @property
@@ -170,6 +171,26 @@ class LoadedExperiment:
         """`machine_params(mode)` as MachineParams, AllenAct's dict form included."""
         value = self.call("machine_params", mode)
         return MachineParams.instance_from(value, f"{self.name}.machine_params({mode!r})")
+
+
+# For each load_experiment in progress (innermost last): the experiments its file loaded in turn
+_loading: list[list[LoadedExperiment]] = []
+
+
+def _misspelt_setting(config: type[ExperimentConfig]) -> None:
+    """A ConfigError for an UPPER_CASE class attribute of the user's that is nearly the name of
+    a setting of stagerl's base class (NUM_TRAIN_SAMPLER for NUM_TRAIN_SAMPLERS): that setting
+    would keep its default unnoticed."""
+    ours = [cls for cls in config.__mro__ if cls.__module__.startswith("stagerl.")]
+    settings = {name for cls in ours for name in vars(cls) if name.isupper()}
+    theirs = {name for cls in config.__mro__[: config.__mro__.index(ours[0])] for name in vars(cls)}
+    for name in sorted(name for name in theirs - settings if name.isupper()):
+        close = difflib.get_close_matches(name, settings, n=1, cutoff=0.9)
+        if close:
+            raise ConfigError(
+                f"{config.__name__}.{name} is not a setting of {ours[0].__name__}: did you mean "
+                f"{close[0]}? (rename it if it is a constant of your own)"
+            )
 
 
 def _import_file(path: Path, module_name: str) -> ModuleType:
@@ -210,7 +231,11 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
     module_name = f"{EXPERIMENT_MODULE_PREFIX}{path.stem}_{digest}"
     known = set(gymnasium.registry)
-    module = _import_file(path, module_name)
+    _loading.append([])
+    try:
+        module = _import_file(path, module_name)
+    finally:
+        loaded = _loading.pop()
     registered = tuple(spec for env_id, spec in gymnasium.registry.items() if env_id not in known)
     defined = [
         value
@@ -231,13 +256,21 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
             f"{path}: expected exactly one concrete ExperimentConfig subclass, "
             f"found {names or 'none'}" + "".join(f"; {line}" for line in missing)
         )
-    return LoadedExperiment(
+    _misspelt_setting(found[0])
+    # An experiment loaded by this file is part of it: resuming compares its text too
+    for inner in loaded:  # named relative to this file: a project moved whole is unchanged
+        source += f"\n# ---- {os.path.relpath(inner.path, path.parent)}, loaded above ----\n"
+        source += inner.source
+    experiment = LoadedExperiment(
         config=found[0],
         module_name=module_name,
         path=path,
         source=source,
         registered_envs=registered,
     )
+    if _loading:
+        _loading[-1].append(experiment)
+    return experiment
 
 
 def worker_experiment(experiment: LoadedExperiment) -> WorkerExperiment:
