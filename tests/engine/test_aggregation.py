@@ -89,13 +89,19 @@ def test_dataset_aggregation_needs_an_imitation_loss():
         )
 
 
-@pytest.mark.timeout(120)
-def test_aggregating_stage_trains_on_samples_of_past_rollouts(tmp_path, monkeypatch):
+def _aggregating(monkeypatch):
+    """The tiny two-stage experiment, its first stage aggregating (16 sequences); the stage."""
     experiment = load_experiment(TINY)
     pipeline = experiment.config.training_pipeline()
     stage = pipeline.pipeline_stages[0]
     stage.dataset_aggregation = DatasetAggregation(max_sequences=16, sequences_per_minibatch=2)
     monkeypatch.setattr(experiment.config, "training_pipeline", classmethod(lambda c: pipeline))
+    return experiment, stage
+
+
+@pytest.mark.timeout(120)
+def test_aggregating_stage_trains_on_samples_of_past_rollouts(tmp_path, monkeypatch):
+    experiment, _ = _aggregating(monkeypatch)
     final = Trainer(experiment, run_dir=tmp_path, seed=0).train(stop_after_steps=576)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     stage0 = [row for row in rows if row["step"] <= 512]
@@ -108,11 +114,7 @@ def test_aggregating_stage_trains_on_samples_of_past_rollouts(tmp_path, monkeypa
 
 @pytest.mark.timeout(120)
 def test_resuming_a_stage_that_no_longer_aggregates_drops_the_saved_buffer(tmp_path, monkeypatch):
-    experiment = load_experiment(TINY)
-    pipeline = experiment.config.training_pipeline()
-    stage = pipeline.pipeline_stages[0]
-    stage.dataset_aggregation = DatasetAggregation(max_sequences=16, sequences_per_minibatch=2)
-    monkeypatch.setattr(experiment.config, "training_pipeline", classmethod(lambda c: pipeline))
+    experiment, stage = _aggregating(monkeypatch)
     saved = Trainer(experiment, run_dir=tmp_path / "a", seed=0).train(stop_after_steps=64)
     assert load_checkpoint(saved)["ranks"][0]["dagger_buffer"] is not None
     stage.dataset_aggregation = None  # the config edited (--allow-config-change)
