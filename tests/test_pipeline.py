@@ -117,6 +117,14 @@ def test_more_minibatches_than_tasks_is_rejected():
         pipeline.check_task_count(4)
 
 
+def test_minibatches_are_checked_against_the_tasks_of_the_rank_with_fewest():
+    pipeline = _pipeline(num_mini_batch=2)
+    pipeline.check_rank_task_counts((2, 2))
+    split = re.escape("(the tasks of one trainer rank: the 3 task samplers split 2 + 1 over 2")
+    with pytest.raises(ConfigError, match=r"at most the number of tasks \(1\).*" + split):
+        pipeline.check_rank_task_counts((2, 1))
+
+
 def test_stage_without_onpolicy_losses_allows_zero_minibatches():
     stages = [PipelineStage(loss_names=[], max_stage_steps=100)]
     pipeline = _pipeline(num_mini_batch=0, update_repeats=0, pipeline_stages=stages)

@@ -378,6 +378,19 @@ class TrainingPipeline:
                     f"which is not {expected}"
                 )
 
+    def check_rank_task_counts(self, counts: Sequence[int]) -> None:
+        """`check_task_count` for the trainer rank with the fewest tasks (each rank's counts);
+        under several ranks, an error names how the tasks split over them."""
+        try:
+            self.check_task_count(min(counts))
+        except ConfigError as error:
+            if len(counts) == 1:
+                raise
+            raise ConfigError(
+                f"{error} (the tasks of one trainer rank: the {sum(counts)} task samplers split "
+                f"{' + '.join(map(str, counts))} over {len(counts)} ranks)"
+            ) from None
+
     def check_task_count(self, num_tasks: int) -> None:
         """Checks that need the number of tasks, done before any worker starts."""
         for index, stage in enumerate(self.pipeline_stages):

@@ -452,7 +452,7 @@ def build_training_setup(
         experiment, "train", machine=machine, seed=seed, first=first_task, total=total_tasks
     )
     device = trainer_device(machine)
-    pipeline.check_task_count(len(samplers))
+    pipeline.check_rank_task_counts(everyone.task_counts(ranks.world_size))
     expert_uuids = _expert_uuids(pipeline, samplers)
     validation = None
     if ranks.is_main:

@@ -3,6 +3,7 @@ workers): it opens an OpenGL context. pyglet renders headless through EGL only i
 before miniworld is first imported, which this module does first."""
 
 import contextlib
+import ctypes
 import io
 import math
 from collections.abc import Iterator
@@ -105,7 +106,9 @@ class ObjectNavWorld(MiniWorldEnv):
         return [e for e in self.entities if getattr(e, "object_type", None) == type_name]
 
     def _render_static(self) -> None:
-        """Compile this world's static part into its own display list."""
+        """Compile this world's static part into its own display list (in its own context:
+        miniworld's reset, which calls this, leaves the current one, perhaps a closed world's)."""
+        self.shadow_window.switch_to()
         if self.static_list is None:
             self.static_list = int(gl.glGenLists(1))
         with _display_list(self.static_list):
@@ -116,10 +119,46 @@ class ObjectNavWorld(MiniWorldEnv):
         with _display_list(self.static_list):
             return super()._render_world(frame_buffer, render_agent)
 
+    def get_visible_ents(self) -> set[Entity]:
+        """miniworld's occlusion-query visibility, deleting every query it made: miniworld
+        deletes only the first of them (the expert's every step leaked ~2.8 KB)."""
+        delete = _miniworld.glDeleteQueries
+        _miniworld.glDeleteQueries = lambda _count, ids: delete(len(ids), ids)
+        try:
+            return super().get_visible_ents()
+        finally:
+            _miniworld.glDeleteQueries = delete
+
     def close(self) -> None:
-        """Free the display list too."""
+        """Free what miniworld leaves (its close frees a display window only): the display
+        list, the frame buffers (~36 MiB a world) and the hidden window's context."""
+        if self.shadow_window is None:
+            return
+        self.shadow_window.switch_to()
         if self.static_list is not None:
-            self.shadow_window.switch_to()
             gl.glDeleteLists(self.static_list, 1)
             self.static_list = None
+        for frame_buffer in (self.obs_fb, self.vis_fb):
+            _delete_frame_buffer(frame_buffer)
+        self.shadow_window.close()
+        self.shadow_window = None
         super().close()
+
+
+def _delete_frame_buffer(frame_buffer: Any) -> None:
+    """Delete a miniworld FrameBuffer's objects: its two frame buffers (their names are all
+    miniworld keeps) and, found through them, the texture and depth buffer of each."""
+    for fbo in (frame_buffer.multi_fbo, frame_buffer.final_fbo):
+        gl.glBindFramebuffer(gl.GL_FRAMEBUFFER, fbo)
+        texture, depth = gl.GLint(), gl.GLint()
+        for attachment, name in (
+            (gl.GL_COLOR_ATTACHMENT0, texture),
+            (gl.GL_DEPTH_ATTACHMENT, depth),
+        ):
+            gl.glGetFramebufferAttachmentParameteriv(
+                gl.GL_FRAMEBUFFER, attachment, gl.GL_FRAMEBUFFER_ATTACHMENT_OBJECT_NAME, name
+            )
+        gl.glBindFramebuffer(gl.GL_FRAMEBUFFER, 0)
+        gl.glDeleteTextures(1, ctypes.byref(gl.GLuint(texture.value)))
+        gl.glDeleteRenderbuffers(1, ctypes.byref(gl.GLuint(depth.value)))
+        gl.glDeleteFramebuffers(1, ctypes.byref(fbo))
