@@ -1,12 +1,14 @@
 """`stagerl eval --video`: one file per test episode, read back frame by frame."""
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 
 from stagerl import cli
 from stagerl.engine.setup import build_samplers
 from stagerl.engine.trainer import Trainer
+from stagerl.engine.video import CAPTION_LINES, LINE_HEIGHT, annotate
 from stagerl.experiment import load_experiment
 from tests.variants import fixture_variant
 
@@ -45,5 +47,17 @@ def test_eval_video_writes_each_episode_with_its_frames_size_and_outcome(tmp_pat
         frames = iio.imread(path, index=None)
         length, success = _replayed_length(experiment, checkpoint, slot)
         assert frames.shape[0] == length + 1  # the first observation, then one per step
-        assert frames.shape[1:3] == (5 * 32, 5 * 32)  # the 5x5 grid rendered 32 pixels a cell
+        # the 5x5 grid rendered 32 pixels a cell, twice as large, below the caption's strip
+        assert frames.shape[1:3] == (CAPTION_LINES * LINE_HEIGHT + 4 + 2 * 5 * 32, 2 * 5 * 32)
         assert path.stem.endswith("_success" if success else "_failure")
+
+
+def test_a_small_frame_is_enlarged_below_its_whole_caption():
+    view = np.arange(60 * 80 * 3, dtype=np.uint8).reshape(60, 80, 3)  # ObjectNav's 80x60
+    caption = "step 42: find a Duckie; " + "and a long instruction " * 3
+    frame = annotate(view, caption)
+    strip = CAPTION_LINES * LINE_HEIGHT + 4
+    assert frame.shape == (strip + 4 * 60, 4 * 80, 3)
+    np.testing.assert_array_equal(frame[strip::4, ::4], view)  # the view whole, not covered
+    lines = frame[:strip].max(axis=(1, 2)) > 0  # rows with text: two lines of it
+    assert lines[2 : 2 + LINE_HEIGHT].any() and lines[2 + LINE_HEIGHT :].any()

@@ -28,13 +28,29 @@ class EpisodeVideo:
     success: bool
 
 
+MIN_WIDTH = 320  # pixels: a frame narrower is enlarged (whole times) to fit its caption
+CAPTION_LINES = 2  # the strip above every frame holds this many lines (frames share a size)
+LINE_HEIGHT = 12  # pixels, for PIL's default font
+
+
 def annotate(frame: np.ndarray, text: str) -> np.ndarray:
-    """The frame with `text` on a dark strip along its top edge, same size."""
-    image = Image.fromarray(frame)
-    draw = ImageDraw.Draw(image)
-    box = draw.textbbox((4, 2), text)
-    draw.rectangle((0, 0, image.width, box[3] + 2), fill=(0, 0, 0))
-    draw.text((4, 2), text, fill=(255, 255, 255))
+    """The frame, enlarged to at least MIN_WIDTH pixels across (nearest neighbour, whole
+    times), below a dark strip holding `text` wrapped to its width (a caption drawn over
+    ObjectNav's 80x60 view hid the target's name and a quarter of the view)."""
+    scale = -(-MIN_WIDTH // frame.shape[1])  # ceiling division
+    frame = frame.repeat(scale, axis=0).repeat(scale, axis=1)
+    strip = CAPTION_LINES * LINE_HEIGHT + 4
+    image = Image.new("RGB", (frame.shape[1], strip + frame.shape[0]))
+    image.paste(Image.fromarray(frame), (0, strip))
+    draw, lines = ImageDraw.Draw(image), [""]
+    for word in text.split():
+        line = f"{lines[-1]} {word}".strip()
+        if draw.textlength(line) > image.width - 8 and lines[-1]:
+            lines.append(word)
+        else:
+            lines[-1] = line
+    for index, line in enumerate(lines[:CAPTION_LINES]):
+        draw.text((4, 2 + index * LINE_HEIGHT), line, fill=(255, 255, 255))
     return np.asarray(image)
 
 
