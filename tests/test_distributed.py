@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,6 +207,15 @@ def test_a_hung_rank_is_named_after_the_rank_timeout(tmp_path):
     output = _stopped_by_rank_1(tmp_path, signal.SIGSTOP, limit=90, TINY_RANKS_RANK_TIMEOUT="5")
     assert "stagerl: error: rank 0: lost rank 1" in output, output[-3000:]
     assert "Timed out" in output
+
+
+@pytest.mark.timeout(300)
+def test_a_rank_stuck_in_its_own_work_is_named_though_its_heartbeat_goes_on(tmp_path):
+    hang = {"TINY_RANKS_RANK_TIMEOUT": "5", "TINY_RANKS_HANG_ON_USR1": "1"}
+    output = _stopped_by_rank_1(tmp_path, signal.SIGUSR1, limit=90, **hang)
+    assert re.search(r"rank 0: rank 1 \(.*; the last it entered: .*\) never came to", output), (
+        output[-3000:]
+    )
 
 
 @pytest.mark.timeout(300)

@@ -8,7 +8,9 @@ one, where every method here does nothing.
 A lost rank: a rank that dies breaks the others' next collective at once; one that hangs
 makes it time out after `MachineParams.rank_timeout`. Either way each rank's heartbeat (a counter
 it bumps in the rendezvous store every second, from a thread) tells the others which rank went
-silent, and they stop with an error naming it; torchrun then stops what is left of the run.
+silent, and each rank's count of the collectives it entered which one is stuck while alive
+(its main thread hung in a call); they stop with an error naming it, and torchrun then stops
+what is left of the run.
 """
 
 import contextlib
@@ -68,6 +70,25 @@ class Heartbeat:
             with contextlib.suppress(Exception):  # the store going away is reported elsewhere
                 self.store.add(f"beat/{self.rank}", 1)
 
+    def reached(self, count: int, what: str) -> None:
+        """This rank's main thread enters its `count`-th collective, `what`."""
+        self.store.set(f"at/{self.rank}", f"{count} {what}")
+
+    def ranks_behind(self, count: int) -> list[str]:
+        """The other ranks whose main thread has not entered this rank's `count`-th
+        collective, described with the last one each entered."""
+        behind = []
+        for rank in (r for r in range(self.world_size) if r != self.rank):
+            theirs, _, what = (
+                self.store.get(f"at/{rank}").decode().partition(" ")
+                if self.store.check([f"at/{rank}"])
+                else ("0", "", "none yet")
+            )
+            if int(theirs) < count:
+                who = self.store.get(f"who/{rank}").decode()
+                behind.append(f"rank {rank} ({who}; the last it entered: {what})")
+        return behind
+
     def silent_ranks(self, wait: float = SILENT_SECONDS) -> list[str]:
         """The other ranks whose counter did not move in `wait` seconds, described."""
         others = [r for r in range(self.world_size) if r != self.rank]
@@ -104,6 +125,7 @@ class Ranks:
     device: torch.device = field(default=torch.device("cpu"), repr=False)
     allreduce_seconds: float = 0.0  # spent averaging gradients, for the logs
     main_works: int = field(default=0, repr=False)  # calls of `wait_for_main` so far
+    collectives: int = field(default=0, repr=False)  # entered so far by this rank
 
     @classmethod
     def from_environment(cls) -> "Ranks":
@@ -146,7 +168,12 @@ class Ranks:
 
     @contextlib.contextmanager
     def _collective(self, what: str) -> Iterator[None]:
-        """Turn a failed collective into an error naming the ranks that went silent."""
+        """Turn a failed collective into an error naming the ranks that went silent, or whose
+        main thread never came to it (their heartbeat thread alive: a hang in their code)."""
+        self.collectives += 1
+        if self.heartbeat is not None:
+            with contextlib.suppress(Exception):  # the store going away is reported below
+                self.heartbeat.reached(self.collectives, what)
         try:
             yield
         except RankError:
@@ -158,10 +185,16 @@ class Ranks:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         try:
             silent = self.heartbeat.silent_ranks() if self.heartbeat else []
+            behind = self.heartbeat.ranks_behind(self.collectives) if self.heartbeat else []
         except Exception:
             return f"rank {self.rank}: {what} failed and the rendezvous store is gone ({detail})"
         if silent:
             return f"rank {self.rank}: lost {', '.join(silent)} during {what} ({detail})"
+        if behind:
+            return (
+                f"rank {self.rank}: {', '.join(behind)} never came to {what}: alive, but stuck "
+                f"in its own work ({detail})"
+            )
         return (
             f"rank {self.rank}: {what} failed, though every rank's heartbeat is alive: another "
             f"rank stopped with its own error (see its output above) ({detail})"
