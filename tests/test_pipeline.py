@@ -125,6 +125,16 @@ def test_minibatches_are_checked_against_the_tasks_of_the_rank_with_fewest():
         pipeline.check_rank_task_counts((2, 1))
 
 
+def test_onpolicy_stages_that_set_their_own_minibatches_allow_zero_in_the_pipeline():
+    own = TrainingSettings(num_mini_batch=2, update_repeats=4)
+    stages = [PipelineStage(loss_names=["ppo_loss"], max_stage_steps=100, training_settings=own)]
+    pipeline = _pipeline(num_mini_batch=0, update_repeats=0, pipeline_stages=stages)
+    assert pipeline.setting(stages[0], "num_mini_batch") == 2
+    stages.append(PipelineStage(loss_names=["ppo_loss"], max_stage_steps=100))  # uses the 0
+    with pytest.raises(ConfigError, match=r"TrainingPipeline.num_mini_batch=0"):
+        _pipeline(num_mini_batch=0, update_repeats=0, pipeline_stages=stages)
+
+
 def test_stage_without_onpolicy_losses_allows_zero_minibatches():
     stages = [PipelineStage(loss_names=[], max_stage_steps=100)]
     pipeline = _pipeline(num_mini_batch=0, update_repeats=0, pipeline_stages=stages)

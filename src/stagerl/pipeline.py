@@ -297,11 +297,10 @@ class TrainingPipeline:
         )
         require_bool("TrainingPipeline.bootstrap_time_limit", self.bootstrap_time_limit)
         require_bool("TrainingPipeline.should_log", self.should_log)
-        if any(stage.loss_names for stage in self.pipeline_stages):
-            _check_update_settings(
-                "TrainingPipeline",
-                {"num_mini_batch": self.num_mini_batch, "update_repeats": self.update_repeats},
-            )
+        for name in ("num_mini_batch", "update_repeats"):  # where an on-policy stage uses it
+            stages = self.pipeline_stages
+            if any(stage.loss_names and name not in stage.settings for stage in stages):
+                _check_update_settings("TrainingPipeline", {name: getattr(self, name)})
         require(
             self.validation is None or isinstance(self.validation, Validation),
             "TrainingPipeline.validation",

@@ -25,7 +25,9 @@ def test_a2c_loss_matches_hand_computed_value():
         advantages=torch.tensor([[2.0, -1.0]]),
     )
     output = ActorCriticOutput(Categorical(probs=probs), torch.tensor([[0.5, 0.5]]))
-    loss, info = A2C(**A2CConfig).loss(0, batch, output)
+    # AllenAct's entropy_method_name: the bonus read through the method it names
+    output.distributions.my_entropy = output.distributions.entropy
+    loss, info = A2C(**A2CConfig, entropy_method_name="my_entropy").loss(0, batch, output)
     action_loss = -(math.log(0.5) * 2.0 + math.log(0.8) * -1.0) / 2
     value_loss = 0.5 * (0.25 + 0.25) / 2
     entropy = (math.log(2) - (0.2 * math.log(0.2) + 0.8 * math.log(0.8))) / 2

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from stagerl.errors import is_number, require
+from stagerl.errors import ConfigError, is_number, require
 from stagerl.models.base import ActorCriticOutput
 
 
@@ -35,6 +35,26 @@ def require_coefficients(owner: str, *, value_loss_coef: Any, entropy_coef: Any)
     require(ok, f"{owner}.value_loss_coef", value=value_loss_coef, expected="a finite number >= 0")
     ok = is_number(entropy_coef) and math.isfinite(entropy_coef)
     require(ok, f"{owner}.entropy_coef", value=entropy_coef, expected="a finite number")
+
+
+def require_entropy_method(owner: str, name: Any) -> None:
+    """AllenAct's `entropy_method_name`: a name, of the distribution's entropy method."""
+    ok = isinstance(name, str) and name.isidentifier()
+    expected = "the name of the distribution's entropy method, e.g. 'entropy'"
+    require(ok, f"{owner}.entropy_method_name", value=name, expected=expected)
+
+
+def entropy_by_name(
+    owner: str, name: str, distribution: torch.distributions.Distribution
+) -> torch.Tensor:
+    """The distribution's entropy by the method `name`; a ConfigError if it has none."""
+    method = getattr(distribution, name, None)
+    if not callable(method):
+        raise ConfigError(
+            f"{owner}.entropy_method_name={name!r}: the model's {type(distribution).__name__} "
+            "has no such method"
+        )
+    return method()
 
 
 def standardize(values: torch.Tensor) -> torch.Tensor:

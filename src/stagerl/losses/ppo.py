@@ -5,8 +5,15 @@ from typing import Literal
 
 import torch
 
-from stagerl.errors import ConfigError, require, require_bool, require_positive, user_number
-from stagerl.losses.base import Loss, RolloutBatch, require_coefficients, standardize
+from stagerl.errors import require, require_bool, require_positive, user_number
+from stagerl.losses.base import (
+    Loss,
+    RolloutBatch,
+    entropy_by_name,
+    require_coefficients,
+    require_entropy_method,
+    standardize,
+)
 from stagerl.models.base import ActorCriticOutput
 
 # AllenAct's PPOConfig: only the three coefficients, so `PPO(**PPOConfig, normalize_advantage=...)`
@@ -67,12 +74,7 @@ class PPO(Loss):
             expected="'rollout' (or True), 'minibatch' or 'none' (or False)",
         )
         self.normalize_advantage: AdvantageNormalization = _NORMALIZATIONS[normalize_advantage]
-        require(
-            isinstance(entropy_method_name, str) and entropy_method_name.isidentifier(),
-            "PPO.entropy_method_name",
-            value=entropy_method_name,
-            expected="the name of the distribution's entropy method, e.g. 'entropy'",
-        )
+        require_entropy_method("PPO", entropy_method_name)
         self.entropy_method_name = entropy_method_name
         require_bool("PPO.show_ratios", show_ratios)
         self.show_ratios = show_ratios
@@ -110,7 +112,8 @@ class PPO(Loss):
 
         total = action_loss + self.value_loss_coef * value_loss
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):
-            entropy = self._entropy(dist).mean()  # logged even where it is not a term
+            # logged even where it is not a term
+            entropy = entropy_by_name("PPO", self.entropy_method_name, dist).mean()
         if self.entropy_coef != 0:
             total = total - self.entropy_coef * entropy
         info = {
@@ -125,12 +128,3 @@ class PPO(Loss):
                 f"ratio_{name}": getattr(ratio, name)().item() for name in ("min", "mean", "max")
             }
         return total, info
-
-    def _entropy(self, distribution: torch.distributions.Distribution) -> torch.Tensor:
-        method = getattr(distribution, self.entropy_method_name, None)
-        if not callable(method):
-            raise ConfigError(
-                f"PPO.entropy_method_name={self.entropy_method_name!r}: the model's "
-                f"{type(distribution).__name__} has no such method"
-            )
-        return method()
