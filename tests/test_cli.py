@@ -516,6 +516,27 @@ def test_show_prints_each_stage_with_budget_and_schedules_starting_no_worker(mon
     ]  # fmt: skip
 
 
+def test_show_of_task_samplers_given_per_rank_plans_rank_0s_part_of_all_ranks_frames(
+    tmp_path, monkeypatch, capsys
+):
+    _forbid_workers(monkeypatch)
+    per_rank = "    @classmethod\n    def machine_params(cls, mode='train', **kwargs):\n"
+    per_rank += "        return MachineParams(nprocesses=[3, 2] if mode == 'train' else 4)\n"
+    config = fixture_variant(
+        tmp_path,
+        "tiny_ppo.py",
+        {
+            "    STEPS = 1024\n": f"    STEPS = 1024\n\n{per_rank}",
+            "from stagerl import PPO": "from stagerl import MachineParams, PPO",
+        },
+    )
+    assert cli.main(["show", str(config)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 trainer ranks of [3, 2] task samplers; rank 0: 3 task samplers" in out, out
+    # 5 tasks x 16 steps a rollout: the stage's 1,024 steps take 13 rollouts, 1,040 frames
+    assert "= 80 frames; 1,040 steps in all" in out
+
+
 def test_show_of_a_bad_pipeline_exits_2_naming_the_field(monkeypatch, capsys):
     _forbid_workers(monkeypatch)
     assert cli.main(["show", str(FIXTURES / "bad_loss_name.py")]) == 2

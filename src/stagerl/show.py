@@ -9,6 +9,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import step_lr_scheduler
 from stagerl.engine.setup import TrainingSetup, build_training_setup, sampler_packing
 from stagerl.engine.storage import RolloutStorage
@@ -67,7 +68,7 @@ def _stage_table(setup: TrainingSetup) -> Table:
         table.add_column(column, justify="right" if column in ("steps", "rollouts") else "left")
     for column in ("teacher forcing", "PPO clip", "learning rate"):
         table.add_column(column)
-    per_rollout = pipeline.num_steps * setup.num_tasks
+    per_rollout = pipeline.num_steps * setup.total_tasks  # frames of all trainer ranks
     start = 0
     for index, stage in enumerate(pipeline.pipeline_stages):
         budget = _stage_frames(setup, stage)
@@ -97,7 +98,7 @@ def _stage_table(setup: TrainingSetup) -> Table:
 
 def _stage_frames(setup: TrainingSetup, stage: PipelineStage) -> int:
     """The frames a stage runs: it ends with the whole rollout that reaches max_stage_steps."""
-    per_rollout = setup.pipeline.num_steps * setup.num_tasks
+    per_rollout = setup.pipeline.num_steps * setup.total_tasks
     return math.ceil(stage.max_stage_steps / per_rollout) * per_rollout
 
 
@@ -126,8 +127,14 @@ def _memory_mib(setup: TrainingSetup) -> tuple[float, float, float]:
 
 
 def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None) -> None:
-    """Print the experiment's samplers, model and stages; raises what training would raise."""
-    setup = build_training_setup(experiment, seed=0, max_sampler_processes=max_sampler_processes)
+    """Print the experiment's samplers, model and stages; raises what training would raise.
+    With `nprocesses` given per trainer rank (a list), rank 0's part of the plan under torchrun
+    with as many ranks."""
+    counts = experiment.machine_params("train").rank_task_counts
+    ranks = Ranks(rank=0, world_size=len(counts)) if counts else Ranks()  # no process group
+    setup = build_training_setup(
+        experiment, seed=0, max_sampler_processes=max_sampler_processes, ranks=ranks
+    )
     try:
         machine, pipeline = setup.machine, setup.pipeline
         processes, groups = sampler_packing(
@@ -139,11 +146,17 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
         console = Console()
         console.width = max(console.width, 140)  # the stage table's columns, unabridged
         console.print(
-            f"[bold]{experiment.name}[/] (tag {experiment.call('tag')}): {setup.num_tasks} task "
-            f"samplers in {processes} sampler process{'es' if processes > 1 else ''}, "
+            f"[bold]{experiment.name}[/] (tag {experiment.tag()}): "
+            + (
+                f"{ranks.world_size} trainer ranks of {list(counts)} task samplers; rank 0: "
+                if ranks.distributed
+                else ""
+            )  # fmt: skip
+            + f"{setup.num_tasks} task samplers in {processes} sampler "
+            f"process{'es' if processes > 1 else ''}, "
             + ("double-buffered" if groups > 1 else "synchronous")
             + f", trained on {setup.device}; {pipeline.num_steps} steps per task per rollout = "
-            f"{pipeline.num_steps * setup.num_tasks:,} frames; {frames:,} "
+            f"{pipeline.num_steps * setup.total_tasks:,} frames; {frames:,} "
             f"steps in all\nmodel {type(setup.model).__name__}: {parameters:,} parameters; "
             f"memory estimate: rollout storage {storage_mib:.1f} MiB, model with gradients "
             f"and Adam moments {model_mib:.1f} MiB"
