@@ -145,13 +145,10 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
         frames = sum(_stage_frames(setup, stage) for stage in pipeline.pipeline_stages)
         console = Console()
         console.width = max(console.width, 140)  # the stage table's columns, unabridged
+        split = f"{ranks.world_size} trainer ranks of {list(counts)} task samplers; rank 0: "
         console.print(
             f"[bold]{experiment.name}[/] (tag {experiment.tag()}): "
-            + (
-                f"{ranks.world_size} trainer ranks of {list(counts)} task samplers; rank 0: "
-                if ranks.distributed
-                else ""
-            )  # fmt: skip
+            + (split if ranks.distributed else "")
             + f"{setup.num_tasks} task samplers in {processes} sampler "
             f"process{'es' if processes > 1 else ''}, "
             + ("double-buffered" if groups > 1 else "synchronous")
