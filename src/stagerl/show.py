@@ -130,7 +130,7 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
     """Print the experiment's samplers, model and stages; raises what training would raise.
     With `nprocesses` given per trainer rank (a list), rank 0's part of the plan under torchrun
     with as many ranks."""
-    counts = experiment.machine_params("train").rank_task_counts
+    counts = experiment.machine_params("train").rank_task_counts or ()
     ranks = Ranks(rank=0, world_size=len(counts)) if counts else Ranks()  # no process group
     setup = build_training_setup(
         experiment, seed=0, max_sampler_processes=max_sampler_processes, ranks=ranks
@@ -145,10 +145,10 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
         frames = sum(_stage_frames(setup, stage) for stage in pipeline.pipeline_stages)
         console = Console()
         console.width = max(console.width, 140)  # the stage table's columns, unabridged
-        split = f"{ranks.world_size} trainer ranks of {list(counts)} task samplers; rank 0: "
+        split = f"{len(counts)} trainer ranks of {list(counts)} task samplers; rank 0: "
         console.print(
             f"[bold]{experiment.name}[/] (tag {experiment.tag()}): "
-            + (split if ranks.distributed else "")
+            + (split if counts else "")
             + f"{setup.num_tasks} task samplers in {processes} sampler "
             f"process{'es' if processes > 1 else ''}, "
             + ("double-buffered" if groups > 1 else "synchronous")
