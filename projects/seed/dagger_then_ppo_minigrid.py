@@ -1,5 +1,6 @@
 """The seed document's second example (DAgger, then PPO): its `training_pipeline` pasted
-unchanged; only the imports and the class's environment settings are ours."""
+unchanged; only the imports and the class's environment settings are ours, among them
+`ExpertActionSensor(nactions=7)`: MiniGrid's 7 actions (the seed's ObjectNav has 6)."""
 
 import torch
 from torch import optim

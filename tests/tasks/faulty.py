@@ -74,6 +74,12 @@ class CountingSampler(TaskSampler):
     def set_seed(self, seed):
         pass
 
+    def close(self):
+        if self.fault == "raise while closing":
+            raise ValueError("boom while closing")
+        if self.fault == "hang while closing":
+            time.sleep(3600)
+
     def __setstate__(self, state):  # unpickled: in a worker, as it starts
         self.__dict__.update(state)
         if self.fault == "hang while starting":

@@ -132,6 +132,29 @@ def test_a_fault_in_a_slot_the_trainer_steps_names_it_and_stops_the_workers(faul
     _assert_gone(pids)
 
 
+@pytest.mark.parametrize(
+    ("fault", "by_trainer", "cause"),
+    [
+        ("raise while closing", False, "raised during 'close' (no task):\nValueError: boom"),
+        ("hang while closing", False, "did not answer 'close' within 1 s"),
+        ("raise while closing", True, "failed to close: ValueError: boom while closing"),
+        ("hang while closing", True, "failed to close: TimeoutError: did not close within 1 s"),
+    ],
+)
+def test_a_slot_that_fails_to_close_is_named(fault, by_trainer, cause):
+    samplers = [CountingSampler(0), CountingSampler(1, fault=fault)]
+    packing = dict(num_workers=1, groups=2, trainer_slots=1) if by_trainer else {"num_workers": 2}
+    sampler = VectorSampler(samplers, timeout=1.0, **packing)
+    pids = [p.pid for p in sampler.processes]
+    sampler.reset()
+    with pytest.raises(WorkerError) as error:
+        sampler.close()
+    owner = "the trainer's own slots" if by_trainer else "sampler worker 1"
+    assert f"{owner} (tasks: CountingSampler(slot=1))" in str(error.value)
+    assert cause in str(error.value)
+    _assert_gone(pids)
+
+
 def test_the_trainer_takes_at_most_an_even_share_and_leaves_every_worker_a_slot():
     for slots in range(1, 13):
         for workers in range(1, slots + 1):

@@ -4,6 +4,8 @@ for a command polls before it sleeps."""
 import pickle
 import select
 
+import pytest
+
 from stagerl.tasks.shared import SharedArrays
 from stagerl.tasks.vector import _layout
 from stagerl.tasks.worker import WorkerLoop, poll_spinning
@@ -43,6 +45,30 @@ def test_restore_closes_the_samplers_and_tasks_it_replaces():
     loop.restore(snapshot)
     assert closed == ["task 0", "sampler 0", "task 1", "sampler 1"]
     assert all(loop.slots[i].sampler is not samplers[i] for i in range(2))
+
+
+def test_close_closes_every_running_task_and_sampler_though_one_raises():
+    closed = []
+    samplers = [ClosingSampler(slot, closed) for slot in range(2)]
+    layout = _layout(samplers[0].observation_space, 2)
+    loop = WorkerLoop(
+        dict(enumerate(samplers)),
+        SharedArrays(bytearray(SharedArrays.nbytes(layout)), layout),
+        max_tasks=None,
+    )
+    loop.reset()
+    failing = loop.slots[0].task.close
+
+    def close_then_raise():
+        failing()
+        raise RuntimeError("task 0 failed to close")
+
+    loop.slots[0].task.close = close_then_raise
+    with pytest.raises(RuntimeError, match="task 0 failed to close"):
+        loop.close()
+    assert closed == ["task 0", "sampler 0", "task 1", "sampler 1"]
+    loop.close()  # once only
+    assert len(closed) == 4
 
 
 class _Poller:

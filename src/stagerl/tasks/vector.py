@@ -461,11 +461,15 @@ class VectorSampler:
         return self.arrays["active"]
 
     def close(self, graceful: bool = True) -> None:
-        """Stop every worker; never leaves a process behind."""
+        """Stop every worker; never leaves a process behind. Closing gracefully, a worker or
+        the trainer's own slots failing to close, or taking over `timeout`, is a WorkerError
+        naming them (after a failure, closing what failed may fail too: given up on)."""
         if graceful:
-            for w, process in enumerate(self.processes):
-                if process.is_alive():
-                    self._send(w, pickle.dumps(("close", None)))
+            alive = [w for w, process in enumerate(self.processes) if process.is_alive()]
+            for w in alive:
+                self._send(w, pickle.dumps(("close", None)))
+            for w in alive:
+                self._receive(w, "close")
         for process in self.processes:
             process.join(timeout=2.0 if graceful else 0.1)
             if process.is_alive():
@@ -474,8 +478,15 @@ class VectorSampler:
         for conn in self.conns:
             conn.close()
         self.processes, self.conns = [], []
-        with contextlib.nullcontext() if graceful else contextlib.suppress(Exception):
-            self.local.close()  # after a failure, closing what failed may fail too
+        where = self._describe(TRAINER)
+        try:
+            with _deadline(self.timeout, f"did not close within {self.timeout:.0f} s"):
+                self.local.close()
+        except Exception as error:
+            if graceful:
+                raise WorkerError(
+                    f"{where} failed to close: {type(error).__name__}: {error}"
+                ) from error
 
     def __enter__(self) -> "VectorSampler":
         return self

@@ -105,9 +105,11 @@ class _Slot:
 
     def close(self) -> None:
         """Close the running task and the sampler (their environments with them)."""
-        if self.task is not None:
-            self.task.close()
-        self.sampler.close()
+        try:
+            if self.task is not None:
+                self.task.close()
+        finally:
+            self.sampler.close()
 
 
 class WorkerLoop:
@@ -262,10 +264,17 @@ class WorkerLoop:
         return _ExperimentUnpickler(data, self.experiment).load()
 
     def close(self, _: Any = None) -> None:
-        """Close every sampler (and its environments), once."""
+        """Close every slot's running task and sampler (and its environments), once; all of
+        them though one raises (the first error is raised after)."""
         slots, self.slots = self.slots, {}
+        errors = []
         for slot in slots.values():
-            slot.sampler.close()
+            try:
+                slot.close()
+            except Exception as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
 
 
 def worker_main(
