@@ -7,9 +7,10 @@ import minari
 import numpy as np
 import pytest
 
-from stagerl import cli
+from stagerl import ConfigError, cli
 from stagerl.offpolicy.dataset import DatasetError, write_dataset
-from stagerl.plugins.minigrid.recording import PlayedChunk, observation_space
+from stagerl.plugins.minigrid.recording import PlayedChunk, mission_tokens, observation_space
+from stagerl.plugins.minigrid.sensors import TOKEN_IDS
 from stagerl.plugins.minigrid.tasks import make_minigrid_env
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,3 +97,11 @@ def test_a_chunk_cut_short_counts_only_the_episodes_dropped_before_the_cut():
     played = PlayedChunk([None, "kept 1", None, "kept 2", None, "kept 3"])
     assert played.first(2) == (["kept 1", "kept 2"], 2)  # the drop after "kept 2" is unused
     assert played.first(10) == (["kept 1", "kept 2", "kept 3"], 3)
+
+
+def test_recorded_missions_read_words_outside_the_vocabulary_as_the_sensor_does():
+    # SimpleCrossing's mission has "opening", which the vocabulary lacks: <unk>, as in training
+    tokens = mission_tokens("find the opening and get to the green goal square", "Crossing")
+    assert tokens[2] == TOKEN_IDS["<unk>"] and tokens[1] == TOKEN_IDS["the"]
+    with pytest.raises(ConfigError, match="Crossing: mission .* more than 32 words"):
+        mission_tokens("go " * 33, "Crossing")

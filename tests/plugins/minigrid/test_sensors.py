@@ -1,11 +1,15 @@
 """MiniGrid sensors give fixed-shape arrays: missions become tokens of a fixed vocabulary."""
 
+import pickle
+from types import SimpleNamespace
+
 import numpy as np
 
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
     MiniGridMissionSensor,
     MiniGridTaskSampler,
+    sensors,
     tokenize_mission,
 )
 from stagerl.plugins.minigrid.sensors import TOKEN_IDS
@@ -30,3 +34,15 @@ def test_sensor_observations_match_their_spaces():
             assert observations[uuid].dtype == box.dtype
             assert box.contains(observations[uuid])
         task.step(2)
+
+
+def test_the_mission_cache_stays_bounded_and_out_of_pickles(monkeypatch):
+    # every rollout pickles each slot's sampler, sensors included: BossLevel's missions are
+    # nearly all distinct, and the cache grew by one each episode
+    monkeypatch.setattr(sensors, "MISSIONS_CACHED", 3)
+    sensor = MiniGridMissionSensor(instr_len=8)
+    for colour in ("red", "green", "blue", "grey", "yellow"):
+        task = SimpleNamespace(last_obs={"mission": f"go to the {colour} ball"})
+        assert sensor.get_observation(None, task)[3] == TOKEN_IDS[colour]
+        assert len(sensor._cache) <= 3
+    assert len(sensor._cache) > 0 and pickle.loads(pickle.dumps(sensor))._cache == {}

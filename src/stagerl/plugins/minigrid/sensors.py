@@ -9,7 +9,9 @@ from gymnasium import spaces
 from stagerl.errors import require
 from stagerl.tasks.sensors import Sensor
 
-# Every word of the BabyAI grammar and of MiniGrid's missions; 0 pads, 1 is an unknown word.
+# Every word of the BabyAI grammar and of most MiniGrid missions; 0 pads, 1 is an unknown word
+# (must, from, near, opening, matching, hallway: words of single-mission MiniGrid levels). A
+# word added would change every mission model's embedding size, and old checkpoints with it.
 VOCABULARY = [
     "<pad>",
     "<unk>",
@@ -71,6 +73,7 @@ VOCABULARY = [
     "it",
 ]
 TOKEN_IDS = {word: index for index, word in enumerate(VOCABULARY)}
+MISSIONS_CACHED = 1024  # token ids kept per mission sensor
 
 
 def tokenize_mission(mission: str, max_len: int) -> np.ndarray:
@@ -133,5 +136,12 @@ class MiniGridMissionSensor(Sensor):
         mission = task.last_obs["mission"]
         tokens = self._cache.get(mission)
         if tokens is None:
+            if len(self._cache) >= MISSIONS_CACHED:  # levels of many missions (BossLevel)
+                self._cache.clear()
             tokens = self._cache[mission] = tokenize_mission(mission, self.max_len)
         return tokens
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the cache: every sampler snapshot (one a rollout, and checkpoints) pickles
+        the sensor."""
+        return {**self.__dict__, "_cache": {}}
