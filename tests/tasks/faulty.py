@@ -21,6 +21,20 @@ class CounterSensor(Sensor):
         return np.array([task.slot, task.num_steps_taken], dtype=np.int64)
 
 
+class FloatCounterSensor(CounterSensor):
+    """Declares int64 counts, reads floats: what numpy would cast silently."""
+
+    def get_observation(self, env, task):
+        return super().get_observation(env, task) + 0.5
+
+
+class ShortCounterSensor(CounterSensor):
+    """Declares two counts, reads one: what numpy would broadcast silently."""
+
+    def get_observation(self, env, task):
+        return super().get_observation(env, task)[:1]
+
+
 class CountingTask(Task):
     """Reward = the action; ends (terminal) after `length` steps; misbehaves at `fail_at`."""
 

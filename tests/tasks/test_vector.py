@@ -8,8 +8,9 @@ import numpy as np
 import psutil
 import pytest
 
-from stagerl.errors import WorkerError
+from stagerl.errors import ConfigError, WorkerError
 from stagerl.plugins.minigrid import BabyAITaskSampler, EgocentricMiniGridSensor
+from stagerl.tasks.sensors import ExpertActionSensor
 from stagerl.tasks.vector import (
     TRAINER,
     VectorSampler,
@@ -18,7 +19,12 @@ from stagerl.tasks.vector import (
     slot_owners,
 )
 from stagerl.tasks.worker import SPIN_SECONDS
-from tests.tasks.faulty import CountingSampler
+from tests.tasks.faulty import (
+    CounterSensor,
+    CountingSampler,
+    FloatCounterSensor,
+    ShortCounterSensor,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -153,6 +159,25 @@ def test_a_slot_that_fails_to_close_is_named(fault, by_trainer, cause):
     assert f"{owner} (tasks: CountingSampler(slot=1))" in str(error.value)
     assert cause in str(error.value)
     _assert_gone(pids)
+
+
+@pytest.mark.parametrize(
+    ("sensor", "read"),
+    [(FloatCounterSensor, "float64 shaped (2,)"), (ShortCounterSensor, "int64 shaped (1,)")],
+)
+def test_readings_that_do_not_fit_their_space_are_named(sensor, read):
+    samplers = [CountingSampler(0), CountingSampler(1, sensors=[sensor()])]
+    sampler = VectorSampler(samplers, num_workers=2, timeout=10.0)
+    with pytest.raises(WorkerError) as error:
+        sampler.reset()
+    assert "sampler worker 1" in str(error.value)
+    assert f"sensor 'counter' read {read}, but its observation space is int64" in str(error.value)
+
+
+def test_samplers_of_other_observation_spaces_are_refused():
+    other = CountingSampler(1, sensors=[CounterSensor(), ExpertActionSensor(nactions=3)])
+    with pytest.raises(ConfigError, match=r"task sampler 1 \(CountingSampler\(slot=1\)\)"):
+        VectorSampler([CountingSampler(0), other], num_workers=1)
 
 
 def test_the_trainer_takes_at_most_an_even_share_and_leaves_every_worker_a_slot():

@@ -155,6 +155,10 @@ class VectorSampler:
         self.num_tasks = len(samplers)
         self.num_workers = num_workers
         self.observation_space = samplers[0].observation_space
+        for i, other in enumerate(samplers):  # one layout of shared arrays for every slot
+            if other.observation_space != self.observation_space:
+                raise ConfigError(f"task sampler {i} ({other!r}) observes {other.observation_space}"
+                                  f", task sampler 0 {self.observation_space}")  # fmt: skip
         self.action_space = samplers[0].action_space
         self.timeout = timeout
         self.spin = spin

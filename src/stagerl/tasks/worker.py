@@ -17,6 +17,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from stagerl.tasks.base import Task, TaskSampler
 from stagerl.tasks.shared import ArraySpec, SharedArrays
 
@@ -163,7 +165,22 @@ class WorkerLoop:
         self.arrays["active"][index] = task is not None
         if task is not None:
             slot.started += 1
-            self._write("obs", index, task.get_observations())
+            observations = task.get_observations()
+            self._check_readings(observations)
+            self._write("obs", index, observations)
+
+    def _check_readings(self, observations: dict) -> None:
+        """A task's first readings fit the shared arrays in shape and kind: numpy would
+        broadcast or cast them silently (a float 300.7 into a uint8 Box as 44)."""
+        for uuid in self.uuids:
+            value, target = np.asarray(observations[uuid]), self.arrays[f"obs/{uuid}"][0]
+            if value.shape != target.shape or not np.can_cast(
+                value.dtype, target.dtype, "same_kind"
+            ):
+                raise ValueError(
+                    f"sensor {uuid!r} read {value.dtype} shaped {value.shape}, but its "
+                    f"observation space is {target.dtype} shaped {target.shape}"
+                )
 
     def reset(self, _: Any = None) -> None:
         """Start every slot's sampler over (a fixed valid/test sequence begins again)."""
