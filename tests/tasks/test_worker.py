@@ -6,8 +6,7 @@ import select
 
 import pytest
 
-from stagerl.tasks.shared import SharedArrays
-from stagerl.tasks.vector import _layout
+from stagerl.tasks.shared import SharedArrays, array_layout
 from stagerl.tasks.worker import WorkerLoop, poll_spinning
 from tests.tasks.faulty import CountingSampler, CountingTask
 
@@ -36,7 +35,7 @@ class ClosingTask(CountingTask):
 def test_restore_closes_the_samplers_and_tasks_it_replaces():
     closed = []
     samplers = [ClosingSampler(slot, closed) for slot in range(2)]
-    layout = _layout(samplers[0].observation_space, 2)
+    layout = array_layout(samplers[0].observation_space, 2)
     arrays = SharedArrays(bytearray(SharedArrays.nbytes(layout)), layout)
     loop = WorkerLoop(dict(enumerate(samplers)), arrays, max_tasks=None)
     loop.reset()
@@ -50,7 +49,7 @@ def test_restore_closes_the_samplers_and_tasks_it_replaces():
 def test_close_closes_every_running_task_and_sampler_though_one_raises():
     closed = []
     samplers = [ClosingSampler(slot, closed) for slot in range(2)]
-    layout = _layout(samplers[0].observation_space, 2)
+    layout = array_layout(samplers[0].observation_space, 2)
     loop = WorkerLoop(
         dict(enumerate(samplers)),
         SharedArrays(bytearray(SharedArrays.nbytes(layout)), layout),

@@ -1,9 +1,13 @@
-"""Named numpy arrays laid out in one shared-memory block, so steps cross processes unpickled."""
+"""Named numpy arrays laid out in one shared-memory block, so steps cross processes unpickled;
+the layout a vector sampler's slots share."""
 
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
+
+from stagerl.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,32 @@ class SharedArrays:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
+
+
+def array_layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
+    """The shared arrays of `num_tasks` slots observed through `space`: each sensor's reading
+    and final reading (an episode's last), the actions, rewards and flags."""
+    layout = {}
+    for uuid, box in space.spaces.items():
+        if not isinstance(box, spaces.Box):
+            raise ConfigError(f"sensor {uuid!r}: observation_space must be a Box, got {box}")
+        for prefix in ("obs", "final"):
+            layout[f"{prefix}/{uuid}"] = ArraySpec((num_tasks, *box.shape), box.dtype.str)
+    layout["action"] = ArraySpec((num_tasks,), "<i8")
+    layout["reward"] = ArraySpec((num_tasks,), "<f4")  # float32 from the first step
+    for flag in ("terminated", "truncated", "active"):
+        layout[flag] = ArraySpec((num_tasks,), "|b1")
+    return layout
+
+
+def one_observation_space(samplers: list[Any]) -> spaces.Dict:
+    """The samplers' observation space, the same for all: one layout of shared arrays serves
+    every slot; a ConfigError naming a sampler that differs."""
+    first = samplers[0].observation_space
+    for index, other in enumerate(samplers):
+        if other.observation_space != first:
+            raise ConfigError(
+                f"task sampler {index} ({other!r}) observes {other.observation_space}, "
+                f"task sampler 0 {first}"
+            )
+    return first

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from stagerl.errors import ConfigError, WorkerError
 from stagerl.tasks.balance import RolloutClock, SlotBalancer
 from stagerl.tasks.base import TaskSampler
-from stagerl.tasks.shared import ArraySpec, SharedArrays
+from stagerl.tasks.shared import SharedArrays, array_layout, one_observation_space
 from stagerl.tasks.worker import WorkerExperiment, WorkerLoop, poll_spinning, worker_main
 
 TRAINER = -1  # the owner of the slots the trainer steps itself
@@ -77,20 +76,6 @@ def _deadline(seconds: float, message: str) -> Iterator[None]:
         if outer:
             left = outer - (time.monotonic() - start)
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), interval)
-
-
-def _layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
-    layout = {}
-    for uuid, box in space.spaces.items():
-        if not isinstance(box, spaces.Box):
-            raise ConfigError(f"sensor {uuid!r}: observation_space must be a Box, got {box}")
-        for prefix in ("obs", "final"):
-            layout[f"{prefix}/{uuid}"] = ArraySpec((num_tasks, *box.shape), box.dtype.str)
-    layout["action"] = ArraySpec((num_tasks,), "<i8")
-    layout["reward"] = ArraySpec((num_tasks,), "<f4")  # float32 from the first step
-    for flag in ("terminated", "truncated", "active"):
-        layout[flag] = ArraySpec((num_tasks,), "|b1")
-    return layout
 
 
 def slot_owners(groups: list[slice], *, num_workers: int, trainer_slots: int) -> list[int]:
@@ -154,17 +139,15 @@ class VectorSampler:
             raise ConfigError(f"groups={groups} is invalid: expected 1..{len(samplers)}")
         self.num_tasks = len(samplers)
         self.num_workers = num_workers
-        self.observation_space = samplers[0].observation_space
-        for i, other in enumerate(samplers):  # one layout of shared arrays for every slot
-            if other.observation_space != self.observation_space:
-                raise ConfigError(f"task sampler {i} ({other!r}) observes {other.observation_space}"
-                                  f", task sampler 0 {self.observation_space}")  # fmt: skip
+        self.observation_space = one_observation_space(samplers)
         self.action_space = samplers[0].action_space
         self.timeout = timeout
         self.spin = spin
         self.uuids = list(self.observation_space.spaces)
         context = mp.get_context("spawn")
-        self.arrays = SharedArrays.create(context, _layout(self.observation_space, self.num_tasks))
+        self.arrays = SharedArrays.create(
+            context, array_layout(self.observation_space, self.num_tasks)
+        )
         bounds = np.linspace(0, self.num_tasks, groups + 1).astype(int)
         self.groups = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
         most = most_trainer_slots(self.groups, num_workers)

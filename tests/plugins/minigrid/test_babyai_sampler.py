@@ -5,8 +5,7 @@ import pytest
 
 from stagerl import ConfigError
 from stagerl.plugins.minigrid import BabyAITask, BabyAITaskSampler, EgocentricMiniGridSensor
-from stagerl.tasks.shared import SharedArrays
-from stagerl.tasks.vector import _layout
+from stagerl.tasks.shared import SharedArrays, array_layout
 from stagerl.tasks.worker import WorkerLoop
 
 SENSORS = [EgocentricMiniGridSensor(agent_view_size=7, view_channels=3)]
@@ -71,8 +70,8 @@ def test_in_training_a_sampler_that_ends_starts_over():
         deterministic_sampling=True,
     )
     arrays = SharedArrays(
-        bytearray(SharedArrays.nbytes(_layout(sampler.observation_space, 1))),
-        _layout(sampler.observation_space, 1),
+        bytearray(SharedArrays.nbytes(array_layout(sampler.observation_space, 1))),
+        array_layout(sampler.observation_space, 1),
     )
     loop = WorkerLoop({0: sampler}, arrays, max_tasks=None)
     loop.reset()

@@ -101,8 +101,7 @@ def test_the_model_of_an_imitation_experiment_does_not_read_the_expert():
 
 def test_an_expert_turned_off_plans_nothing_and_plans_afresh_when_turned_on(monkeypatch):
     from stagerl.plugins.minigrid import experts
-    from stagerl.tasks.shared import SharedArrays
-    from stagerl.tasks.vector import _layout
+    from stagerl.tasks.shared import SharedArrays, array_layout
     from stagerl.tasks.worker import WorkerLoop
 
     replans: list[Any] = []
@@ -115,7 +114,7 @@ def test_an_expert_turned_off_plans_nothing_and_plans_afresh_when_turned_on(monk
     monkeypatch.setattr(experts, "BabyAIBot", CountingBot)
     sensors = [EgocentricMiniGridSensor(view_channels=3), ExpertActionSensor(nactions=7)]
     sampler = MiniGridTaskSampler(env_ids="BabyAI-GoToLocal-v0", sensors=sensors, seed=1)
-    layout = _layout(sampler.observation_space, 1)
+    layout = array_layout(sampler.observation_space, 1)
     loop = WorkerLoop(
         {0: sampler}, SharedArrays(bytearray(SharedArrays.nbytes(layout)), layout), max_tasks=None
     )
