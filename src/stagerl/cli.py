@@ -281,7 +281,8 @@ def _train(args: argparse.Namespace, collecting: bool) -> int:
         except BaseException:
             if ranks.is_main and resume is None:  # the new run never started: leave no trace
                 held.close()
-                remove_if_unused(run_dir)
+                with contextlib.suppress(OSError):
+                    remove_if_unused(run_dir)
             raise
         mine = run_dir if ranks.is_main else None
         record_run(mine, trainer.setup, ranks=ranks, seed=trainer.seed, config=args.config)

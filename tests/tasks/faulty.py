@@ -21,6 +21,18 @@ class CounterSensor(Sensor):
         return np.array([task.slot, task.num_steps_taken], dtype=np.int64)
 
 
+class ByteCounterSensor(CounterSensor):
+    """Declares uint8 counts (other bounds than CounterSensor's), reads int64 ones that fit."""
+
+    observation_space = spaces.Box(0, 255, (2,), dtype=np.uint8)
+
+
+class NarrowByteCounterSensor(ByteCounterSensor):
+    """ByteCounterSensor of other bounds: the same shared arrays."""
+
+    observation_space = spaces.Box(0, 100, (2,), dtype=np.uint8)
+
+
 class FloatCounterSensor(CounterSensor):
     """Declares int64 counts, reads floats: what numpy would cast silently."""
 

@@ -20,9 +20,11 @@ from stagerl.tasks.vector import (
 )
 from stagerl.tasks.worker import SPIN_SECONDS
 from tests.tasks.faulty import (
+    ByteCounterSensor,
     CounterSensor,
     CountingSampler,
     FloatCounterSensor,
+    NarrowByteCounterSensor,
     ShortCounterSensor,
 )
 
@@ -172,6 +174,13 @@ def test_readings_that_do_not_fit_their_space_are_named(sensor, read):
         sampler.reset()
     assert "sampler worker 1" in str(error.value)
     assert f"sensor 'counter' read {read}, but its observation space is int64" in str(error.value)
+
+
+def test_integer_readings_that_fit_a_narrower_type_are_taken_whatever_the_bounds():
+    sensors = [ByteCounterSensor(), NarrowByteCounterSensor()]  # bounds differ, arrays do not
+    samplers = [CountingSampler(slot, sensors=[sensor]) for slot, sensor in enumerate(sensors)]
+    with VectorSampler(samplers, num_workers=1, timeout=10.0) as sampler:
+        assert sampler.reset()["counter"].tolist() == [[0, 0], [1, 0]]
 
 
 def test_samplers_of_other_observation_spaces_are_refused():

@@ -62,7 +62,12 @@ def test_close_closes_every_running_task_and_sampler_though_one_raises():
         failing()
         raise RuntimeError("task 0 failed to close")
 
+    def sampler_close_then_raise():
+        closed.append("sampler 0")
+        raise RuntimeError("sampler 0 failed to close")
+
     loop.slots[0].task.close = close_then_raise
+    loop.slots[0].sampler.close = sampler_close_then_raise  # the task's error is the one told
     with pytest.raises(RuntimeError, match="task 0 failed to close"):
         loop.close()
     assert closed == ["task 0", "sampler 0", "task 1", "sampler 1"]

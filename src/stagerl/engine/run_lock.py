@@ -42,6 +42,8 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
 
 def remove_if_unused(run_dir: Path) -> None:
     """Delete a run directory that holds nothing but its lock file (a new run that failed
-    before it started), once no longer held."""
+    before it started), once no longer held, and its tag's folder if that is empty then."""
     if {path.name for path in run_dir.iterdir()} <= {LOCK_FILE}:
         shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the tag's folder too, if it held only this run
+            run_dir.parent.rmdir()

@@ -68,11 +68,11 @@ def array_layout(space: spaces.Dict, num_tasks: int) -> dict[str, ArraySpec]:
 
 
 def one_observation_space(samplers: list[Any]) -> spaces.Dict:
-    """The samplers' observation space, the same for all: one layout of shared arrays serves
-    every slot; a ConfigError naming a sampler that differs."""
+    """The first sampler's observation space; every sampler's must give the same shared arrays
+    (one layout serves every slot): a ConfigError naming one that does not."""
     first = samplers[0].observation_space
-    for index, other in enumerate(samplers):
-        if other.observation_space != first:
+    for index, other in enumerate(samplers):  # bounds may differ; shapes and dtypes may not
+        if array_layout(other.observation_space, 1) != array_layout(first, 1):
             raise ConfigError(
                 f"task sampler {index} ({other!r}) observes {other.observation_space}, "
                 f"task sampler 0 {first}"

@@ -106,12 +106,26 @@ class _Slot:
     limit: int | None = None
 
     def close(self) -> None:
-        """Close the running task and the sampler (their environments with them)."""
+        """Close the running task and the sampler (their environments with them); the task's
+        error, if both raise."""
         try:
             if self.task is not None:
                 self.task.close()
-        finally:
-            self.sampler.close()
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.sampler.close()
+            raise
+        self.sampler.close()
+
+
+def _fits(value: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether `value` goes into an array of `dtype` as it is: integers (or bools) into an
+    integer or bool type whose range holds them, else a cast numpy counts as safe or of one
+    kind (no float into an integer type)."""
+    if value.dtype.kind in "biu" and dtype.kind in "biu":
+        low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        return value.size == 0 or bool(low <= value.min() and value.max() <= high)
+    return bool(np.can_cast(value.dtype, dtype, "same_kind"))
 
 
 class WorkerLoop:
@@ -174,9 +188,7 @@ class WorkerLoop:
         broadcast or cast them silently (a float 300.7 into a uint8 Box as 44)."""
         for uuid in self.uuids:
             value, target = np.asarray(observations[uuid]), self.arrays[f"obs/{uuid}"][0]
-            if value.shape != target.shape or not np.can_cast(
-                value.dtype, target.dtype, "same_kind"
-            ):
+            if value.shape != target.shape or not _fits(value, target.dtype):
                 raise ValueError(
                     f"sensor {uuid!r} read {value.dtype} shaped {value.shape}, but its "
                     f"observation space is {target.dtype} shaped {target.shape}"
