@@ -16,6 +16,7 @@ import torch
 from stagerl import cli
 from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
 from stagerl.engine.progress import NonFiniteLossError
+from stagerl.engine.resume import plan_resume
 from stagerl.engine.run_lock import hold_run_dir
 from stagerl.engine.trainer import Trainer
 from stagerl.experiment import load_experiment
@@ -450,6 +451,15 @@ def test_resume_refuses_an_edit_of_an_experiment_file_the_config_loads(tmp_path,
         (tmp_path / name).write_text((FIXTURES / name).read_text())
     config = tmp_path / "seed_reporting.py"
     final = Trainer(load_experiment(config), run_dir=tmp_path / "r", seed=0).train(256)
+    # a checkpoint written before the loaded files were saved: taken as unedited
+    older, payload = tmp_path / "older.pt", load_checkpoint(final)
+    del payload["loaded_sources"]
+    torch.save(payload, older)
+    plan = plan_resume(
+        str(older), output=tmp_path / "o", experiment=load_experiment(config),
+        allow_config_change=False, warn=pytest.fail,
+    )  # fmt: skip
+    assert plan.config_change == []
     loaded = tmp_path / "tiny_ppo.py"
     loaded.write_text(loaded.read_text().replace("lr=1e-3", "lr=5e-4"))
     assert cli.main(["train", str(config), "--resume", str(final)]) == 2

@@ -139,8 +139,14 @@ class LoadedExperiment:
     config: type[ExperimentConfig]
     module_name: str
     path: Path
-    source: str  # its text, and that of every experiment file it loaded
+    source: str  # the file's text
+    loaded_sources: str = ""  # that of every experiment file it loaded, each after a header
     registered_envs: tuple[Any, ...] = ()
+
+    @property
+    def full_source(self) -> str:
+        """Its text and that of every experiment file it loaded: what resuming compares."""
+        return self.source + self.loaded_sources
 
     @property
     def name(self) -> str:
@@ -257,15 +263,16 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
             f"found {names or 'none'}" + "".join(f"; {line}" for line in missing)
         )
     _misspelt_setting(found[0])
-    # An experiment loaded by this file is part of it: resuming compares its text too
-    for inner in loaded:  # named relative to this file: a project moved whole is unchanged
-        source += f"\n# ---- {os.path.relpath(inner.path, path.parent)}, loaded above ----\n"
-        source += inner.source
+    loaded_sources = "".join(  # named relative to this file: a project moved whole is unchanged
+        f"\n# ---- {os.path.relpath(inner.path, path.parent)}, loaded above ----\n{inner.full_source}"
+        for inner in loaded
+    )
     experiment = LoadedExperiment(
         config=found[0],
         module_name=module_name,
         path=path,
         source=source,
+        loaded_sources=loaded_sources,
         registered_envs=registered,
     )
     if _loading:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from stagerl.engine.checkpoint import load_checkpoint
-from stagerl.engine.resume import config_diff, diff_summary, load_saved_state
+from stagerl.engine.resume import config_diff, diff_summary, load_saved_state, saved_config
 from stagerl.engine.setup import (
     build_model,
     build_samplers,
@@ -134,8 +134,8 @@ def _warn_if_edited(experiment: LoadedExperiment, checkpoint: Path, payload: dic
     if "config_source" not in payload:
         return
     diff = config_diff(
-        payload["config_source"],
-        experiment.source,
+        saved_config(payload, experiment),
+        experiment.full_source,
         saved_name=f"{checkpoint.name}:config.py",
         current_name=str(experiment.path),
     )

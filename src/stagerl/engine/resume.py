@@ -79,6 +79,13 @@ def check_experiment(payload: dict[str, Any], experiment: LoadedExperiment) -> N
         )
 
 
+def saved_config(payload: dict[str, Any], experiment: LoadedExperiment) -> str:
+    """The config text a checkpoint saved, with the experiment files it loaded (from a
+    checkpoint written before those were saved: taken to be as they are now)."""
+    loaded = payload.get("loaded_sources", experiment.loaded_sources)
+    return payload.get("config_source", "") + loaded
+
+
 def config_diff(saved: str, current: str, *, saved_name: str, current_name: str) -> list[str]:
     """The unified diff from the config a checkpoint saved to the file as it is now."""
     return list(
@@ -138,8 +145,8 @@ def plan_resume(
             "without -s (a run keeps its seed)"
         )
     diff = config_diff(
-        payload.get("config_source", ""),
-        experiment.source,
+        saved_config(payload, experiment),
+        experiment.full_source,
         saved_name=f"{checkpoint.name}:config.py",
         current_name=str(experiment.path),
     )
@@ -298,5 +305,5 @@ def restore_training(
     checkpoint is checked to be this experiment's, with as many task samplers."""
     _check_resumable(resume, experiment, total_tasks)
     load_saved_state("model", model, state=resume["model"], source="the checkpoint resumed from")
-    edited = resume.get("config_source") != experiment.source
+    edited = saved_config(resume, experiment) != experiment.full_source
     _resume_optimization(optimizer, scheduler, resume, edited)

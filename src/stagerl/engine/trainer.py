@@ -293,6 +293,7 @@ class Trainer:
             "experiment": self.experiment.name,
             "tag": self.experiment.tag(),
             "config_source": self.experiment.source,
+            "loaded_sources": self.experiment.loaded_sources,
             "seed": self.seed,
             "num_tasks": setup.total_tasks,
             "world_size": self.ranks.world_size,
