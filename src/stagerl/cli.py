@@ -20,25 +20,22 @@ from typing import Any
 from stagerl.errors import StagerlError
 
 
-def _whole(text: str) -> int:
+def _whole(text: str, low: int, what: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is not {what}")
+    return value
 
 
 def _positive_int(text: str) -> int:
-    value = _whole(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+    return _whole(text, 1, "a positive integer")
 
 
 def _seed(text: str) -> int:
-    value = _whole(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a seed: seeds are 0 or more")
-    return value
+    return _whole(text, 0, "a seed: seeds are 0 or more")
 
 
 def _parser() -> argparse.ArgumentParser:
