@@ -2,7 +2,7 @@
 
 The seed's pipeline (`gotolocal_offpolicy_bc.py`) takes batches of 128 x 128 steps at a
 learning rate of 2.5e-4, for 1e7 environment steps: about 300,000 updates, each 3.3 s here.
-This one takes 8 batches of 32 steps x 64 streams (0.4 s each) per rollout at 1e-3, so it
+This one takes 8 batches of 32 steps x 64 streams (0.3-0.4 s each) per rollout at 1e-3, so it
 makes thousands of updates in minutes; the experiment is otherwise the same.
 
     stagerl record-dataset --env BabyAI-GoToLocal-v0 --episodes 30000 --out datasets/gotolocal-30k-v0
