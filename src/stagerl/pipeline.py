@@ -297,8 +297,8 @@ class TrainingPipeline:
         )
         require_bool("TrainingPipeline.bootstrap_time_limit", self.bootstrap_time_limit)
         require_bool("TrainingPipeline.should_log", self.should_log)
+        stages = self.pipeline_stages
         for name in ("num_mini_batch", "update_repeats"):  # where an on-policy stage uses it
-            stages = self.pipeline_stages
             if any(stage.loss_names and name not in stage.settings for stage in stages):
                 _check_update_settings("TrainingPipeline", {name: getattr(self, name)})
         require(

@@ -71,8 +71,9 @@ def one_observation_space(samplers: list[Any]) -> spaces.Dict:
     """The first sampler's observation space; every sampler's must give the same shared arrays
     (one layout serves every slot): a ConfigError naming one that does not."""
     first = samplers[0].observation_space
+    layout = array_layout(first, 1)
     for index, other in enumerate(samplers):  # bounds may differ; shapes and dtypes may not
-        if array_layout(other.observation_space, 1) != array_layout(first, 1):
+        if array_layout(other.observation_space, 1) != layout:
             raise ConfigError(
                 f"task sampler {index} ({other!r}) observes {other.observation_space}, "
                 f"task sampler 0 {first}"
