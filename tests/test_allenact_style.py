@@ -37,7 +37,7 @@ def test_allenact_style_config_trains_and_evaluates_all_50_test_tasks(name, tmp_
     results = evaluate(experiment, final)  # no count: until every test sampler is exhausted
     assert results["episodes"] == 50
     assert 0 <= results["success_ci95_low"] <= results["success"] <= results["success_ci95_high"]
-    if name == "ppo_overrides.py":  # save_interval=0: no checkpoint before the stage ends
+    if name == "ppo_overrides.py":  # save_interval=-1: no checkpoint before the stage ends
         assert list_checkpoints(tmp_path) == [final]
 
 

@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 from torch import optim
 
@@ -47,6 +48,7 @@ def test_unknown_loss_name_is_named():
         ("num_steps", 128.0),  # a count must be an integer: torch would fail on it later
         ("metric_accumulate_interval", -5),
         ("save_interval", "often"),
+        ("save_interval", 2.5),
         ("max_grad_norm", 0.0),
         ("gamma", 1.5),
         ("gamma", "0.99"),
@@ -88,9 +90,9 @@ def test_stage_steps_under_one_are_rejected(steps):
         PipelineStage(loss_names=["ppo_loss"], max_stage_steps=steps)
 
 
-@pytest.mark.parametrize("weights", [[1.0], ["x", None]])
-def test_loss_weights_must_be_a_number_per_loss_name(weights):
-    with pytest.raises(ConfigError, match=r"PipelineStage.loss_weights=.*one number per loss"):
+@pytest.mark.parametrize("weights", [[1.0], ["x", None], [1.0, float("nan")]])
+def test_loss_weights_must_be_a_finite_number_per_loss_name(weights):
+    with pytest.raises(ConfigError, match=r"PipelineStage.loss_weights=.*one finite number per"):
         PipelineStage(loss_names=["a", "b"], max_stage_steps=10, loss_weights=weights)
 
 
@@ -115,6 +117,13 @@ def test_more_minibatches_than_tasks_is_rejected():
     pipeline.check_task_count(8)
     with pytest.raises(ConfigError, match=r"num_mini_batch=8.*at most the number of tasks \(4\)"):
         pipeline.check_task_count(4)
+
+
+def test_feed_forward_models_may_have_more_minibatches_than_tasks_but_not_than_steps():
+    pipeline = _pipeline(num_mini_batch=64)  # 16 steps
+    pipeline.check_task_count(4, recurrent=False)
+    with pytest.raises(ConfigError, match=r"num_mini_batch=64.*at most num_steps x tasks \(16 x 2"):
+        pipeline.check_task_count(2, recurrent=False)
 
 
 def test_minibatches_are_checked_against_the_tasks_of_the_rank_with_fewest():
@@ -273,7 +282,32 @@ def test_stage_training_settings_override_the_pipelines_and_are_checked():
     assert pipeline.setting(pipeline.pipeline_stages[1], "update_repeats") == 7
     with pytest.raises(ConfigError, match=r"PipelineStage.num_mini_batch=0"):
         PipelineStage(loss_names=[], max_stage_steps=1, num_mini_batch=0)
-    with pytest.raises(ConfigError, match=r"\['num_steps'\] cannot change from stage to stage"):
-        PipelineStage(loss_names=[], max_stage_steps=1, num_steps=8)
+    # a pipeline-wide setting may be restated on a stage (AllenAct allows it), not changed
+    restating = PipelineStage(loss_names=["ppo_loss"], max_stage_steps=1, num_steps=16)
+    _pipeline(pipeline_stages=[restating])
+    changing = PipelineStage(loss_names=["ppo_loss"], max_stage_steps=1, num_steps=8)
+    with pytest.raises(
+        ConfigError, match=r"num_steps=8 differs from TrainingPipeline.num_steps=16"
+    ):
+        _pipeline(pipeline_stages=[changing])
     with pytest.raises(ConfigError, match=r"unexpected keyword arguments \['nmu_steps'\]"):
         PipelineStage(loss_names=[], max_stage_steps=1, nmu_steps=8)
+
+
+def test_whole_save_intervals_of_any_number_type_are_taken_and_rechecked_after_changes():
+    assert _pipeline(save_interval=1e4).save_interval == 10_000
+    assert _pipeline(save_interval=np.int64(1000)).save_interval == 1000
+    pipeline = _pipeline(save_interval=1000)
+    pipeline.save_interval = -1  # as AllenAct-style configs change settings after building
+    pipeline.check()
+    assert pipeline.save_interval is None  # at stage ends only
+
+
+def test_pipeline_settings_given_as_training_settings_or_keywords_not_both():
+    settings = TrainingSettings(num_steps=8, num_mini_batch=4, gamma=0.9)
+    pipeline = _pipeline(
+        num_steps=None, num_mini_batch=1, update_repeats=4, training_settings=settings
+    )  # the defaults: as if only training_settings were given
+    assert (pipeline.num_steps, pipeline.num_mini_batch, pipeline.gamma) == (8, 4, 0.9)
+    with pytest.raises(ConfigError, match=r"training_settings or settings as keyword arguments"):
+        _pipeline(num_steps=16, training_settings=settings)

@@ -1,11 +1,29 @@
-"""What a stage or a pipeline may add to plain on-policy training: DAgger's dataset of expert
-sequences, validation during training, and an off-policy component."""
+"""What a stage or a pipeline may add to plain on-policy training: an early stopping criterion,
+DAgger's dataset of expert sequences, validation during training, and an off-policy component."""
 
+import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from stagerl.errors import is_number, require, require_positive
+
+
+class EarlyStoppingCriterion(ABC):
+    """`criterion(stage_steps=..., total_steps=..., training_metrics=...) -> bool`, asked (by
+    keyword, as AllenAct asks) after every rollout; True ends the stage. `training_metrics` (`means()`, `sums()`, `counts()`) holds the
+    episode metrics of the `metric_accumulate_interval` window the rollout closed, else none."""
+
+    @abstractmethod
+    def __call__(self, stage_steps: int, total_steps: int, training_metrics: Any) -> bool: ...
+
+
+class NeverEarlyStoppingCriterion(EarlyStoppingCriterion):
+    """Never stops a stage early."""
+
+    def __call__(self, stage_steps: int, total_steps: int, training_metrics: Any) -> bool:
+        return False
 
 
 def checked_loss_names(field: str, names: Any, *, empty: bool) -> list[str]:
@@ -42,10 +60,10 @@ def checked_loss_weights(
     require(
         isinstance(weights, list | tuple)
         and len(weights) == len(names)
-        and all(is_number(weight) for weight in weights),
+        and all(is_number(weight) and math.isfinite(weight) for weight in weights),
         field,
         value=weights,
-        expected=f"one number per loss name ({len(names)})",
+        expected=f"one finite number per loss name ({len(names)})",
     )
     return list(weights)
 

@@ -5,9 +5,8 @@ Progress through them (stage index, step counts) lives in the trainer and in che
 """
 
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
 
 from stagerl.builder import Builder
@@ -64,22 +63,6 @@ class TrainingSettings:
 
     def __repr__(self) -> str:
         return f"TrainingSettings({self.settings})"
-
-
-class EarlyStoppingCriterion(ABC):
-    """`criterion(stage_steps, total_steps, training_metrics) -> bool`, asked after every
-    rollout; True ends the stage. `training_metrics` (`means()`, `sums()`, `counts()`) holds the
-    episode metrics of the `metric_accumulate_interval` window the rollout closed, else none."""
-
-    @abstractmethod
-    def __call__(self, stage_steps: int, total_steps: int, training_metrics: Any) -> bool: ...
-
-
-class NeverEarlyStoppingCriterion(EarlyStoppingCriterion):
-    """Never stops a stage early."""
-
-    def __call__(self, stage_steps: int, total_steps: int, training_metrics: Any) -> bool:
-        return False
 
 
 class PipelineStage:
@@ -144,7 +127,12 @@ class PipelineStage:
             expected="an OffPolicyPipelineComponent(...) or None",
         )
         self.offpolicy_component = offpolicy_component
-        self.settings = _stage_settings(training_settings, settings)
+        settings = _stage_settings(training_settings, settings)
+        # Only restated: TrainingPipeline checks that each equals its own value.
+        self.pipeline_settings = {
+            k: settings.pop(k) for k in PIPELINE_ONLY_SETTINGS if k in settings
+        }
+        self.settings = settings
 
     def __repr__(self) -> str:
         return (
@@ -170,14 +158,6 @@ def _stage_settings(training_settings: TrainingSettings | None, settings: dict[s
     unknown = sorted(set(settings) - set(STAGE_SETTINGS) - set(PIPELINE_ONLY_SETTINGS))
     if unknown:
         raise ConfigError(f"PipelineStage got unexpected keyword arguments {unknown}")
-    fixed = sorted(
-        key for key in settings if key in PIPELINE_ONLY_SETTINGS and settings[key] is not None
-    )
-    if fixed:
-        raise ConfigError(
-            f"PipelineStage: {fixed} cannot change from stage to stage in stagerl; set them on "
-            "TrainingPipeline"
-        )
     overrides = {key: value for key, value in settings.items() if value is not None}
     _check_update_settings("PipelineStage", overrides)
     return overrides
@@ -196,6 +176,17 @@ def _check_update_settings(owner: str, settings: dict[str, Any]) -> None:
     if "use_gae" in settings:
         value = settings["use_gae"]
         require_bool(f"{owner}.use_gae", value)
+
+
+def _save_interval(owner: str, value: Any) -> int | None:
+    """A whole step count (`1e4` and numpy integers too), or None for None or <= 0."""
+    require(
+        value is None or (is_number(value) and math.isfinite(value) and value == int(value)),
+        f"{owner}.save_interval",
+        value=value,
+        expected="a whole step count (None or <= 0: at stage ends only)",
+    )
+    return int(value) if value is not None and value > 0 else None
 
 
 def _positive(
@@ -225,12 +216,14 @@ class TrainingPipeline:
     `validation`: `Validation(episodes=K)` evaluates every saved checkpoint on K validation
     episodes (None: no validation during training).
     `named_losses` values may be losses or Builders of them (built here).
+    `training_settings=TrainingSettings(...)` (AllenAct's other form) gives the settings instead
+    of keyword arguments; not both.
     """
 
     named_losses: dict[str, Loss | Builder]
     pipeline_stages: Sequence[PipelineStage]
     optimizer_builder: Builder
-    num_steps: int
+    num_steps: int = None  # type: ignore[assignment]  # required, here or in training_settings
     num_mini_batch: int = 1
     update_repeats: int = 4
     max_grad_norm: float = 0.5
@@ -245,8 +238,34 @@ class TrainingPipeline:
     should_log: bool = True
     validation: Validation | None = None
     stage_names: list[str] = field(init=False)
+    training_settings: InitVar[TrainingSettings | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, training_settings: TrainingSettings | None) -> None:
+        if training_settings is not None:
+            self._take_settings(training_settings)
+        self.check()
+
+    def _take_settings(self, training_settings: TrainingSettings) -> None:
+        require(
+            isinstance(training_settings, TrainingSettings),
+            "TrainingPipeline.training_settings",
+            value=training_settings,
+            expected="TrainingSettings(...) or None",
+        )
+        defaults = {f.name: f.default for f in fields(self)}
+        names = STAGE_SETTINGS + PIPELINE_ONLY_SETTINGS
+        given = sorted(name for name in names if getattr(self, name) != defaults[name])
+        if given:
+            raise ConfigError(
+                f"TrainingPipeline: give training_settings or settings as keyword arguments "
+                f"({given}), not both"
+            )
+        for name, value in training_settings.settings.items():
+            setattr(self, name, value)
+
+    def check(self) -> None:
+        """Check every setting, and build the losses given as Builders. Run when built, and
+        again before training: AllenAct-style configs change settings after building."""
         require(
             isinstance(self.pipeline_stages, list | tuple) and len(self.pipeline_stages) > 0,
             "TrainingPipeline.pipeline_stages",
@@ -267,6 +286,8 @@ class TrainingPipeline:
         for index, stage in enumerate(self.pipeline_stages):
             self._check_stage(index, stage)
         self._check_settings()
+        for index, stage in enumerate(self.pipeline_stages):
+            self._check_restated(index, stage)
         self.stage_names = [
             f"{index}:{'+'.join(self.stage_loss_names(stage)) or 'none'}"
             for index, stage in enumerate(self.pipeline_stages)
@@ -276,15 +297,7 @@ class TrainingPipeline:
         """Every pipeline-wide setting in range; `save_interval <= 0` becomes None."""
         _positive("num_steps", self.num_steps, whole=True)
         _positive("metric_accumulate_interval", self.metric_accumulate_interval)
-        require(
-            self.save_interval is None
-            or (isinstance(self.save_interval, int) and not isinstance(self.save_interval, bool)),
-            "TrainingPipeline.save_interval",
-            value=self.save_interval,
-            expected="a step count (None or <= 0: at stage ends only)",
-        )
-        if self.save_interval is not None and self.save_interval <= 0:
-            self.save_interval = None
+        self.save_interval = _save_interval("TrainingPipeline", self.save_interval)
         _positive(
             "advance_scene_rollout_period", self.advance_scene_rollout_period, True, whole=True
         )
@@ -357,6 +370,19 @@ class TrainingPipeline:
                 f"its loss_names, got {stage.loss_names}"
             )
 
+    def _check_restated(self, index: int, stage: PipelineStage) -> None:
+        """A pipeline-wide setting given on a stage (AllenAct allows it) equals the pipeline's."""
+        for name, value in stage.pipeline_settings.items():
+            own, restated = getattr(self, name), value
+            if name == "save_interval":
+                restated = _save_interval(f"pipeline_stages[{index}]", value)
+            if restated != own:
+                raise ConfigError(
+                    f"pipeline_stages[{index}].{name}={value!r} differs from "
+                    f"TrainingPipeline.{name}={own!r}: it cannot change from stage to stage in "
+                    "stagerl; set it on TrainingPipeline"
+                )
+
     def _check_loss_names(self, where: str, names: list[str], offpolicy: bool) -> None:
         """Every name is in named_losses, and off-policy losses go exactly to components."""
         for name in names:
@@ -377,11 +403,11 @@ class TrainingPipeline:
                     f"which is not {expected}"
                 )
 
-    def check_rank_task_counts(self, counts: Sequence[int]) -> None:
+    def check_rank_task_counts(self, counts: Sequence[int], *, recurrent: bool = True) -> None:
         """`check_task_count` for the trainer rank with the fewest tasks (each rank's counts);
         under several ranks, an error names how the tasks split over them."""
         try:
-            self.check_task_count(min(counts))
+            self.check_task_count(min(counts), recurrent=recurrent)
         except ConfigError as error:
             if len(counts) == 1:
                 raise
@@ -390,11 +416,12 @@ class TrainingPipeline:
                 f"{' + '.join(map(str, counts))} over {len(counts)} ranks)"
             ) from None
 
-    def check_task_count(self, num_tasks: int) -> None:
-        """Checks that need the number of tasks, done before any worker starts."""
+    def check_task_count(self, num_tasks: int, *, recurrent: bool = True) -> None:
+        """Checks that need the number of tasks (and whether the model is `recurrent`), done
+        before any worker starts."""
         for index, stage in enumerate(self.pipeline_stages):
             if stage.loss_names:
-                self._check_minibatches(index, stage, num_tasks)
+                self._check_minibatches(index, stage, num_tasks, recurrent)
             aggregation = stage.dataset_aggregation
             if aggregation is not None:
                 require(
@@ -404,38 +431,45 @@ class TrainingPipeline:
                     expected=f"at least the number of tasks ({num_tasks})",
                 )
 
-    def _check_minibatches(self, index: int, stage: PipelineStage, num_tasks: int) -> None:
-        """Minibatches are whole task sequences; a loss that standardises advantages needs at
-        least two samples in what it standardises over (one gives a NaN standard deviation)."""
+    def _check_minibatches(
+        self, index: int, stage: PipelineStage, num_tasks: int, recurrent: bool
+    ) -> None:
+        """A recurrent model's minibatches are whole task sequences, a feed-forward model's
+        single steps; a loss that standardises advantages needs at least two samples in what
+        it standardises over (one gives a NaN standard deviation)."""
         own = "num_mini_batch" in stage.settings
         where = f"pipeline_stages[{index}]" if own else "TrainingPipeline"
         num_mini_batch = self.setting(stage, "num_mini_batch")
+        samples = num_tasks if recurrent else num_tasks * self.num_steps  # what minibatches split
         require(
-            num_mini_batch <= num_tasks,
+            num_mini_batch <= samples,
             f"{where}.num_mini_batch",
             value=num_mini_batch,
             expected=(
-                f"at most the number of tasks ({num_tasks}), since minibatches are made of "
-                "whole task sequences"
+                f"at most the number of tasks ({num_tasks}), since a recurrent model's "
+                "minibatches are made of whole task sequences"
+                if recurrent
+                else f"at most num_steps x tasks ({self.num_steps} x {num_tasks} steps)"
             ),
         )
         for name in stage.loss_names:
             over = getattr(self.named_losses[name], "normalize_advantage", "none")
             if over == "none":
                 continue
-            tasks = num_tasks // num_mini_batch if over == "minibatch" else num_tasks
+            per = samples // num_mini_batch if over == "minibatch" else samples
+            steps = per * self.num_steps if recurrent else per
             field_name, value = (
                 (f"{where}.num_mini_batch", num_mini_batch)
                 if over == "minibatch"
                 else ("TrainingPipeline.num_steps", self.num_steps)
             )
             require(
-                self.num_steps * tasks >= 2,
+                steps >= 2,
                 field_name,
                 value=value,
                 expected=(
                     f"at least 2 samples per {over}: {name!r} standardises advantages over "
-                    f"each {over}, and num_steps={self.num_steps} x {tasks} task(s) is one sample"
+                    f"each {over}, which would hold one step"
                 ),
             )
 

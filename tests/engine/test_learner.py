@@ -1,11 +1,12 @@
 """One optimizer step: the gradient clipped to max_grad_norm, a non-finite one skipped, each
-loss scaled by its weight."""
+loss scaled by its weight; skipped steps counted in a row."""
 
 import pytest
 import torch
 from torch import nn
 
-from stagerl.engine.learner import WeightedLoss, optimizer_step, weighted_loss
+from stagerl.engine.learner import UpdateResult, WeightedLoss, optimizer_step, weighted_loss
+from stagerl.engine.progress import NonFiniteLossError, TrainingState
 
 
 def _step(loss_of, max_grad_norm: float) -> tuple[nn.Parameter, float | None]:
@@ -53,3 +54,18 @@ def test_each_loss_is_scaled_by_its_weight():
     total, _ = weighted_loss(_Model(), batch, losses=losses, stage_steps=0, info=info)
     assert total.item() == 0.5 * 2.0 + 2.0 * 3.0
     assert info == {"a/value": 2.0, "b/value": 3.0}
+
+
+def test_skipped_updates_count_in_a_row_across_update_phases_and_within_one():
+    state, limit = TrainingState(), 10
+    state.count_nonfinite(UpdateResult({}, [False] * 3 + [True] * 5), offpolicy=False, limit=limit)
+    assert state.nonfinite_in_a_row == 5  # the phase's trailing skips carry on
+    with pytest.raises(NonFiniteLossError, match="10 updates in a row"):  # 5 + 5
+        state.count_nonfinite(UpdateResult({}, [True] * 5 + [False]), offpolicy=False, limit=limit)
+    state = TrainingState()
+    inside = [False] + [True] * 10 + [False]  # a run within one phase, good updates around it
+    with pytest.raises(NonFiniteLossError):
+        state.count_nonfinite(UpdateResult({}, inside), offpolicy=False, limit=limit)
+    state = TrainingState()
+    state.count_nonfinite(UpdateResult({}, [True] * 9 + [False]), offpolicy=False, limit=limit)
+    assert state.nonfinite_in_a_row == 0

@@ -1,5 +1,5 @@
-"""Rows of metrics.jsonl: frames/s over the frames of their own window, training time on every
-row, validation rows included; the episode metrics an early-stopping criterion sees."""
+"""Rows of metrics.jsonl: frames/s over the frames and training seconds of their own window
+(validation left out), training time on every row, validation rows included; the episode metrics an early-stopping criterion sees."""
 
 import json
 
@@ -23,10 +23,19 @@ def test_rows_after_a_resume_count_only_frames_and_seconds_trained_since(tmp_pat
     row = logger.maybe_emit(10_000, stage_index=0, stage="ppo")
     assert (row["fps"], row["time"]) == (500.0, 52.0)  # 1,000 frames in 2 s, not 10,000
     clock["now"] = 103.0
-    logger.log_validation(10_000, stage_index=0, stage="ppo", values={"valid/success": 1.0})
+    with logger.paused():  # a validation of 10 s is left out of the next row's frames/s
+        logger.log_validation(10_000, stage_index=0, stage="ppo", values={"valid/success": 1.0})
+        clock["now"] = 113.0
+    clock["now"] = 117.0
+    row = logger.maybe_emit(20_000, stage_index=0, stage="ppo")
+    assert (row["fps"], row["time"]) == (2_000.0, 67.0)  # 10,000 frames in 15 - 10 s
     logger.close()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["time"]) for r in rows] == [(10_000, 52.0), (10_000, 53.0)]
+    assert [(r["step"], r["time"]) for r in rows] == [
+        (10_000, 52.0),
+        (10_000, 53.0),
+        (20_000, 67.0),
+    ]
 
 
 def test_a_criterion_sees_the_rows_episode_metrics_as_allenacts_tracker_gives_them():

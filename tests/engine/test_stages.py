@@ -81,15 +81,16 @@ def test_seed_dagger_then_ppo_pipeline_trains_through_both_stages(tmp_path):
     [
         # rollouts of 64 steps, rows every 128: asked after every rollout, with no metrics
         # after one that closes no window (as AllenAct does) ...
-        ("stage_steps >= 192 and not metrics.means()", 192),
+        ("stage_steps >= 192 and not training_metrics.means()", 192),
         # ... and with the window's metrics after one that does
-        ("stage_steps >= 160 and 'ep_length' in metrics.means()", 256),
+        ("stage_steps >= 160 and 'ep_length' in training_metrics.means()", 256),
     ],
 )
 def test_early_stopping_criterion_is_asked_after_every_rollout(tmp_path, condition, stage_end):
+    # called by keyword, as AllenAct calls it: a criterion's parameters may come in any order
     criterion = (
-        f"early_stopping_criterion=lambda stage_steps, total, metrics: {condition},\n"
-        "                    teacher_forcing="
+        "early_stopping_criterion=lambda *, total_steps, stage_steps, training_metrics: "
+        f"{condition},\n                    teacher_forcing="
     )
     config = fixture_variant(tmp_path, "tiny_dagger_ppo.py", {"teacher_forcing=": criterion})
     final = Trainer(load_experiment(config), run_dir=tmp_path, seed=0).train()

@@ -1,4 +1,5 @@
-"""Recurrent minibatches keep each task's sequence whole and in order."""
+"""Recurrent minibatches keep each task's sequence whole and in order; feed-forward ones are
+single steps drawn from the whole rollout."""
 
 import numpy as np
 import pytest
@@ -8,15 +9,18 @@ from gymnasium import spaces
 from stagerl.engine.storage import RolloutStorage
 
 
-def _filled_storage(steps=5, tasks=6):
+def _filled_storage(steps=5, tasks=6, memory_shape=(1, 3)):
     space = spaces.Dict({"x": spaces.Box(0, 10_000, (2,), dtype=np.int64)})
     storage = RolloutStorage(
-        num_steps=steps, num_tasks=tasks, observation_space=space, memory_shape=(1, 3)
+        num_steps=steps, num_tasks=tasks, observation_space=space, memory_shape=memory_shape
     )
     for t in range(steps + 1):
         # observation of task n at step t encodes (n, t)
         storage.observations["x"][t] = torch.tensor([[n, t] for n in range(tasks)])
-    storage.memory = torch.arange(tasks, dtype=torch.float).view(1, tasks, 1).expand(1, tasks, 3)
+    if memory_shape == (1, 3):
+        storage.memory = (
+            torch.arange(tasks, dtype=torch.float).view(1, tasks, 1).expand(1, tasks, 3)
+        )
     storage.actions[:] = torch.arange(tasks) * 10 + torch.arange(steps).view(-1, 1)
     return storage
 
@@ -48,6 +52,23 @@ def test_minibatch_order_is_shuffled_by_the_generator():
     # shuffled, not in task order, and each seed its own order (8! orders: no chance repeat)
     orders = {tuple(order(seed)) for seed in range(4)}
     assert len(orders) == 4 and tuple(range(8)) not in orders
+
+
+def test_feed_forward_minibatches_are_single_steps_each_step_of_the_rollout_once():
+    storage = _filled_storage(steps=5, tasks=2, memory_shape=(0, 0))
+    storage.returns[:] = storage.actions * 0.5
+    seen = []
+    batches = list(storage.minibatches(4, torch.Generator().manual_seed(0)))
+    assert [b.actions.shape for b in batches] == [(1, 3), (1, 3), (1, 2), (1, 2)]  # 10 steps
+    for batch in batches:
+        assert batch.memory.shape == (0, batch.actions.shape[1], 0)
+        for (task, t), action, ret in zip(
+            batch.observations["x"][0].tolist(), batch.actions[0], batch.returns[0], strict=True
+        ):
+            assert action == task * 10 + t and ret == action * 0.5  # each field of one step
+            seen.append((task, t))
+    assert sorted(seen) == [(n, t) for n in range(2) for t in range(5)]
+    assert seen[:5] != sorted(seen)[:5]  # drawn across tasks and steps, not in order
 
 
 @pytest.mark.parametrize("views", ["numpy", "tensors"])  # a CPU's, and any other device's

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from stagerl import Validation, cli
 from stagerl.engine.checkpoint import load_checkpoint
@@ -63,7 +64,10 @@ def test_validation_rows_are_logged_and_training_is_unchanged(tmp_path):
         assert row["valid/episodes"] == 6
         assert 0.0 <= row["valid/success"] <= 1.0 and row["valid/ep_length"] > 0
         assert SEED_RANGES["valid"][0] <= row["valid/episode_seed"] < SEED_RANGES["valid"][1]
-    assert list((tmp_path / "valid" / "tensorboard").glob("events.out.tfevents.*"))
+    board = EventAccumulator(str(tmp_path / "valid" / "tensorboard")).Reload()
+    assert [e.step for e in board.Scalars("valid/success")] == [256, 512, 768, 1024]
+    times = [e.step for e in board.Scalars("time")]  # the training rows' only
+    assert len(times) == len(set(times)) == len(_rows(tmp_path / "valid")) - len(valid_rows)
 
     shutil.copy(FIXTURES / "tiny_ppo.py", tmp_path)  # which the fixture derives from
     config = tmp_path / "no_validation.py"

@@ -36,11 +36,20 @@ class AggregatedData:
 
 @dataclass
 class UpdateResult:
-    """What one update did: averaged numbers, and how many minibatches it tried and skipped."""
+    """What one update did: averaged numbers, and which of its minibatches it skipped."""
 
     info: dict[str, float]  # averaged over the applied updates
-    attempted: int
-    skipped: int  # updates skipped because the loss or gradient was not finite
+    skips: list[bool]  # per minibatch, in order: True where its loss or gradient was not finite
+
+    @property
+    def attempted(self) -> int:
+        """Minibatches tried."""
+        return len(self.skips)
+
+    @property
+    def skipped(self) -> int:
+        """Minibatches skipped for a NaN/inf loss or gradient."""
+        return sum(self.skips)
 
 
 def weighted_loss(
@@ -109,7 +118,7 @@ def update(
     skips in a row mean the run is broken.
     """
     sums: dict[str, float] = defaultdict(float)
-    attempted = skipped = 0
+    skips: list[bool] = []
     parameters = [p for p in model.parameters() if p.requires_grad]
     for _ in range(update_repeats):
         for batch in storage.minibatches(num_mini_batch, generator):
@@ -137,16 +146,15 @@ def update(
                 ranks=ranks,
                 samples=batch.masks.numel(),
             )
-            attempted += 1
+            skips.append(grad_norm is None)
             if grad_norm is None:
-                skipped += 1  # its numbers are not logged either, so averages stay finite
-                continue
+                continue  # its numbers are not logged either, so averages stay finite
             info.update(total_loss=total.item(), grad_norm=grad_norm)
             for key, number in info.items():
                 sums[key] += number
-    applied = max(attempted - skipped, 1)
+    applied = max(len(skips) - sum(skips), 1)
     averages = {key: value / applied for key, value in sums.items()}
-    return UpdateResult(info=averages, attempted=attempted, skipped=skipped)
+    return UpdateResult(info=averages, skips=skips)
 
 
 def step_lr_scheduler(scheduler: Any, total_steps: int) -> None:

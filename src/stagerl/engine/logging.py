@@ -1,11 +1,12 @@
 """Metrics: averaged over `metric_accumulate_interval` steps, written to TensorBoard event
 files, to `metrics.jsonl` (one row per interval) and to a live progress line."""
 
+import contextlib
 import json
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,16 @@ class MetricsLogger:
         """Count training time (fps, the ETA, `time`) from now: the samplers' start-up is none."""
         self.last_emit_time = self.start_time = time.monotonic()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time spent within (a validation) out of the open window's frames/s; the
+        ETA and `time` still count it."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.last_emit_time += time.monotonic() - start
+
     def state_dict(self) -> dict[str, Any]:
         """The open window's sums and the time trained so far, for checkpoints."""
         return {
@@ -216,12 +227,19 @@ class MetricsLogger:
         return self.earlier_seconds + now - self.start_time
 
     def write_row(
-        self, step: int, *, stage_index: int, stage: str, values: dict[str, float]
+        self,
+        step: int,
+        *,
+        stage_index: int,
+        stage: str,
+        values: dict[str, float],
+        file_only: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """One row as it stands, at `step`, to TensorBoard and `metrics.jsonl`."""
+        """One row as it stands, at `step`, to TensorBoard (less `file_only`) and
+        `metrics.jsonl`."""
         row: dict[str, Any] = {**values, "stage_index": stage_index}
         for key, value in row.items():
-            if self.writer is not None:
+            if self.writer is not None and key not in file_only:
                 self.writer.add_scalar(key, value, step)
         row = {"step": step, "stage": stage, **row}
         if self.jsonl is not None:
@@ -233,8 +251,12 @@ class MetricsLogger:
         self, step: int, *, stage_index: int, stage: str, values: dict[str, float]
     ) -> None:
         """A row of `valid/*` means of its own, and a line saying what they were."""
-        self.write_row(
-            step, stage_index=stage_index, stage=stage, values={**values, "time": self.seconds()}
+        self.write_row(  # TensorBoard has the training row's time and stage at this step
+            step,
+            stage_index=stage_index,
+            stage=stage,
+            values={**values, "time": self.seconds()},
+            file_only=("time", "stage_index"),
         )
         shown = "  ".join(
             f"{key.removeprefix('valid/')} {values[key]:.3f}"

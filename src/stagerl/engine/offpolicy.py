@@ -142,7 +142,7 @@ class OffPolicyLearner:
         """Train on `updates` batches; the info is averaged over the applied ones."""
         sums: dict[str, float] = defaultdict(float)
         parameters = [p for p in model.parameters() if p.requires_grad]
-        skipped = 0
+        skips: list[bool] = []
         for _ in range(self.updates):
             batch = self._batch(self._next_arrays(), model)
             info: dict[str, float] = {}
@@ -161,14 +161,14 @@ class OffPolicyLearner:
             # over all ranks: each reads batches of the same shape from its share of the data
             self.samples += batch.actions.numel() * self.ranks.world_size
             self.epoch = batch.epoch
+            skips.append(grad_norm is None)
             if grad_norm is None:
-                skipped += 1
                 continue
             for key, number in {**info, "total_loss": total.item(), "grad_norm": grad_norm}.items():
                 sums[key] += number
-        applied = max(self.updates - skipped, 1)
+        applied = max(self.updates - sum(skips), 1)
         averages = {key: value / applied for key, value in sums.items()}
-        return UpdateResult(info=averages, attempted=self.updates, skipped=skipped)
+        return UpdateResult(info=averages, skips=skips)
 
     def state_dict(self) -> dict[str, Any]:
         """The iterator's place, the streams' memory and the counts, for checkpoints."""

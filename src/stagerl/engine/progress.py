@@ -39,12 +39,15 @@ class TrainingState:
     stopped_early: bool = False  # the stage's early_stopping_criterion said so
 
     def count_nonfinite(self, outcome: UpdateResult, *, offpolicy: bool, limit: int) -> None:
-        """Count an update phase's updates skipped for a NaN/inf loss or gradient; a
-        NonFiniteLossError once `limit` in a row. On-policy and off-policy updates count apart,
-        so that good updates of one kind cannot hide the other's failing."""
+        """Count an update phase's updates skipped for a NaN/inf loss or gradient, in order
+        and across phases; a NonFiniteLossError once `limit` in a row. On-policy and off-policy
+        updates count apart, so that good updates of one kind cannot hide the other's failing."""
         name = "offpolicy_nonfinite_in_a_row" if offpolicy else "nonfinite_in_a_row"
-        in_a_row = getattr(self, name) + outcome.skipped
-        in_a_row = in_a_row if outcome.skipped == outcome.attempted else 0
+        in_a_row = getattr(self, name)
+        for skipped in outcome.skips:
+            in_a_row = in_a_row + 1 if skipped else 0
+            if in_a_row >= limit:
+                break
         setattr(self, name, in_a_row)
         if in_a_row >= limit:
             kind = "off-policy updates" if offpolicy else "updates"

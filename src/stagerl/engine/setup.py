@@ -3,6 +3,7 @@
 import contextlib
 import ctypes
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -429,6 +430,7 @@ def build_pipeline(experiment: LoadedExperiment) -> TrainingPipeline:
     pipeline = experiment.call("training_pipeline")
     if not isinstance(pipeline, TrainingPipeline):
         raise ConfigError(f"{experiment.name}.training_pipeline() must return a TrainingPipeline")
+    pipeline.check()  # again: settings may have changed since it was built
     return pipeline
 
 
@@ -452,7 +454,12 @@ def build_training_setup(
         experiment, "train", machine=machine, seed=seed, first=first_task, total=total_tasks
     )
     device = trainer_device(machine)
-    pipeline.check_rank_task_counts(everyone.task_counts(ranks.world_size))
+    space = samplers[0].observation_space
+    model = build_model(
+        experiment, samplers[0].action_space, device=device, observation_space=space
+    )
+    recurrent = math.prod(model.memory_shape) > 0
+    pipeline.check_rank_task_counts(everyone.task_counts(ranks.world_size), recurrent=recurrent)
     expert_uuids = _expert_uuids(pipeline, samplers)
     validation = None
     if ranks.is_main:
@@ -462,10 +469,6 @@ def build_training_setup(
         first_stage=resume["state"]["stage_index"] if resume else 0,
         tasks_per_rank=list(everyone.task_counts(ranks.world_size)),
     )  # fmt: skip
-    space = samplers[0].observation_space
-    model = build_model(
-        experiment, samplers[0].action_space, device=device, observation_space=space
-    )
     optimizer, scheduler = _optimization(pipeline, model)
     if resume:
         restore_training(

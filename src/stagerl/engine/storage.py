@@ -4,8 +4,9 @@ Layout: observations, masks and previous actions have `T + 1` rows (row T is the
 the next rollout); everything about actions has T rows. `masks[t] == 0` where step t starts an
 episode; `prev_actions[t]` is the action executed before step t even then (the model decides
 what a previous action from another episode means, usually nothing, through the mask).
-Recurrent memory is kept only at row 0: minibatches hold whole task sequences, so the model
-replays each sequence from there.
+Recurrent memory is kept only at row 0: a recurrent model's minibatches hold whole task
+sequences, which it replays from there. A feed-forward model's minibatches hold single steps
+drawn from the whole rollout, as SB3's and CleanRL's do.
 """
 
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ class RolloutStorage:
             for uuid, box in observation_space.spaces.items()
         }
         layers, hidden = memory_shape
+        self.recurrent = layers * hidden > 0
         self.memory = zeros(layers, tasks, hidden)  # at row 0
         self.final_memory = self.memory  # after the last step, set by collect_rollout
         self.masks = zeros(steps + 1, tasks)  # the very first observations start episodes
@@ -148,10 +150,12 @@ class RolloutStorage:
     def minibatches(
         self, num_mini_batch: int, generator: torch.Generator
     ) -> Iterator[RolloutBatch]:
-        """`num_mini_batch` batches of whole task sequences, tasks shuffled, steps in order."""
-        order = torch.randperm(self.num_tasks, generator=generator)
-        for tasks in order.tensor_split(num_mini_batch):  # sizes differ by at most one
-            yield self.batch(tasks)
+        """`num_mini_batch` shuffled minibatches, whose sizes differ by at most one: of whole
+        task sequences (steps in order) for a recurrent model, of single steps otherwise."""
+        samples = self.num_tasks if self.recurrent else self.num_steps * self.num_tasks
+        order = torch.randperm(samples, generator=generator)
+        for part in order.tensor_split(num_mini_batch):
+            yield self.batch(part) if self.recurrent else self.steps_batch(part)
 
     def batch(self, tasks: torch.Tensor) -> RolloutBatch:
         """The whole rollout of the tasks `tasks` (indices), as one minibatch."""
@@ -163,6 +167,28 @@ class RolloutStorage:
             memory=pick(self.memory),
             prev_actions=pick(self.prev_actions[:steps]),
             masks=pick(self.masks[:steps]),
+            actions=pick(self.actions),
+            old_log_probs=pick(self.log_probs),
+            old_values=pick(self.values),
+            returns=pick(self.returns),
+            advantages=pick(self.advantages),
+            normalized_advantages=pick(self.normalized_advantages),
+        )
+
+    def steps_batch(self, steps: torch.Tensor) -> RolloutBatch:
+        """Single steps, by their indices in the rollout flattened step-major (`t * num_tasks +
+        task`), as one `[1, n]` minibatch; for a feed-forward model, which needs no memory."""
+        steps, rows = steps.to(self.device), self.num_steps
+
+        def pick(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor[:rows].flatten(0, 1).index_select(0, steps)[None]
+
+        layers, _, hidden = self.memory.shape
+        return RolloutBatch(
+            observations={uuid: pick(obs) for uuid, obs in self.observations.items()},
+            memory=self.memory.new_zeros(layers, len(steps), hidden),
+            prev_actions=pick(self.prev_actions),
+            masks=pick(self.masks),
             actions=pick(self.actions),
             old_log_probs=pick(self.log_probs),
             old_values=pick(self.values),
