@@ -311,3 +311,29 @@ def test_pipeline_settings_given_as_training_settings_or_keywords_not_both():
     assert (pipeline.num_steps, pipeline.num_mini_batch, pipeline.gamma) == (8, 4, 0.9)
     with pytest.raises(ConfigError, match=r"training_settings or settings as keyword arguments"):
         _pipeline(num_steps=16, training_settings=settings)
+
+
+def test_a_criterion_is_asked_by_keyword_where_it_takes_allenacts_names_else_by_position():
+    from stagerl.components import ask_criterion
+
+    seen = []
+
+    def swapped(*, total_steps, stage_steps, training_metrics):  # AllenAct's names, any order
+        seen.append((stage_steps, total_steps, training_metrics))
+        return False
+
+    def own_names(steps, total, metrics):
+        seen.append((steps, total, metrics))
+        return True
+
+    asked = dict(stage_steps=5, total_steps=9, metrics="m")
+    assert ask_criterion("c", swapped, **asked) is False
+    assert ask_criterion("c", own_names, **asked) is True
+    assert seen == [(5, 9, "m"), (5, 9, "m")]
+
+
+def test_stage_overrides_changed_after_building_are_checked_again():
+    pipeline = _pipeline()
+    pipeline.pipeline_stages[0].settings["num_mini_batch"] = 0
+    with pytest.raises(ConfigError, match=r"pipeline_stages\[0\].num_mini_batch=0"):
+        pipeline.check()

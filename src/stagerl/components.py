@@ -1,13 +1,14 @@
 """What a stage or a pipeline may add to plain on-policy training: an early stopping criterion,
 DAgger's dataset of expert sequences, validation during training, and an off-policy component."""
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stagerl.errors import is_number, require, require_positive
+from stagerl.errors import is_number, require, require_positive, user_call
 
 
 class EarlyStoppingCriterion(ABC):
@@ -17,6 +18,19 @@ class EarlyStoppingCriterion(ABC):
 
     @abstractmethod
     def __call__(self, stage_steps: int, total_steps: int, training_metrics: Any) -> bool: ...
+
+
+def ask_criterion(
+    where: str, criterion: Callable[..., Any], *, stage_steps: int, total_steps: int, metrics: Any
+) -> bool:
+    """The criterion's answer: asked by keyword where its parameters take AllenAct's names (so
+    they may come in any order), else by position (any names)."""
+    asked = dict(stage_steps=stage_steps, total_steps=total_steps, training_metrics=metrics)
+    try:
+        inspect.signature(criterion).bind(**asked)
+    except (TypeError, ValueError):  # other names; or no signature to read
+        return bool(user_call(where, criterion, *asked.values()))
+    return bool(user_call(where, criterion, **asked))
 
 
 class NeverEarlyStoppingCriterion(EarlyStoppingCriterion):

@@ -10,8 +10,10 @@ from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
 
 from stagerl.builder import Builder
-from stagerl.components import (
+from stagerl.components import (  # noqa: F401
     DatasetAggregation,
+    EarlyStoppingCriterion,
+    NeverEarlyStoppingCriterion,
     OffPolicyPipelineComponent,
     Validation,
     checked_loss_names,
@@ -85,7 +87,7 @@ class PipelineStage:
         teacher_forcing: Callable[[int], float] | None = None,
         dataset_aggregation: DatasetAggregation | None = None,
         offpolicy_component: OffPolicyPipelineComponent | None = None,
-        early_stopping_criterion: Callable[[int, int, Any], bool] | None = None,
+        early_stopping_criterion: Callable[..., bool] | None = None,
         training_settings: TrainingSettings | None = None,
         **settings: Any,
     ) -> None:
@@ -127,12 +129,9 @@ class PipelineStage:
             expected="an OffPolicyPipelineComponent(...) or None",
         )
         self.offpolicy_component = offpolicy_component
-        settings = _stage_settings(training_settings, settings)
-        # Only restated: TrainingPipeline checks that each equals its own value.
-        self.pipeline_settings = {
-            k: settings.pop(k) for k in PIPELINE_ONLY_SETTINGS if k in settings
-        }
-        self.settings = settings
+        self.settings = _stage_settings(training_settings, settings)
+        fixed = [key for key in PIPELINE_ONLY_SETTINGS if key in self.settings]
+        self.pipeline_settings = {key: self.settings.pop(key) for key in fixed}  # only restated
 
     def __repr__(self) -> str:
         return (
@@ -148,13 +147,7 @@ def _stage_settings(training_settings: TrainingSettings | None, settings: dict[s
             f"({sorted(settings)}), not both"
         )
     if training_settings is not None:
-        require(
-            isinstance(training_settings, TrainingSettings),
-            "PipelineStage.training_settings",
-            value=training_settings,
-            expected="TrainingSettings(...) or None",
-        )
-        settings = training_settings.settings
+        settings = _settings_of("PipelineStage", training_settings)
     unknown = sorted(set(settings) - set(STAGE_SETTINGS) - set(PIPELINE_ONLY_SETTINGS))
     if unknown:
         raise ConfigError(f"PipelineStage got unexpected keyword arguments {unknown}")
@@ -174,8 +167,18 @@ def _check_update_settings(owner: str, settings: dict[str, Any]) -> None:
             ok = is_number(value) and 0 <= value <= 1
             require(ok, f"{owner}.{name}", value=value, expected="a number in [0, 1]")
     if "use_gae" in settings:
-        value = settings["use_gae"]
-        require_bool(f"{owner}.use_gae", value)
+        require_bool(f"{owner}.use_gae", settings["use_gae"])
+
+
+def _settings_of(owner: str, training_settings: Any) -> dict[str, Any]:
+    """What a `training_settings=` argument sets, checked to be a TrainingSettings."""
+    require(
+        isinstance(training_settings, TrainingSettings),
+        f"{owner}.training_settings",
+        value=training_settings,
+        expected="TrainingSettings(...) or None",
+    )
+    return training_settings.settings
 
 
 def _save_interval(owner: str, value: Any) -> int | None:
@@ -246,21 +249,17 @@ class TrainingPipeline:
         self.check()
 
     def _take_settings(self, training_settings: TrainingSettings) -> None:
-        require(
-            isinstance(training_settings, TrainingSettings),
-            "TrainingPipeline.training_settings",
-            value=training_settings,
-            expected="TrainingSettings(...) or None",
-        )
-        defaults = {f.name: f.default for f in fields(self)}
+        settings = _settings_of("TrainingPipeline", training_settings)
         names = STAGE_SETTINGS + PIPELINE_ONLY_SETTINGS
-        given = sorted(name for name in names if getattr(self, name) != defaults[name])
+        given = [
+            f.name for f in fields(self) if f.name in names and getattr(self, f.name) != f.default
+        ]
         if given:
             raise ConfigError(
                 f"TrainingPipeline: give training_settings or settings as keyword arguments "
                 f"({given}), not both"
             )
-        for name, value in training_settings.settings.items():
+        for name, value in settings.items():
             setattr(self, name, value)
 
     def check(self) -> None:
@@ -357,6 +356,7 @@ class TrainingPipeline:
             value=stage,
             expected="a PipelineStage",
         )
+        _check_update_settings(f"pipeline_stages[{index}]", stage.settings)  # changed since?
         self._check_loss_names(f"pipeline_stages[{index}].loss_names", stage.loss_names, False)
         if stage.offpolicy_component is not None:
             self._check_loss_names(

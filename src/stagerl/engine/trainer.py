@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from stagerl.components import ask_criterion
 from stagerl.engine.aggregation import ExpertDataBuffer
 from stagerl.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointRotation, save_checkpoint
 from stagerl.engine.distributed import Ranks
@@ -27,7 +28,7 @@ from stagerl.engine.seeding import rank_seed, rng_state, seed_everything, set_rn
 from stagerl.engine.setup import TrainingSetup, build_training_setup
 from stagerl.engine.storage import RolloutStorage
 from stagerl.engine.validation import Validator
-from stagerl.errors import WorkerError, user_call
+from stagerl.errors import WorkerError
 from stagerl.experiment import LoadedExperiment
 from stagerl.pipeline import PipelineStage
 from stagerl.tasks.vector import VectorSampler
@@ -442,9 +443,13 @@ class Trainer:
         metrics = TrainingMetrics.from_row(row or {}, logger.last_counts)
         state = self.state
         where = f"pipeline_stages[{state.stage_index}].early_stopping_criterion"
-        steps = dict(stage_steps=state.stage_steps, total_steps=state.total_steps)
-        criterion = stage.early_stopping_criterion  # asked by keyword, as AllenAct asks
-        return bool(user_call(where, criterion, **steps, training_metrics=metrics))
+        return ask_criterion(
+            where,
+            stage.early_stopping_criterion,
+            stage_steps=state.stage_steps,
+            total_steps=state.total_steps,
+            metrics=metrics,
+        )
 
     def _validation_missed(self, logger: MetricsLogger) -> bool:
         """The checkpoint resumed from left its validation to do (every save does) and rank

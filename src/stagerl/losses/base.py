@@ -13,7 +13,8 @@ from stagerl.models.base import ActorCriticOutput
 
 @dataclass
 class RolloutBatch:
-    """Whole `[T, n]` sequences of n tasks from one rollout (a minibatch of the storage)."""
+    """A minibatch of the storage: whole `[T, n]` sequences of n tasks from one rollout for a
+    recurrent model, `[1, n]` single steps for a feed-forward one."""
 
     observations: dict[str, torch.Tensor]
     memory: torch.Tensor  # [layers, n, hidden] at the first step
