@@ -6,7 +6,11 @@ checkpoint on the test tasks. Prints per seed the test success, the first logged
 training success reaches the threshold, and the wall time; then min / median / mean. Writes
 `learning.json` and `learning.png` (every seed's training success against steps) to `--out`.
 
+With `--sb3`, Stable-Baselines3's PPO is trained and tested instead, on the settings the file
+states in RL Zoo's names (benchmarks/sb3_reference.py; no plot).
+
     python benchmarks/learning.py projects/babyai/gotoobj_ppo.py --seeds 1-8
+    python benchmarks/learning.py benchmarks/doorkey_mlp_ppo.py --seeds 1-8 [--sb3]
 """
 
 import argparse
@@ -124,20 +128,31 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, help="where runs and results go (default: runs/learning/<config>)"
     )
+    parser.add_argument("--sb3", action="store_true", help="train SB3's PPO on RL_ZOO settings")
     args = parser.parse_args()
     config = args.config.resolve()
-    out = (args.out or ROOT / "runs" / "learning" / config.stem).resolve()
+    name = config.stem + ("-sb3" if args.sb3 else "")
+    out = (args.out or ROOT / "runs" / "learning" / name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
-        rows.append(run_seed(config, seed, out, args.episodes, args.threshold))
+        if args.sb3:
+            from sb3_reference import run_sb3_seed
+
+            rows.append(run_sb3_seed(config, seed, args.episodes, args.threshold))
+        else:
+            rows.append(run_seed(config, seed, out, args.episodes, args.threshold))
         row = rows[-1]
         print(f"seed {seed}: test success {row['test_success']:.3f}", file=sys.stderr)
     summary = report(rows, args.threshold)
     result = {"config": str(config), "episodes": args.episodes, "threshold": args.threshold}
+    result["system"] = "stable-baselines3" if args.sb3 else "stagerl"
     (out / "learning.json").write_text(
         json.dumps({**result, "summary": summary, "seeds": rows}, indent=2) + "\n"
     )
+    if args.sb3:
+        print(f"results in {out}/learning.json", file=sys.stderr)
+        return
     plot_runs(
         [Path(row["run_dir"]) for row in rows],
         out / "learning.png",
