@@ -229,6 +229,17 @@ def test_the_ranks_wait_for_a_validation_longer_than_the_rank_timeout(tmp_path):
     assert validated == [64, 320]
 
 
+@pytest.mark.timeout(300)
+def test_a_rank_failing_at_start_up_leaves_no_run_directory(tmp_path):
+    # rank 1 fails building its model; torchrun then SIGTERMs rank 0, mid-start-up
+    command = _train_command(2, tmp_path / "out")
+    env = {**os.environ, "TINY_RANKS_FAIL_RANK": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode != 0
+    assert "this rank fails starting" in done.stderr, done.stderr[-3000:]
+    assert not list((tmp_path / "out").glob("*")), done.stderr[-3000:]
+
+
 def _session(sid: int) -> list[str]:
     """Processes left of the session torchrun led."""
     left = []

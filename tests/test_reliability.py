@@ -313,6 +313,33 @@ def test_second_ctrl_c_exits_at_once_even_while_a_worker_hangs(tmp_path):
     assert not alive
 
 
+def test_sigterm_during_start_up_leaves_no_run_directory(tmp_path):
+    # torchrun SIGTERMs every rank when one fails starting; its default would end the process
+    # past the clean-up of the new run's directory
+    marker = tmp_path / "building"
+    config = fixture_variant(
+        tmp_path,
+        "tiny_ppo.py",
+        {
+            "        return super().create_model(memory_dim=32, **kwargs)": (
+                f"        __import__('pathlib').Path({str(marker)!r}).touch()\n"
+                "        __import__('time').sleep(60)"
+            )
+        },
+    )
+    process = _stagerl("train", str(config), "-o", str(tmp_path / "runs"))
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the model was never built"
+    assert list((tmp_path / "runs").glob("*/*"))  # the run's directory, held meanwhile
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM before training started" in err
+    assert not list((tmp_path / "runs").glob("*"))
+
+
 def _fingerprints(run_dir: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in (run_dir / "checkpoints").iterdir()}
 

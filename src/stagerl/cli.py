@@ -251,6 +251,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, collecting: bool) -> int:
+    from stagerl.engine.progress import sigterm_raises
     from stagerl.engine.run_lock import remove_if_unused
     from stagerl.engine.run_record import record_run
     from stagerl.engine.trainer import Trainer
@@ -260,10 +261,12 @@ def _train(args: argparse.Namespace, collecting: bool) -> int:
     tag = experiment.tag()
     ranks = _join_ranks(experiment)
     held = contextlib.ExitStack()  # rank 0's hold on the run directory: only it writes there
+    held.enter_context(sigterm_raises())  # so that a new run's directory is cleaned up
     try:
         run_dir, resume = ranks.from_main(
             lambda: _plan_and_hold_run(args, experiment, held), "planning the run"
         )
+        mine = run_dir if ranks.is_main else None
         try:
             trainer = Trainer(
                 experiment,
@@ -275,14 +278,13 @@ def _train(args: argparse.Namespace, collecting: bool) -> int:
                 max_sampler_processes=args.max_sampler_processes,
                 ranks=ranks,
             )
-        except BaseException:
+            record_run(mine, trainer.setup, ranks=ranks, seed=trainer.seed, config=args.config)
+        except BaseException:  # rank 0 may be waiting in record_run for a rank that failed
             if ranks.is_main and resume is None:  # the new run never started: leave no trace
                 held.close()
                 with contextlib.suppress(OSError):
                     remove_if_unused(run_dir)
             raise
-        mine = run_dir if ranks.is_main else None
-        record_run(mine, trainer.setup, ranks=ranks, seed=trainer.seed, config=args.config)
         if collecting:
             gc.enable()  # start-up is over
         if mine is None:
@@ -304,13 +306,10 @@ def _train(args: argparse.Namespace, collecting: bool) -> int:
 
 def _print_next_commands(config_path: Path, run_dir: Path, final: Path) -> None:
     print(f"stagerl: done; run directory {run_dir}", file=sys.stderr)
-    config = shlex.quote(str(config_path))
+    config, run = shlex.quote(str(config_path)), shlex.quote(str(run_dir))
     for what, command in (
         ("evaluate", f"stagerl eval {config} -c {shlex.quote(str(final))}"),
-        (
-            "plot",
-            f"stagerl plot {shlex.quote(str(run_dir))} -o {shlex.quote(str(run_dir))}/curves.png",
-        ),
+        ("plot", f"stagerl plot {run} -o {run}/curves.png"),
         ("watch", f"tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}"),
     ):
         print(f"  {what:>8}: {command}", file=sys.stderr)

@@ -1,9 +1,12 @@
-"""A run's progress (saved in every checkpoint) and the two ways training stops before its
-stages end: a signal, or too many non-finite updates in a row."""
+"""A run's progress (saved in every checkpoint) and the ways training stops before its
+stages end: a signal (during start-up or training), or too many non-finite updates in a row."""
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stagerl.engine.learner import UpdateResult
 from stagerl.errors import StagerlError
@@ -22,6 +25,30 @@ class Interrupted(StagerlError):
         where = checkpoint or "written by rank 0"
         super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {where}")
         self.exit_code = 128 + signum
+
+
+class StoppedDuringStartUp(StagerlError):
+    """SIGTERM came before training started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} before training started")
+        self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within, SIGTERM raises StoppedDuringStartUp: its default ends the process at once, past
+    the clean-up of a new run's directory (torchrun sends it to every rank when one fails
+    starting; so may a job scheduler). Training installs its own handler meanwhile."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise StoppedDuringStartUp(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
