@@ -344,7 +344,7 @@ def _fingerprints(run_dir: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in (run_dir / "checkpoints").iterdir()}
 
 
-def test_a_run_resumed_in_place_never_deletes_an_earlier_runs_checkpoints(tmp_path):
+def test_a_run_resumed_in_place_never_deletes_or_replaces_an_earlier_runs_checkpoints(tmp_path):
     config, run_dir = FIXTURES / "tiny_ppo.py", tmp_path / "TinyPPO" / "run"
     Trainer(load_experiment(config), run_dir=run_dir, seed=0).train(stop_after_steps=512)
     earlier = _fingerprints(run_dir)  # 256 and 512 steps
@@ -356,6 +356,14 @@ def test_a_run_resumed_in_place_never_deletes_an_earlier_runs_checkpoints(tmp_pa
         "ckpt_000000000256.pt",
     ]
     assert {name: _fingerprints(run_dir)[name] for name in earlier} == earlier
+    # resumed once finished, with an edited config: nothing to train, and its final checkpoint
+    # (which holds the config it was trained with) stays as it is
+    edited = tmp_path / "tiny_ppo.py"
+    edited.write_text(config.read_text().replace("lr=1e-3", "lr=5e-4"))
+    finished = _fingerprints(run_dir)
+    again = ["train", str(edited), "-o", str(tmp_path), "--resume", "latest"]
+    assert cli.main([*again, "--allow-config-change"]) == 0
+    assert _fingerprints(run_dir) == finished
 
 
 def test_resuming_a_run_another_process_trains_in_fails_at_once_touching_nothing(tmp_path, capsys):

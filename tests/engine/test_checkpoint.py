@@ -110,3 +110,32 @@ def test_resume_latest_takes_the_run_with_the_highest_suffix_in_a_second(tmp_pat
     for name in (f"{STAMP}_9", f"{STAMP}_10", "2024-12-31_23-59-59_11"):
         save_checkpoint(tmp_path / "Tag" / name, total_steps=100, payload={"model": {}})
     assert find_latest_run(tmp_path, "Tag").name == f"{STAMP}_10"
+
+
+def test_a_checkpoint_with_a_flipped_bit_is_set_aside_not_resumed_with_other_weights(tmp_path):
+    for steps in (100, 200):
+        weights = torch.full((64,), float(steps))
+        save_checkpoint(tmp_path, total_steps=steps, payload={"model": {"w": weights}})
+    newest = list_checkpoints(tmp_path)[0]
+    data = bytearray(newest.read_bytes())
+    at = data.find(torch.full((64,), 200.0).numpy().tobytes())  # the stored weights
+    data[at + 5] ^= 0x01
+    newest.write_bytes(bytes(data))
+    skipped = []
+    path, payload = load_latest(tmp_path, warn=skipped.append)
+    assert path.name == "ckpt_000000000100.pt" and payload["model"]["w"][0] == 100
+    assert "fails its CRC" in skipped[0]
+
+
+def test_a_process_replaces_only_checkpoints_it_wrote(tmp_path):
+    earlier = save_checkpoint(tmp_path, total_steps=100, payload={"model": {"w": torch.tensor(1)}})
+    before = earlier.read_bytes()
+    rotation = CheckpointRotation(keep=5)
+    # resumed from it and nothing trained since: it stands as it is
+    assert rotation.save(tmp_path, total_steps=100, payload={"model": {}}, resumed_steps=100)
+    with pytest.raises(CheckpointError, match="exists: a checkpoint of another run"):
+        rotation.save(tmp_path, total_steps=100, payload={"model": {}}, resumed_steps=50)
+    assert earlier.read_bytes() == before
+    own = rotation.save(tmp_path, total_steps=200, payload={"model": {}}, resumed_steps=100)
+    rotation.save(tmp_path, total_steps=200, payload={"model": {"w": 2}}, resumed_steps=100)
+    assert torch.load(own, weights_only=False)["model"] == {"w": 2}  # its own: replaced

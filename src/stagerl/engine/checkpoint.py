@@ -5,6 +5,7 @@ import json
 import pickle
 import re
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +38,48 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS_DIR
 
 
-def save_checkpoint(run_dir: Path, *, total_steps: int, payload: dict[str, Any]) -> Path:
-    """Write the checkpoint atomically (`write_atomically`); its path."""
+def save_checkpoint(
+    run_dir: Path, *, total_steps: int, payload: dict[str, Any], replace: bool = True
+) -> Path:
+    """Write the checkpoint atomically (`write_atomically`, which without `replace` raises
+    FileExistsError rather than write over a file); its path."""
     path = checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda file: torch.save(payload, file))
+    write_atomically(path, lambda file: torch.save(payload, file), replace=replace)
     return path
 
 
 class CheckpointRotation:
-    """Keeps the newest `keep` of the checkpoints one training process writes, deleting older
-    ones, but never a stage's final checkpoint. It only knows the paths this process wrote, so
-    a run resumed in place (perhaps with a smaller `keep`) never deletes an earlier run's."""
+    """Writes one training process's checkpoints, replacing none it did not write, and keeps
+    the newest `keep` of them, deleting older ones, but never a stage's final checkpoint. It
+    only knows the paths this process wrote, so a run resumed in place (perhaps with a smaller
+    `keep`) never deletes or overwrites an earlier run's."""
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
         self.deletable: list[Path] = []  # oldest first
+        self.written: set[Path] = set()
+
+    def save(
+        self, run_dir: Path, *, total_steps: int, payload: dict[str, Any], resumed_steps: int
+    ) -> Path:
+        """Save (and rotate). A checkpoint of `total_steps` that an earlier run wrote stays as
+        it is: the one resumed from, where nothing was trained since (`resumed_steps`, -1 for a
+        new run); any other is an error."""
+        path = checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
+        try:
+            save_checkpoint(
+                run_dir, total_steps=total_steps, payload=payload, replace=path in self.written
+            )
+        except FileExistsError:
+            if total_steps == resumed_steps:
+                return path
+            raise CheckpointError(
+                f"{path} exists: a checkpoint of another run is never replaced"
+            ) from None
+        self.written.add(path)
+        self.wrote(path)
+        return path
 
     def wrote(self, path: Path) -> None:
         """`path` was just written: delete this process's checkpoints beyond the newest `keep`."""
@@ -92,9 +119,24 @@ def checkpoint_to_evaluate(path: Path) -> Path:
     return path
 
 
+def _failing_crc(path: Path) -> str | None:
+    """The first member of a checkpoint's zip archive whose CRC does not match, if any (a file
+    that is no readable archive is left to torch.load to report)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's contents (on the CPU). A damaged file raises CorruptCheckpointError; any
-    other failure to read it (an I/O error, too little memory) a CheckpointError: both name it."""
+    other failure to read it (an I/O error, too little memory) a CheckpointError: both name it.
+    torch.load does not check the archive's CRCs, so a flipped bit would load as a different
+    weight: they are checked first."""
+    damaged = _failing_crc(path)
+    if damaged is not None:
+        raise CorruptCheckpointError(f"{path}: unreadable checkpoint ({damaged} fails its CRC)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:

@@ -12,12 +12,13 @@ from typing import Any, BinaryIO
 _TEMPORARY = re.compile(r"^\.tmp_[0-9a-f]{32}(\.\w+)?$")
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], Any], *, replace: bool = True) -> None:
     """`write(file)` to a temporary file beside `path`, fsync, rename over `path`, fsync the
     folder: a crash (power loss included) leaves either the old file or the new one, never a
-    part of either. The file gets the permissions the umask gives a new file (a temporary file
-    from `tempfile` would be owner-only, hiding a run's records from a TensorBoard server run by
-    another user)."""
+    part of either. Without `replace`, a FileExistsError where `path` exists (decided by the
+    filesystem, at the moment of linking). The file gets the permissions the umask gives a new
+    file (a temporary file from `tempfile` would be owner-only, hiding a run's records from a
+    TensorBoard server run by another user)."""
     temporary = path.with_name(f".tmp_{uuid.uuid4().hex}{path.suffix}")
     fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
@@ -25,10 +26,14 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    temporary.unlink(missing_ok=True)  # linked: `path` is its other name
     _fsync_directory(path.parent)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from stagerl.components import ask_criterion
 from stagerl.engine.aggregation import ExpertDataBuffer
-from stagerl.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointRotation, save_checkpoint
+from stagerl.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointRotation
 from stagerl.engine.distributed import Ranks
 from stagerl.engine.learner import AggregatedData, WeightedLoss, step_lr_scheduler, update
 from stagerl.engine.logging import MetricsLogger, TrainingMetrics
@@ -66,6 +66,7 @@ class Trainer:
         ranks.broadcast_parameters(self.setup.model)
         self.pipeline = self.setup.pipeline
         self.state = TrainingState(**resume["state"]) if resume else TrainingState()
+        self.resumed_steps = self.state.total_steps if resume else -1
         self.share: RankShare | None = None  # this rank's part of the checkpoint resumed
         if resume:
             setup = self.setup
@@ -276,8 +277,8 @@ class Trainer:
     ) -> Path | None:
         """Checkpoint the run as of the given sampler snapshots and RNG states: every rank
         hands its part to rank 0, which writes (and returns the path; the others None)."""
-        setup = self.setup
-        self.state.last_save_steps = self.state.total_steps
+        setup, steps = self.setup, self.state.total_steps
+        self.state.last_save_steps = steps
         part = {
             "samplers": samplers,
             "rng": rng,
@@ -305,9 +306,9 @@ class Trainer:
             "dagger_buffer_stage": self.buffer_stage,
             "ranks": parts,
         }
-        path = save_checkpoint(self.run_dir, total_steps=self.state.total_steps, payload=payload)
-        self.rotation.wrote(path)
-        return path
+        return self.rotation.save(
+            self.run_dir, total_steps=steps, payload=payload, resumed_steps=self.resumed_steps
+        )
 
     def _save_now(
         self, sampler: VectorSampler, storage: RolloutStorage, logger: MetricsLogger
