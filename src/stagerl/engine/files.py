@@ -1,6 +1,7 @@
 """Files a run writes whole or not at all: checkpoints, the run record, the metrics rows kept
 on resume."""
 
+import errno
 import os
 import re
 import uuid
@@ -29,12 +30,25 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], Any], *, replace: b
         if replace:
             os.replace(temporary, path)
         else:
-            os.link(temporary, path)
+            _link_new(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     temporary.unlink(missing_ok=True)  # linked: `path` is its other name
     _fsync_directory(path.parent)
+
+
+def _link_new(temporary: Path, path: Path) -> None:
+    """`temporary` also named `path`, which must not exist: a hard link, or where the
+    filesystem has none (some network ones), a check and a rename."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        os.replace(temporary, path)
 
 
 def _fsync_directory(directory: Path) -> None:
