@@ -412,7 +412,7 @@ def test_resume_latest_with_a_seed_continues_that_seeds_newest_run(tmp_path, cap
     assert cli.main([*resume, "latest", "-s", "1"]) == 0
     assert f"resuming {first} from" in capsys.readouterr().err
     assert cli.main([*resume, "latest", "-s", "3"]) == 2
-    assert "no run of seed 3 with a checkpoint" in capsys.readouterr().err
+    assert "no run of seed 3 to resume" in capsys.readouterr().err
     assert cli.main([*resume, str(second), "-s", "1"]) == 2
     assert "was trained with seed 2, not 1" in capsys.readouterr().err
 

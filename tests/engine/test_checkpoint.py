@@ -139,3 +139,10 @@ def test_a_process_replaces_only_checkpoints_it_wrote(tmp_path):
     own = rotation.save(tmp_path, total_steps=200, payload={"model": {}}, resumed_steps=100)
     rotation.save(tmp_path, total_steps=200, payload={"model": {"w": 2}}, resumed_steps=100)
     assert torch.load(own, weights_only=False)["model"] == {"w": 2}  # its own: replaced
+
+
+def test_resume_latest_refuses_a_newest_run_without_a_checkpoint_not_resuming_an_older(tmp_path):
+    save_checkpoint(tmp_path / "Tag" / f"{STAMP}_1", total_steps=100, payload={"model": {}})
+    (tmp_path / "Tag" / f"{STAMP}_2").mkdir()  # killed before its first checkpoint
+    with pytest.raises(CheckpointError, match=f"{STAMP}_2: the newest run has no checkpoint"):
+        find_latest_run(tmp_path, "Tag")

@@ -198,19 +198,19 @@ def _run_seed(run_dir: Path) -> int | None:
 
 
 def find_latest_run(output_dir: Path, tag: str, *, seed: int | None = None) -> Path:
-    """The newest run directory of `tag` that holds at least one checkpoint (of those whose
-    `run.json` records `seed`, when given: runs of several seeds can share a tag)."""
+    """The newest run directory of `tag` (of those whose `run.json` records `seed`, when given:
+    runs of several seeds can share a tag); an error where it has no checkpoint, rather than an
+    older run resumed in its place."""
     tag_dir = output_dir / tag
-    runs = sorted(
-        (d for d in tag_dir.glob("*") if d.is_dir() and list_checkpoints(d)),
-        key=_run_order,
-        reverse=True,
-    )
+    runs = sorted((d for d in tag_dir.glob("*") if d.is_dir()), key=_run_order, reverse=True)
     if seed is not None:
         runs = [run for run in runs if _run_seed(run) == seed]
+    of_seed = "" if seed is None else f" of seed {seed}"
     if not runs:
-        of_seed = "" if seed is None else f" of seed {seed}"
+        raise CheckpointError(f"{tag_dir}: no run{of_seed} to resume (--resume latest)")
+    if not list_checkpoints(runs[0]):
         raise CheckpointError(
-            f"{tag_dir}: no run{of_seed} with a checkpoint to resume (--resume latest)"
+            f"{runs[0]}: the newest run{of_seed} has no checkpoint (it stopped before its "
+            "first): resume an older run by its directory, or remove this one"
         )
     return runs[0]
