@@ -220,7 +220,7 @@ def _plan_and_hold_run(
     held.enter_context(hold_run_dir(run_dir))
     if plan is None:
         return run_dir, None
-    plan.record_config_change()
+    plan.confirm_in_held_run()
     return run_dir, plan.payload
 
 

@@ -146,3 +146,15 @@ def test_resume_latest_refuses_a_newest_run_without_a_checkpoint_not_resuming_an
     (tmp_path / "Tag" / f"{STAMP}_2").mkdir()  # killed before its first checkpoint
     with pytest.raises(CheckpointError, match=f"{STAMP}_2: the newest run has no checkpoint"):
         find_latest_run(tmp_path, "Tag")
+
+
+def test_a_resume_planned_in_place_is_refused_once_a_newer_checkpoint_appeared(tmp_path):
+    from stagerl.engine.resume import ResumePlan
+
+    planned = save_checkpoint(tmp_path / "run", total_steps=100, payload={"model": {}})
+    plan = ResumePlan(planned, {"state": {"total_steps": 100}}, tmp_path / "run", None, [])
+    plan.confirm_in_held_run()
+    # the trainer that held the run meanwhile wrote another before it let go
+    save_checkpoint(tmp_path / "run", total_steps=200, payload={"model": {}})
+    with pytest.raises(CheckpointError, match="ckpt_000000000200.pt was written while"):
+        plan.confirm_in_held_run()
