@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from stagerl import cli
 from stagerl.engine.checkpoint import list_checkpoints, load_checkpoint
@@ -396,6 +397,8 @@ def test_resuming_an_older_checkpoint_branches_and_never_touches_the_original(tm
     assert [p.name for p in list_checkpoints(branch)][0] == "ckpt_000000001024.pt"
     steps = [json.loads(row)["step"] for row in (branch / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 1024  # no step twice
+    board = EventAccumulator(str(branch / "tensorboard")).Reload()
+    assert [event.step for event in board.Scalars("time")] == steps  # its history there too
     capsys.readouterr()
     assert cli.main(["train", str(config), "-o", str(output), "--resume", "latest"]) == 0
     assert f"resuming {branch} from ckpt_000000001024.pt" in capsys.readouterr().err

@@ -115,11 +115,14 @@ def _start_branch(
     original: Path | None, tag_dir: Path, checkpoint: Path, payload: dict[str, Any]
 ) -> Path:
     """A new run directory in `tag_dir` recording where it came from. It gets the original
-    run's metrics rows up to the checkpoint (the logger drops later ones) and its config."""
+    run's metrics rows and TensorBoard events up to the checkpoint (the logger drops later
+    ones) and its config."""
     branch = new_run_dir(tag_dir)
     for name in ("metrics.jsonl", "config.py"):
         if original is not None and (original / name).exists():
             shutil.copy(original / name, branch / name)
+    if original is not None and (original / "tensorboard").is_dir():
+        shutil.copytree(original / "tensorboard", branch / "tensorboard")
     record = {
         "resumed_from_checkpoint": str(checkpoint.resolve()),
         "original_run": str(original.resolve()) if original is not None else None,
