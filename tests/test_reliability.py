@@ -404,6 +404,19 @@ def test_resuming_an_older_checkpoint_branches_and_never_touches_the_original(tm
     assert f"resuming {branch} from ckpt_000000001024.pt" in capsys.readouterr().err
 
 
+def test_a_branch_that_fails_to_start_leaves_no_run_directory(tmp_path, capsys):
+    config, output = FIXTURES / "tiny_ppo.py", tmp_path / "runs"
+    Trainer(load_experiment(config), run_dir=output / "TinyPPO" / "run", seed=0).train()
+    oldest = list_checkpoints(output / "TinyPPO" / "run")[-1]
+    edited = fixture_variant(
+        tmp_path, "tiny_ppo.py", {"NUM_TRAIN_SAMPLERS = 4": "NUM_TRAIN_SAMPLERS = 2"}
+    )
+    resume = ["train", str(edited), "-o", str(output), "--resume", str(oldest)]
+    assert cli.main([*resume, "--allow-config-change"]) == 2  # 4 tasks saved, 2 now
+    assert "continuing in a new run directory" in capsys.readouterr().err
+    assert [p.name for p in (output / "TinyPPO").iterdir()] == ["run"]  # the branch went
+
+
 def test_resume_latest_with_a_seed_continues_that_seeds_newest_run(tmp_path, capsys):
     config, output = FIXTURES / "tiny_ppo.py", tmp_path / "runs"
     for seed in ("1", "2"):  # seed 2's run is the newer

@@ -211,17 +211,18 @@ def _plan_run(args: argparse.Namespace, experiment: Any) -> tuple[Path, Any]:
 
 def _plan_and_hold_run(
     args: argparse.Namespace, experiment: Any, held: contextlib.ExitStack
-) -> tuple[Path, dict | None]:
+) -> tuple[Path, dict | None, bool]:
     """`_plan_run`, then the run directory held by this process until `held` closes: no other
-    trainer may write there meanwhile."""
+    trainer may write there meanwhile. With the checkpoint's payload, and whether the
+    directory is new (a new run or a branch)."""
     from stagerl.engine.run_lock import hold_run_dir
 
     run_dir, plan = _plan_run(args, experiment)
     held.enter_context(hold_run_dir(run_dir))
     if plan is None:
-        return run_dir, None
+        return run_dir, None, True
     plan.confirm_in_held_run()
-    return run_dir, plan.payload
+    return run_dir, plan.payload, not plan.in_place
 
 
 def _join_ranks(experiment: Any) -> Any:
@@ -252,7 +253,7 @@ def train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, collecting: bool) -> int:
     from stagerl.engine.progress import sigterm_raises
-    from stagerl.engine.run_lock import remove_if_unused
+    from stagerl.engine.run_lock import remove_unstarted
     from stagerl.engine.run_record import record_run
     from stagerl.engine.trainer import Trainer
     from stagerl.experiment import load_experiment
@@ -263,7 +264,7 @@ def _train(args: argparse.Namespace, collecting: bool) -> int:
     held = contextlib.ExitStack()  # rank 0's hold on the run directory: only it writes there
     held.enter_context(sigterm_raises())  # so that a new run's directory is cleaned up
     try:
-        run_dir, resume = ranks.from_main(
+        run_dir, resume, fresh = ranks.from_main(
             lambda: _plan_and_hold_run(args, experiment, held), "planning the run"
         )
         mine = run_dir if ranks.is_main else None
@@ -280,10 +281,10 @@ def _train(args: argparse.Namespace, collecting: bool) -> int:
             )
             record_run(mine, trainer.setup, ranks=ranks, seed=trainer.seed, config=args.config)
         except BaseException:  # rank 0 may be waiting in record_run for a rank that failed
-            if ranks.is_main and resume is None:  # the new run never started: leave no trace
+            if ranks.is_main and fresh:  # a new run (or branch) never started: no trace
                 held.close()
                 with contextlib.suppress(OSError):
-                    remove_if_unused(run_dir)
+                    remove_unstarted(run_dir)
             raise
         if collecting:
             gc.enable()  # start-up is over

@@ -17,6 +17,20 @@ def test_a_run_directory_is_refused_while_held_and_free_once_let_go(tmp_path):
         pass
 
 
+def test_a_run_directory_that_cannot_be_written_is_refused_naming_it(tmp_path, monkeypatch):
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(
+        "pathlib.Path.open", read_only
+    )  # as a read-only folder (root ignores modes)
+    with (
+        pytest.raises(StagerlError, match=f"{tmp_path}: cannot train there"),
+        hold_run_dir(tmp_path),
+    ):
+        pass
+
+
 def test_holding_a_run_directory_deletes_only_temporary_files_left_by_atomic_writes(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()

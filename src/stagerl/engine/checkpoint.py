@@ -4,6 +4,7 @@ reason and set aside."""
 import json
 import pickle
 import re
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -23,12 +24,15 @@ CHECKPOINTS_DIR = "checkpoints"  # in a run directory
 # unpickler the others. An OSError or MemoryError says nothing about the file's contents, nor
 # does torch's allocator running out of memory (also a RuntimeError: `_damaged`).
 _DAMAGED = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError)
-_OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)
+_NOT_DAMAGED = re.compile(
+    r"can't allocate memory|out of memory|maximum supported version", re.IGNORECASE
+)
 
 
 def _damaged(error: Exception) -> bool:
-    """Whether torch.load's `error` says the file is damaged (not that memory ran out)."""
-    if isinstance(error, torch.OutOfMemoryError) or _OUT_OF_MEMORY.search(str(error)):
+    """Whether torch.load's `error` says the file is damaged (not that memory ran out, nor
+    that a newer torch wrote it)."""
+    if isinstance(error, torch.OutOfMemoryError) or _NOT_DAMAGED.search(str(error)):
         return False
     return isinstance(error, _DAMAGED)
 
@@ -44,8 +48,17 @@ def save_checkpoint(
     """Write the checkpoint atomically (`write_atomically`, which without `replace` raises
     FileExistsError rather than write over a file); its path."""
     path = checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda file: torch.save(payload, file), replace=replace)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda file: torch.save(payload, file), replace=replace)
+    except FileExistsError:
+        raise
+    except (OSError, RuntimeError) as error:  # torch's zip writer: a RuntimeError on a full disk
+        free = shutil.disk_usage(run_dir).free / 2**20 if run_dir.exists() else 0
+        raise CheckpointError(
+            f"{path}: could not write the checkpoint ({type(error).__name__}: {error}; "
+            f"{free:,.0f} MiB free there)"
+        ) from error
     return path
 
 

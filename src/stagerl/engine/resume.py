@@ -40,14 +40,18 @@ class ResumePlan:
     branched_from: Path | None  # the original run, when this resume starts a branch
     config_change: list[str]  # the diff from the saved config to the file now; [] if none
 
+    @property
+    def in_place(self) -> bool:
+        """Whether training continues in the checkpoint's own run directory (not a new one)."""
+        return self.checkpoint.parent.parent == self.run_dir
+
     def confirm_in_held_run(self) -> None:
         """Once the run is held (so that a resume refused because another trainer holds it
         writes nothing there): an in-place resume checks that its checkpoint is still the run's
         newest (a trainer that held the run while this plan was made may have written others
         since), then the config's diff is kept in the run directory."""
-        in_place = self.checkpoint.parent.parent == self.run_dir
         newest = list_checkpoints(self.run_dir)[:1]
-        if in_place and newest and newest[0].resolve() != self.checkpoint.resolve():
+        if self.in_place and newest and newest[0].resolve() != self.checkpoint.resolve():
             raise CheckpointError(
                 f"{self.run_dir}: {newest[0].name} was written while this resume was planned "
                 f"from {self.checkpoint.name}; run the command again"

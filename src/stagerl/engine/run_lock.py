@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from stagerl.engine.checkpoint import checkpoint_dir
+from stagerl.engine.checkpoint import checkpoint_dir, list_checkpoints
 from stagerl.engine.files import remove_stale_temporaries
 from stagerl.errors import StagerlError
 
@@ -21,7 +21,11 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
     lock file (the kernel releases it if the process dies), then the temporary files a run
     killed mid-write left in it are deleted. Readers such as `stagerl eval` take no lock."""
     path = run_dir / LOCK_FILE
-    with path.open("a") as lock:
+    try:
+        lock = path.open("a")
+    except OSError as error:  # a read-only run directory, say
+        raise StagerlError(f"{run_dir}: cannot train there ({error.strerror})") from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -40,10 +44,11 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
         yield
 
 
-def remove_if_unused(run_dir: Path) -> None:
-    """Delete a run directory that holds nothing but its lock file (a new run that failed
-    before it started), once no longer held, and its tag's folder if that is empty then."""
-    if {path.name for path in run_dir.iterdir()} <= {LOCK_FILE}:
+def remove_unstarted(run_dir: Path) -> None:
+    """Delete a new run's (or a branch's) directory that failed before training started, once
+    no longer held: it has no checkpoint, only its lock and what a branch copies in. Then its
+    tag's folder too, if that is empty."""
+    if not list_checkpoints(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # the tag's folder too, if it held only this run
             run_dir.parent.rmdir()
