@@ -80,13 +80,23 @@ def test_a_branch_is_a_curve_of_its_own_not_another_seed(tmp_path):
         ("x.png", "{run} is not a run directory"),
         ("gone/x.png", "the folder {tmp}/gone does not exist"),
         ("x.jpgx", "'jpgx' is not an image format"),
+        ("run", "{tmp}/run: a folder; name the image file"),
+        ("x.png", "{run}: no rows with 'valid/success' and 'step'"),
     ],
-    ids=["no-metrics", "no-folder", "no-format"],
+    ids=["no-metrics", "no-folder", "no-format", "a-folder", "no-such-metric"],
 )
 def test_plot_with_a_bad_path_exits_2_naming_it(output, message, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    if output != "x.png":
+    if not message.endswith("is not a run directory"):
         run = _run(tmp_path, "PPO", "seed1", _rows([0.0, 0.2, 0.5]))
-    assert main(["plot", str(run), "-o", str(tmp_path / output)]) == 2
+    metric = ["--metric", "valid/success"] if "no rows" in message else []
+    assert main(["plot", str(run), "-o", str(tmp_path / output), *metric]) == 2
     assert message.format(run=run, tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_plot_without_a_suffix_writes_and_names_a_png(tmp_path, capsys):
+    run = _run(tmp_path, "PPO", "seed1", _rows([0.0, 0.2, 0.5]))
+    assert main(["plot", str(run), "-o", str(tmp_path / "curves")]) == 0
+    assert (tmp_path / "curves.png").is_file()
+    assert f"drawn in {tmp_path / 'curves.png'}" in capsys.readouterr().err

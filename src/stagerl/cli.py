@@ -433,12 +433,11 @@ def record_dataset(args: argparse.Namespace) -> int:
 
 def plot(args: argparse.Namespace) -> int:
     """`stagerl plot`: runs' curves of one metric into a PNG."""
-    from stagerl.plotting import plot_runs
+    from stagerl.plotting import output_image, plot_runs
 
-    plot_runs(args.runs, args.output, metric=args.metric, x=args.x)
-    print(
-        f"stagerl: {args.metric} of {len(args.runs)} runs drawn in {args.output}", file=sys.stderr
-    )
+    output = output_image(args.output)
+    plot_runs(args.runs, output, metric=args.metric, x=args.x)
+    print(f"stagerl: {args.metric} of {len(args.runs)} runs drawn in {output}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Learning curves from runs' `metrics.jsonl` files, drawn with matplotlib (`stagerl plot`)."""
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,14 @@ def _series(run_dir: Path) -> tuple[Path, str]:
     return resolved.parent, f" (branch {resolved.name})" if branch else ""
 
 
-def _check_output(path: Path) -> None:
-    """Fail before reading any run: an image format matplotlib writes, in a folder that exists."""
+def output_image(path: Path) -> Path:
+    """The image file `-o PATH` names, checked before any run is read: an image format
+    matplotlib writes (`.png` added where there is no suffix, as matplotlib would), in a folder
+    that exists and can be written; not a folder itself."""
     from matplotlib.backend_bases import FigureCanvasBase
 
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder; name the image file (e.g. {path / 'curves.png'})")
     formats = FigureCanvasBase.get_supported_filetypes()
     suffix = path.suffix.lstrip(".").lower()
     if suffix and suffix not in formats:
@@ -74,6 +79,9 @@ def _check_output(path: Path) -> None:
         )
     if not path.parent.is_dir():
         raise ConfigError(f"{path}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"{path}: the folder {path.parent} cannot be written")
+    return path if suffix else path.with_name(path.name + ".png")
 
 
 def plot_runs(
@@ -93,10 +101,13 @@ def plot_runs(
     matplotlib.use("Agg")  # files only; never needs a display
     from matplotlib import pyplot as plt
 
-    _check_output(path)
+    path = output_image(path)
     experiments: dict[tuple[Path, str], list[list[dict[str, Any]]]] = {}
     for run_dir in run_dirs:
-        experiments.setdefault(_series(run_dir), []).append(read_metrics(run_dir))
+        rows = read_metrics(run_dir)
+        if not curve(rows, metric, x=x)[0]:
+            raise ConfigError(f"{run_dir}: no rows with {metric!r} and {x!r}")
+        experiments.setdefault(_series(run_dir), []).append(rows)
     parents = {parent for parent, _ in experiments}
     figure, axis = plt.subplots(figsize=(7, 4))
     for index, ((parent, branch), runs) in enumerate(experiments.items()):
@@ -104,8 +115,6 @@ def plot_runs(
         name = (f"{parent.parent.name}/{parent.name}" if clash else parent.name) + branch
         colour = f"C{index % 10}"
         curves = [curve(rows, metric, x=x) for rows in runs]
-        if not all(xs for xs, _ in curves):
-            raise ConfigError(f"a run of {name} has no rows with {metric!r} and {x!r}")
         if len(curves) == 1:
             axis.plot(*curves[0], color=colour, label=name, linewidth=1.2)
         else:
@@ -122,6 +131,10 @@ def plot_runs(
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=100)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot write the image ({error.strerror})") from None
+    finally:
+        plt.close(figure)
     return figure
