@@ -7,6 +7,7 @@ DIR / "data")` opens it anywhere. This module imports neither torch nor the envi
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -50,6 +51,13 @@ class EpisodeArrays:
         return len(self.lengths)
 
 
+def _umask() -> int:
+    """This process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def dataset_id_for(out: Path) -> str:
     """The directory's name when minari accepts it as an id (e.g. `gotoobj-v0`), else the name
     with `-v0` added; naming the directory `NAME-vN` makes `minari.load_dataset` find it."""
@@ -82,6 +90,7 @@ def write_dataset(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=out.parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide it from other users
     except OSError as error:
         raise DatasetError(f"{out}: cannot write a dataset there ({error})") from None
     try:

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import os
 
 import minari
 import numpy as np
@@ -20,6 +21,9 @@ def test_recorded_dataset_loads_in_minari_and_replays_in_the_env(tmp_path, monke
     monkeypatch.chdir(tmp_path)  # a relative --out, as in the README
     argv = ["record-dataset", "--env", "BabyAI-GoToObj-v0", "--episodes", "100"]
     assert cli.main([*argv, "--out", "datasets/gotoobj-v0", "--seed", "3"]) == 0
+    mode, umask = (tmp_path / "datasets" / "gotoobj-v0").stat().st_mode & 0o777, os.umask(0)
+    os.umask(umask)
+    assert mode == 0o777 & ~umask  # as any folder made here: other users may train on it
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
     dataset = minari.load_dataset("gotoobj-v0")
