@@ -259,9 +259,10 @@ def test_a_config_class_missing_methods_names_them(tmp_path, capsys):
         ("ckpt.pt", ["--output-json", "empty"], "--output-json {tmp}/empty: expected a file"),
         ("ckpt.pt", ["--video", "ckpt.pt"], "--video {tmp}/ckpt.pt: expected a folder"),
         ("ckpt.pt", ["--video", "empty"], "{tmp}/empty: it holds videos of an earlier evaluation"),
+        ("ckpt.pt", ["--video-episodes=2"], "--video-episodes needs --video DIR"),
     ],
     ids=["missing-checkpoint", "run-without-checkpoints", "results-folder", "results-a-folder",
-         "video-a-file", "video-folder-with-videos"],
+         "video-a-file", "video-folder-with-videos", "video-episodes-without-video"],
 )  # fmt: skip
 def test_eval_checks_its_paths_before_evaluating(
     checkpoint, options, message, tmp_path, monkeypatch, capsys

@@ -162,3 +162,13 @@ def test_a_resume_planned_in_place_is_refused_once_a_newer_checkpoint_appeared(t
     save_checkpoint(tmp_path / "run", total_steps=200, payload={"model": {}})
     with pytest.raises(CheckpointError, match="ckpt_000000000200.pt was written while"):
         plan.confirm_in_held_run()
+
+
+def test_eval_of_a_tag_folder_takes_its_newest_runs_newest_checkpoint(tmp_path):
+    from stagerl.engine.checkpoint import checkpoint_to_evaluate
+
+    save_checkpoint(tmp_path / "Tag" / f"{STAMP}_1", total_steps=100, payload={"model": {}})
+    newest = save_checkpoint(tmp_path / "Tag" / f"{STAMP}_2", total_steps=50, payload={})
+    (tmp_path / "Tag" / f"{STAMP}_3").mkdir()  # a run still before its first checkpoint
+    assert checkpoint_to_evaluate(tmp_path / "Tag") == newest
+    assert checkpoint_to_evaluate(tmp_path / "Tag" / f"{STAMP}_1").name == "ckpt_000000000100.pt"

@@ -119,9 +119,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 def checkpoint_to_evaluate(path: Path) -> Path:
     """The checkpoint `stagerl eval -c PATH` means: the file, or the newest checkpoint of a run
-    directory (or of its `checkpoints/`)."""
+    directory (or of its `checkpoints/`), or of a tag folder's newest run with one."""
     if path.is_dir():
         found = list_checkpoints(path.parent if path.name == CHECKPOINTS_DIR else path)
+        if not found:  # a tag folder: its newest run with a checkpoint
+            runs = sorted((d for d in path.iterdir() if d.is_dir()), key=_run_order, reverse=True)
+            found = next((listed for listed in map(list_checkpoints, runs) if listed), [])
         if not found:
             raise CheckpointError(
                 f"{path}: no checkpoint there; name a ckpt_N.pt file or a run directory"
