@@ -159,36 +159,31 @@ class RolloutStorage:
 
     def batch(self, tasks: torch.Tensor) -> RolloutBatch:
         """The whole rollout of the tasks `tasks` (indices), as one minibatch."""
-        steps, tasks = self.num_steps, tasks.to(self.device)
+        tasks = tasks.to(self.device)
         # index_select: 18.4 against 47.6 us a minibatch of `tensor[:, tasks]`
         pick = lambda tensor: tensor.index_select(1, tasks)  # noqa: E731
-        return RolloutBatch(
-            observations={uuid: pick(obs[:steps]) for uuid, obs in self.observations.items()},
-            memory=pick(self.memory),
-            prev_actions=pick(self.prev_actions[:steps]),
-            masks=pick(self.masks[:steps]),
-            actions=pick(self.actions),
-            old_log_probs=pick(self.log_probs),
-            old_values=pick(self.values),
-            returns=pick(self.returns),
-            advantages=pick(self.advantages),
-            normalized_advantages=pick(self.normalized_advantages),
-        )
+        return self._batch_of(pick, memory=pick(self.memory))
 
     def steps_batch(self, steps: torch.Tensor) -> RolloutBatch:
         """Single steps, by their indices in the rollout flattened step-major (`t * num_tasks +
         task`), as one `[1, n]` minibatch; for a feed-forward model, which needs no memory."""
-        steps, rows = steps.to(self.device), self.num_steps
-
-        def pick(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor[:rows].flatten(0, 1).index_select(0, steps)[None]
-
+        steps = steps.to(self.device)
         layers, _, hidden = self.memory.shape
-        return RolloutBatch(
-            observations={uuid: pick(obs) for uuid, obs in self.observations.items()},
+        return self._batch_of(
+            lambda tensor: tensor.flatten(0, 1).index_select(0, steps)[None],
             memory=self.memory.new_zeros(layers, len(steps), hidden),
-            prev_actions=pick(self.prev_actions),
-            masks=pick(self.masks),
+        )
+
+    def _batch_of(
+        self, pick: Callable[[torch.Tensor], torch.Tensor], *, memory: torch.Tensor
+    ) -> RolloutBatch:
+        """A minibatch of what `pick` takes from every field's `num_steps` rows."""
+        rows = self.num_steps
+        return RolloutBatch(
+            observations={uuid: pick(obs[:rows]) for uuid, obs in self.observations.items()},
+            memory=memory,
+            prev_actions=pick(self.prev_actions[:rows]),
+            masks=pick(self.masks[:rows]),
             actions=pick(self.actions),
             old_log_probs=pick(self.log_probs),
             old_values=pick(self.values),
