@@ -147,7 +147,9 @@ def test_a_process_replaces_only_checkpoints_it_wrote(tmp_path):
 
 def test_resume_latest_refuses_a_newest_run_without_a_checkpoint_not_resuming_an_older(tmp_path):
     save_checkpoint(tmp_path / "Tag" / f"{STAMP}_1", total_steps=100, payload={"model": {}})
-    (tmp_path / "Tag" / f"{STAMP}_2").mkdir()  # killed before its first checkpoint
+    (tmp_path / "Tag" / f"{STAMP}_2").mkdir()
+    (tmp_path / "Tag" / f"{STAMP}_2" / "train.lock").touch()  # killed before its first checkpoint
+    (tmp_path / "Tag" / "videos").mkdir()  # no run: never taken for the newest
     with pytest.raises(CheckpointError, match=f"{STAMP}_2: the newest run has no checkpoint"):
         find_latest_run(tmp_path, "Tag")
 
@@ -170,5 +172,6 @@ def test_eval_of_a_tag_folder_takes_its_newest_runs_newest_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "Tag" / f"{STAMP}_1", total_steps=100, payload={"model": {}})
     newest = save_checkpoint(tmp_path / "Tag" / f"{STAMP}_2", total_steps=50, payload={})
     (tmp_path / "Tag" / f"{STAMP}_3").mkdir()  # a run still before its first checkpoint
+    (tmp_path / "Tag" / f"{STAMP}_3" / "train.lock").touch()
     assert checkpoint_to_evaluate(tmp_path / "Tag") == newest
     assert checkpoint_to_evaluate(tmp_path / "Tag" / f"{STAMP}_1").name == "ckpt_000000000100.pt"

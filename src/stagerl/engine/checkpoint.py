@@ -20,6 +20,7 @@ _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 # (2: one rank's, at the top; 1: sampler states one per worker process, not per sampler)
 CHECKPOINT_FORMAT = 3
 CHECKPOINTS_DIR = "checkpoints"  # in a run directory
+_RUN_FILES = ("train.lock", "run.json", "branch.json", CHECKPOINTS_DIR)  # in run directories
 # What torch.load raises for a truncated or damaged file: its zip reader a RuntimeError, the
 # unpickler the others. An OSError or MemoryError says nothing about the file's contents, nor
 # does torch's allocator running out of memory (also a RuntimeError: `_damaged`).
@@ -123,8 +124,8 @@ def checkpoint_to_evaluate(path: Path) -> Path:
     if path.is_dir():
         found = list_checkpoints(path.parent if path.name == CHECKPOINTS_DIR else path)
         if not found:  # a tag folder: its newest run with a checkpoint
-            runs = sorted((d for d in path.iterdir() if d.is_dir()), key=_run_order, reverse=True)
-            found = next((listed for listed in map(list_checkpoints, runs) if listed), [])
+            listed = (list_checkpoints(run) for run in runs_of(path))
+            found = next((checkpoints for checkpoints in listed if checkpoints), [])
         if not found:
             raise CheckpointError(
                 f"{path}: no checkpoint there; name a ckpt_N.pt file or a run directory"
@@ -199,6 +200,15 @@ def new_run_dir(tag_dir: Path) -> Path:
             run_dir = tag_dir / f"{stamp}_{suffix}"
 
 
+def runs_of(tag_dir: Path) -> list[Path]:
+    """The run directories in a tag's folder, newest first: those holding what a run writes
+    first (its lock, record or checkpoints), not other folders such as `videos/`."""
+    if not tag_dir.is_dir():
+        return []
+    runs = [d for d in tag_dir.iterdir() if any((d / name).exists() for name in _RUN_FILES)]
+    return sorted(runs, key=_run_order, reverse=True)
+
+
 def _run_order(run_dir: Path) -> tuple[str, int]:
     """Sorts run directories by time, then by suffix as a number (`_10` after `_9`)."""
     stamp, _, suffix = run_dir.name.rpartition("_")
@@ -218,7 +228,7 @@ def find_latest_run(output_dir: Path, tag: str, *, seed: int | None = None) -> P
     runs of several seeds can share a tag); an error where it has no checkpoint, rather than an
     older run resumed in its place."""
     tag_dir = output_dir / tag
-    runs = sorted((d for d in tag_dir.glob("*") if d.is_dir()), key=_run_order, reverse=True)
+    runs = runs_of(tag_dir)
     if seed is not None:
         runs = [run for run in runs if _run_seed(run) == seed]
     of_seed = "" if seed is None else f" of seed {seed}"
