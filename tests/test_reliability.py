@@ -314,6 +314,15 @@ def test_second_ctrl_c_exits_at_once_even_while_a_worker_hangs(tmp_path):
     assert not alive
 
 
+def test_a_run_whose_workers_fail_to_start_leaves_no_run_directory(tmp_path):
+    env = {**os.environ, "STAGERL_TEST_FAULT": "raise while starting"}
+    config = FIXTURES / "faulty_experiment.py"
+    process = _stagerl("train", str(config), "-o", str(tmp_path / "out"), env=env)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and "boom while starting" in err, err[-3000:]
+    assert not list((tmp_path / "out").glob("*"))  # so --resume latest never meets it
+
+
 def test_sigterm_during_start_up_leaves_no_run_directory(tmp_path):
     # torchrun SIGTERMs every rank when one fails starting; its default would end the process
     # past the clean-up of the new run's directory
@@ -339,6 +348,21 @@ def test_sigterm_during_start_up_leaves_no_run_directory(tmp_path):
     assert process.returncode == 128 + signal.SIGTERM
     assert "stopped by SIGTERM before training started" in err
     assert not list((tmp_path / "runs").glob("*"))
+
+
+def test_training_handles_sigterm_itself_and_restores_the_handler_it_found(tmp_path, monkeypatch):
+    from stagerl.engine.trainer import Trainer as Training
+
+    before, found = signal.getsignal(signal.SIGTERM), []
+    real_train = Training.train
+
+    def train(self, *args, **kwargs):
+        found.append(signal.getsignal(signal.SIGTERM))  # not start-up's any more
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(Training, "train", train)
+    assert cli.main(["train", str(FIXTURES / "tiny_ppo.py"), "-o", str(tmp_path)]) == 0
+    assert found == [before] and signal.getsignal(signal.SIGTERM) == before
 
 
 def _fingerprints(run_dir: Path) -> dict[str, bytes]:

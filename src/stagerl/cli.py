@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stagerl.errors import StagerlError
+from stagerl.errors import StagerlError, StoppedDuringStartUp
 from stagerl.eval_command import evaluate as evaluate_command
 
 
@@ -254,55 +254,74 @@ def train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, collecting: bool) -> int:
     from stagerl.engine.progress import sigterm_raises
     from stagerl.engine.run_lock import remove_unstarted
-    from stagerl.engine.run_record import record_run
-    from stagerl.engine.trainer import Trainer
     from stagerl.experiment import load_experiment
 
     experiment = load_experiment(args.config)
-    tag = experiment.tag()
     ranks = _join_ranks(experiment)
     held = contextlib.ExitStack()  # rank 0's hold on the run directory: only it writes there
-    held.enter_context(sigterm_raises())  # so that a new run's directory is cleaned up
+    starting = contextlib.ExitStack()  # until training handles signals itself
+    starting.enter_context(sigterm_raises())  # so that a new run's directory is cleaned up
     try:
         run_dir, resume, fresh = ranks.from_main(
             lambda: _plan_and_hold_run(args, experiment, held), "planning the run"
         )
-        mine = run_dir if ranks.is_main else None
+        trainer = None
         try:
-            trainer = Trainer(
-                experiment,
-                run_dir=run_dir,
-                seed=0 if args.seed is None else args.seed,
-                resume=resume,
-                keep_checkpoints=args.keep_checkpoints,
-                max_nonfinite_updates=args.max_nonfinite_updates,
-                max_sampler_processes=args.max_sampler_processes,
-                ranks=ranks,
-            )
-            record_run(mine, trainer.setup, ranks=ranks, seed=trainer.seed, config=args.config)
+            trainer = _start_trainer(args, experiment, run_dir, resume, ranks)
+            starting.close()
+            if collecting:
+                gc.enable()  # start-up is over
+            final = _run_trainer(trainer, experiment, run_dir, ranks)
         except BaseException:  # rank 0 may be waiting in record_run for a rank that failed
-            if ranks.is_main and fresh:  # a new run (or branch) never started: no trace
+            # a new run or branch that took no step (its rows would say why it failed): no trace
+            trained = trainer and trainer.state.total_steps > max(trainer.resumed_steps, 0)
+            if ranks.is_main and fresh and not trained:
                 held.close()
                 with contextlib.suppress(OSError):
                     remove_unstarted(run_dir)
             raise
-        if collecting:
-            gc.enable()  # start-up is over
-        if mine is None:
-            trainer.train()
-            return 0
-        for note in trainer.share.notes if trainer.share else []:
-            print(f"stagerl: {note}", file=sys.stderr)
-        if not (run_dir / "config.py").exists():
-            shutil.copy(experiment.path, run_dir / "config.py")
-        world = f" on {ranks.world_size} trainer ranks" if ranks.distributed else ""
-        print(f"stagerl: training {tag} in {run_dir}{world}", file=sys.stderr)
-        final = trainer.train()
     finally:
+        starting.close()
         ranks.close()
         held.close()
-    _print_next_commands(args.config, run_dir, final)
+    if ranks.is_main:
+        _print_next_commands(args.config, run_dir, final)
     return 0
+
+
+def _start_trainer(
+    args: argparse.Namespace, experiment: Any, run_dir: Path, resume: dict | None, ranks: Any
+) -> Any:
+    """The Trainer of this rank, with the run's record written (by rank 0, of every rank)."""
+    from stagerl.engine.run_record import record_run
+    from stagerl.engine.trainer import Trainer
+
+    trainer = Trainer(
+        experiment,
+        run_dir=run_dir,
+        seed=0 if args.seed is None else args.seed,
+        resume=resume,
+        keep_checkpoints=args.keep_checkpoints,
+        max_nonfinite_updates=args.max_nonfinite_updates,
+        max_sampler_processes=args.max_sampler_processes,
+        ranks=ranks,
+    )
+    mine = run_dir if ranks.is_main else None
+    record_run(mine, trainer.setup, ranks=ranks, seed=trainer.seed, config=args.config)
+    return trainer
+
+
+def _run_trainer(trainer: Any, experiment: Any, run_dir: Path, ranks: Any) -> Path | None:
+    """Train to the end; rank 0 says where and keeps the config beside the run."""
+    if not ranks.is_main:
+        return trainer.train()
+    for note in trainer.share.notes if trainer.share else []:
+        print(f"stagerl: {note}", file=sys.stderr)
+    if not (run_dir / "config.py").exists():
+        shutil.copy(experiment.path, run_dir / "config.py")
+    world = f" on {ranks.world_size} trainer ranks" if ranks.distributed else ""
+    print(f"stagerl: training {experiment.tag()} in {run_dir}{world}", file=sys.stderr)
+    return trainer.train()
 
 
 def _print_next_commands(config_path: Path, run_dir: Path, final: Path) -> None:
@@ -389,6 +408,9 @@ def _run_command(args: argparse.Namespace) -> int:
     except StagerlError as error:
         print(f"stagerl: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)
+    except StoppedDuringStartUp as stopped:
+        print(f"stagerl: error: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("stagerl: interrupted", file=sys.stderr)
         return 130

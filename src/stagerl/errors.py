@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -13,6 +14,15 @@ class StagerlError(Exception):
     """Base class for errors stagerl reports to the user without a traceback."""
 
     exit_code = 2  # bad input; failures during training use 1
+
+
+class StoppedDuringStartUp(BaseException):
+    """SIGTERM came before training started. Not an Exception: no `except Exception` on the
+    way out (a checkpoint's loading, a collective) may take it for its own failure."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} before training started")
+        self.exit_code = 128 + signum
 
 
 class ConfigError(StagerlError):
@@ -27,6 +37,12 @@ class WorkerError(StagerlError):
 
 class CheckpointError(StagerlError):
     """A checkpoint is unreadable or belongs to another experiment."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (a full disk, say): a failure during training."""
+
+    exit_code = 1
 
 
 class CorruptCheckpointError(CheckpointError):

@@ -99,8 +99,12 @@ def evaluate(args: argparse.Namespace) -> int:
         "episodes_asked": args.episodes,
     }
     text = json.dumps({**results, **settings}, indent=2) + "\n"
+    target = output.resolve()  # through a symlink, not over it
     try:
-        write_atomically(output, lambda file: file.write(text.encode()))
+        if target.exists() and not target.is_file():  # /dev/stdout, a pipe
+            target.write_text(text)
+        else:
+            write_atomically(target, lambda file: file.write(text.encode()))
     except OSError as error:
         raise StagerlError(f"{output}: cannot write the results ({error.strerror})") from None
     print(f"stagerl: results written to {output}", file=sys.stderr)

@@ -175,3 +175,19 @@ def test_eval_of_a_tag_folder_takes_its_newest_runs_newest_checkpoint(tmp_path):
     (tmp_path / "Tag" / f"{STAMP}_3" / "train.lock").touch()
     assert checkpoint_to_evaluate(tmp_path / "Tag") == newest
     assert checkpoint_to_evaluate(tmp_path / "Tag" / f"{STAMP}_1").name == "ckpt_000000000100.pt"
+
+
+def test_sigterm_while_a_checkpoint_loads_is_no_checkpoint_error(tmp_path, monkeypatch):
+    import signal
+
+    from stagerl.errors import StoppedDuringStartUp
+
+    path = save_checkpoint(tmp_path, total_steps=100, payload={"model": {}})
+
+    def load(*args, **kwargs):
+        raise StoppedDuringStartUp(signal.SIGTERM)  # as the start-up handler raises it
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(StoppedDuringStartUp):  # exit 143, not "could not read the checkpoint"
+        load_latest(tmp_path, warn=pytest.fail)
+    assert list_checkpoints(tmp_path) == [path]

@@ -110,6 +110,8 @@ class CountingSampler(TaskSampler):
         self.__dict__.update(state)
         if self.fault == "hang while starting":
             time.sleep(3600)
+        if self.fault == "raise while starting":
+            raise ValueError("boom while starting")
 
     def __repr__(self):
         return f"CountingSampler(slot={self.slot})"

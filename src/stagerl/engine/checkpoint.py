@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from stagerl.engine.files import write_atomically
-from stagerl.errors import CheckpointError, CorruptCheckpointError
+from stagerl.errors import CheckpointError, CheckpointWriteError, CorruptCheckpointError
 
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 # 3: what each trainer rank keeps (samplers, storage, RNG, ...) under "ranks"
@@ -56,7 +56,7 @@ def save_checkpoint(
         raise
     except (OSError, RuntimeError) as error:  # torch's zip writer: a RuntimeError on a full disk
         free = shutil.disk_usage(run_dir).free / 2**20 if run_dir.exists() else 0
-        raise CheckpointError(
+        raise CheckpointWriteError(
             f"{path}: could not write the checkpoint ({type(error).__name__}: {error}; "
             f"{free:,.0f} MiB free there)"
         ) from error

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stagerl.engine.learner import UpdateResult
-from stagerl.errors import StagerlError
+from stagerl.errors import StagerlError, StoppedDuringStartUp
 
 
 class NonFiniteLossError(StagerlError):
@@ -24,14 +24,6 @@ class Interrupted(StagerlError):
     def __init__(self, signum: int, checkpoint: Path | None) -> None:
         where = checkpoint or "written by rank 0"
         super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {where}")
-        self.exit_code = 128 + signum
-
-
-class StoppedDuringStartUp(StagerlError):
-    """SIGTERM came before training started."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name} before training started")
         self.exit_code = 128 + signum
 
 

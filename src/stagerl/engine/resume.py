@@ -122,18 +122,22 @@ def _start_branch(
     run's metrics rows and TensorBoard events up to the checkpoint (the logger drops later
     ones) and its config."""
     branch = new_run_dir(tag_dir)
-    for name in ("metrics.jsonl", "config.py"):
-        if original is not None and (original / name).exists():
-            shutil.copy(original / name, branch / name)
-    if original is not None and (original / "tensorboard").is_dir():
-        shutil.copytree(original / "tensorboard", branch / "tensorboard")
-    record = {
-        "resumed_from_checkpoint": str(checkpoint.resolve()),
-        "original_run": str(original.resolve()) if original is not None else None,
-        "total_steps": payload["state"]["total_steps"],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    (branch / "branch.json").write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        for name in ("metrics.jsonl", "config.py"):
+            if original is not None and (original / name).exists():
+                shutil.copy(original / name, branch / name)
+        if original is not None and (original / "tensorboard").is_dir():
+            shutil.copytree(original / "tensorboard", branch / "tensorboard")
+        record = {
+            "resumed_from_checkpoint": str(checkpoint.resolve()),
+            "original_run": str(original.resolve()) if original is not None else None,
+            "total_steps": payload["state"]["total_steps"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        (branch / "branch.json").write_text(json.dumps(record, indent=2) + "\n")
+    except BaseException:  # a full disk, a signal: no half-made branch left to resume
+        shutil.rmtree(branch, ignore_errors=True)
+        raise
     return branch
 
 

@@ -45,9 +45,9 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
 
 
 def remove_unstarted(run_dir: Path) -> None:
-    """Delete a new run's (or a branch's) directory that failed before training started, once
-    no longer held: it has no checkpoint, only its lock and what a branch copies in. Then its
-    tag's folder too, if that is empty."""
+    """Delete a new run's (or a branch's) directory that failed before it trained, once no
+    longer held: it has no checkpoint, only its lock, its records and what a branch copies
+    in. Then its tag's folder too, if that is empty."""
     if not list_checkpoints(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # the tag's folder too, if it held only this run

@@ -52,7 +52,12 @@ class EpisodeArrays:
 
 
 def _umask() -> int:
-    """This process's umask (reading it means setting it: set back at once)."""
+    """This process's umask, from /proc where Linux shows it; elsewhere by setting it and
+    setting it back (a moment in which another thread's new file would get mode 0o666)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
