@@ -60,11 +60,25 @@ def _results_path(checkpoint: Path, args: argparse.Namespace) -> Path:
     return checkpoint.with_suffix(f".eval_seed{args.seed}_{mode}{episodes}.json")
 
 
+def _write_results(output: Path, text: str) -> None:
+    """Whole or not at all, through a symlink (not over it); plainly where the path is no
+    regular file (/dev/stdout, a pipe)."""
+    from stagerl.engine.files import write_atomically
+
+    target = output.resolve()
+    try:
+        if target.exists() and not target.is_file():
+            target.write_text(text)
+        else:
+            write_atomically(target, lambda file: file.write(text.encode()))
+    except OSError as error:
+        raise StagerlError(f"{output}: cannot write the results ({error.strerror})") from None
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """`stagerl eval`: a checkpoint on the test tasks."""
     from stagerl.engine.checkpoint import checkpoint_to_evaluate
     from stagerl.engine.evaluator import evaluate as run_evaluation
-    from stagerl.engine.files import write_atomically
     from stagerl.experiment import load_experiment
 
     experiment = load_experiment(args.config)
@@ -98,15 +112,7 @@ def evaluate(args: argparse.Namespace) -> int:
         "deterministic": args.deterministic,
         "episodes_asked": args.episodes,
     }
-    text = json.dumps({**results, **settings}, indent=2) + "\n"
-    target = output.resolve()  # through a symlink, not over it
-    try:
-        if target.exists() and not target.is_file():  # /dev/stdout, a pipe
-            target.write_text(text)
-        else:
-            write_atomically(target, lambda file: file.write(text.encode()))
-    except OSError as error:
-        raise StagerlError(f"{output}: cannot write the results ({error.strerror})") from None
+    _write_results(output, json.dumps({**results, **settings}, indent=2) + "\n")
     print(f"stagerl: results written to {output}", file=sys.stderr)
     if args.video:
         from stagerl.engine.video import record_videos
