@@ -493,3 +493,17 @@ def test_train_ends_with_commands_that_evaluate_and_plot_the_run(tmp_path, capsy
     assert commands["evaluate"].startswith(f"stagerl eval {config} -c {run_dir}/checkpoints/")
     assert cli.main(shlex.split(commands["plot"])[1:]) == 0
     assert (run_dir / "curves.png").stat().st_size > 0
+
+
+def test_eval_results_go_to_a_device_or_through_a_symlink_as_they_are(tmp_path):
+    import stat
+
+    from stagerl.eval_command import _require_writable, _write_results
+
+    _require_writable(Path("/dev/null"), "--output-json")  # a device (or a pipe): written to
+    _write_results(Path("/dev/null"), "{}\n")
+    assert stat.S_ISCHR(Path("/dev/null").stat().st_mode)  # not replaced by a file
+    (tmp_path / "target.json").write_text("old")
+    (tmp_path / "link.json").symlink_to(tmp_path / "target.json")
+    _write_results(tmp_path / "link.json", "new")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "target.json").read_text() == "new"

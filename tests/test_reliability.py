@@ -346,23 +346,26 @@ def test_sigterm_during_start_up_leaves_no_run_directory(tmp_path):
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 128 + signal.SIGTERM
-    assert "stopped by SIGTERM before training started" in err
+    assert "stopped by SIGTERM while not training (starting up" in err
     assert not list((tmp_path / "runs").glob("*"))
 
 
-def test_training_handles_sigterm_itself_and_restores_the_handler_it_found(tmp_path, monkeypatch):
-    from stagerl.engine.trainer import Trainer as Training
+def test_sigterm_just_before_training_handles_it_leaves_no_run_directory(tmp_path, monkeypatch):
+    # between building the trainer and training's own handler: still start-up's, not the
+    # default (which would end the process past every clean-up)
+    from stagerl.engine.logging import MetricsLogger
 
-    before, found = signal.getsignal(signal.SIGTERM), []
-    real_train = Training.train
+    before, real_init = signal.getsignal(signal.SIGTERM), MetricsLogger.__init__
 
-    def train(self, *args, **kwargs):
-        found.append(signal.getsignal(signal.SIGTERM))  # not start-up's any more
-        return real_train(self, *args, **kwargs)
+    def sigterm_then_init(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_init(self, *args, **kwargs)
 
-    monkeypatch.setattr(Training, "train", train)
-    assert cli.main(["train", str(FIXTURES / "tiny_ppo.py"), "-o", str(tmp_path)]) == 0
-    assert found == [before] and signal.getsignal(signal.SIGTERM) == before
+    monkeypatch.setattr(MetricsLogger, "__init__", sigterm_then_init)
+    code = cli.main(["train", str(FIXTURES / "tiny_ppo.py"), "-o", str(tmp_path / "runs")])
+    assert code == 128 + signal.SIGTERM
+    assert not list((tmp_path / "runs").glob("*"))
+    assert signal.getsignal(signal.SIGTERM) == before  # put back once the command ends
 
 
 def _fingerprints(run_dir: Path) -> dict[str, bytes]:

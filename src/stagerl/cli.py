@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stagerl.errors import StagerlError, StoppedDuringStartUp
+from stagerl.errors import StagerlError, StoppedOutsideTraining
 from stagerl.eval_command import evaluate as evaluate_command
 
 
@@ -259,8 +259,8 @@ def _train(args: argparse.Namespace, collecting: bool) -> int:
     experiment = load_experiment(args.config)
     ranks = _join_ranks(experiment)
     held = contextlib.ExitStack()  # rank 0's hold on the run directory: only it writes there
-    starting = contextlib.ExitStack()  # until training handles signals itself
-    starting.enter_context(sigterm_raises())  # so that a new run's directory is cleaned up
+    # outside training, which handles signals itself: so that a new run's directory is removed
+    held.enter_context(sigterm_raises())
     try:
         run_dir, resume, fresh = ranks.from_main(
             lambda: _plan_and_hold_run(args, experiment, held), "planning the run"
@@ -268,7 +268,6 @@ def _train(args: argparse.Namespace, collecting: bool) -> int:
         trainer = None
         try:
             trainer = _start_trainer(args, experiment, run_dir, resume, ranks)
-            starting.close()
             if collecting:
                 gc.enable()  # start-up is over
             final = _run_trainer(trainer, experiment, run_dir, ranks)
@@ -281,7 +280,6 @@ def _train(args: argparse.Namespace, collecting: bool) -> int:
                     remove_unstarted(run_dir)
             raise
     finally:
-        starting.close()
         ranks.close()
         held.close()
     if ranks.is_main:
@@ -408,7 +406,7 @@ def _run_command(args: argparse.Namespace) -> int:
     except StagerlError as error:
         print(f"stagerl: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)
-    except StoppedDuringStartUp as stopped:
+    except StoppedOutsideTraining as stopped:
         print(f"stagerl: error: {stopped}", file=sys.stderr)
         return stopped.exit_code
     except KeyboardInterrupt:

@@ -16,13 +16,18 @@ class StagerlError(Exception):
     exit_code = 2  # bad input; failures during training use 1
 
 
-class StoppedDuringStartUp(BaseException):
-    """SIGTERM came before training started. Not an Exception: no `except Exception` on the
-    way out (a checkpoint's loading, a collective) may take it for its own failure."""
+class StoppedOutsideTraining(BaseException):
+    """SIGTERM came while the run was starting up or closing down (training handles it
+    itself). Not an Exception: no `except Exception` on the way out (a checkpoint's loading, a
+    collective) may take it for its own failure."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name} before training started")
-        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} while not training (starting up or closing down)")
+        self.signum, self.exit_code = signum, 128 + signum
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        return type(self), (self.signum,)  # sent to the other ranks as it is
 
 
 class ConfigError(StagerlError):

@@ -26,6 +26,10 @@ def _print_results(results: dict) -> None:
 def _require_writable(path: Path, option: str, *, folder: bool = False) -> None:
     """Fail before the work, not after it: `path` (a file, or with `folder` a folder that may
     not exist yet) can be written."""
+    if not folder and path.exists() and not path.is_file() and not path.is_dir():
+        if not os.access(path, os.W_OK):  # a pipe or a device, written as it is
+            raise StagerlError(f"{option} {path}: cannot write there")
+        return
     if folder and path.is_dir():
         parent = path
     elif path.is_dir() or (folder and path.exists()):
@@ -65,12 +69,11 @@ def _write_results(output: Path, text: str) -> None:
     regular file (/dev/stdout, a pipe)."""
     from stagerl.engine.files import write_atomically
 
-    target = output.resolve()
     try:
-        if target.exists() and not target.is_file():
-            target.write_text(text)
+        if output.exists() and not output.is_file():
+            output.write_text(text)
         else:
-            write_atomically(target, lambda file: file.write(text.encode()))
+            write_atomically(output.resolve(), lambda file: file.write(text.encode()))
     except OSError as error:
         raise StagerlError(f"{output}: cannot write the results ({error.strerror})") from None
 

@@ -3,6 +3,7 @@ resumed in place keeping an earlier one's: tests/test_reliability.py; every stag
 tests/engine/test_stages.py)."""
 
 import errno
+import pickle
 import time
 from pathlib import Path
 
@@ -180,14 +181,17 @@ def test_eval_of_a_tag_folder_takes_its_newest_runs_newest_checkpoint(tmp_path):
 def test_sigterm_while_a_checkpoint_loads_is_no_checkpoint_error(tmp_path, monkeypatch):
     import signal
 
-    from stagerl.errors import StoppedDuringStartUp
+    from stagerl.errors import StoppedOutsideTraining
 
     path = save_checkpoint(tmp_path, total_steps=100, payload={"model": {}})
 
     def load(*args, **kwargs):
-        raise StoppedDuringStartUp(signal.SIGTERM)  # as the start-up handler raises it
+        raise StoppedOutsideTraining(signal.SIGTERM)  # as the start-up handler raises it
 
     monkeypatch.setattr(torch, "load", load)
-    with pytest.raises(StoppedDuringStartUp):  # exit 143, not "could not read the checkpoint"
+    with pytest.raises(StoppedOutsideTraining):  # exit 143, not "could not read the checkpoint"
         load_latest(tmp_path, warn=pytest.fail)
     assert list_checkpoints(tmp_path) == [path]
+    # rank 0 sends it to the other ranks as it is (Ranks.from_main pickles errors)
+    copy = pickle.loads(pickle.dumps(StoppedOutsideTraining(signal.SIGTERM)))
+    assert (copy.exit_code, str(copy)) == (143, str(StoppedOutsideTraining(signal.SIGTERM)))

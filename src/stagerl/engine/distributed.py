@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from stagerl.engine.logging import add_up_metrics
-from stagerl.errors import StagerlError
+from stagerl.errors import StagerlError, StoppedOutsideTraining
 from stagerl.losses.base import standardize
 
 T = TypeVar("T")
@@ -314,7 +314,7 @@ class Ranks:
         if self.is_main:
             try:
                 box[0] = ("ok", compute())
-            except StagerlError as error:
+            except (StagerlError, StoppedOutsideTraining) as error:
                 box[0] = ("error", pickle.dumps(error))
         with self._collective(what):
             dist.broadcast_object_list(box, src=0)

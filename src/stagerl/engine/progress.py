@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stagerl.engine.learner import UpdateResult
-from stagerl.errors import StagerlError, StoppedDuringStartUp
+from stagerl.errors import StagerlError, StoppedOutsideTraining
 
 
 class NonFiniteLossError(StagerlError):
@@ -29,12 +29,13 @@ class Interrupted(StagerlError):
 
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """Within, SIGTERM raises StoppedDuringStartUp: its default ends the process at once, past
-    the clean-up of a new run's directory (torchrun sends it to every rank when one fails
-    starting; so may a job scheduler). Training installs its own handler meanwhile."""
+    """Within, SIGTERM raises StoppedOutsideTraining: its default ends the process at once,
+    past the clean-up of a new run's directory (torchrun sends it to every rank when one fails
+    starting; so may a job scheduler). Training installs its own handler meanwhile, and puts
+    this one back when it ends."""
 
     def stop(signum: int, frame: Any) -> None:
-        raise StoppedDuringStartUp(signum)
+        raise StoppedOutsideTraining(signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
