@@ -224,7 +224,9 @@ def test_nonfinite_offpolicy_updates_stop_the_run_though_its_onpolicy_updates_ar
         tmp_path,
         "tiny_offpolicy_bc.py",
         {  # a PPO loss in the stage too: 1 on-policy update, 2 off-policy ones per rollout
-            "Builder, OffPolicyPipelineComponent": "PPO, Builder, OffPolicyPipelineComponent, PPOConfig",
+            "Builder, OffPolicyPipelineComponent": (
+                "PPO, Builder, OffPolicyPipelineComponent, PPOConfig"
+            ),
             "num_mini_batch=0": "num_mini_batch=1",
             "update_repeats=0": "update_repeats=1",
             'named_losses={"bc"': 'named_losses={"ppo": PPO(**PPOConfig), "bc"',

@@ -403,12 +403,9 @@ def run() -> None:
 def _run_command(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
-    except StagerlError as error:
+    except (StagerlError, StoppedOutsideTraining) as error:
         print(f"stagerl: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)
-    except StoppedOutsideTraining as stopped:
-        print(f"stagerl: error: {stopped}", file=sys.stderr)
-        return stopped.exit_code
     except KeyboardInterrupt:
         print("stagerl: interrupted", file=sys.stderr)
         return 130

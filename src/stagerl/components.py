@@ -13,8 +13,9 @@ from stagerl.errors import is_number, require, require_positive, user_call
 
 class EarlyStoppingCriterion(ABC):
     """`criterion(stage_steps=..., total_steps=..., training_metrics=...) -> bool`, asked (by
-    keyword, as AllenAct asks) after every rollout; True ends the stage. `training_metrics` (`means()`, `sums()`, `counts()`) holds the
-    episode metrics of the `metric_accumulate_interval` window the rollout closed, else none."""
+    keyword, as AllenAct asks) after every rollout; True ends the stage. `training_metrics`
+    (`means()`, `sums()`, `counts()`) holds the episode metrics of the
+    `metric_accumulate_interval` window the rollout closed, else none."""
 
     @abstractmethod
     def __call__(self, stage_steps: int, total_steps: int, training_metrics: Any) -> bool: ...

@@ -87,8 +87,8 @@ def evaluate(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config)
     checkpoint = checkpoint_to_evaluate(args.checkpoint)
     output = args.output_json or _results_path(checkpoint, args)
-    named = "--output-json" if args.output_json else "the results beside the checkpoint"
-    _require_writable(output, named + ("" if args.output_json else " (or pass --output-json)"))
+    beside = "the results beside the checkpoint (or pass --output-json)"
+    _require_writable(output, "--output-json" if args.output_json else beside)
     if args.video_episodes is not None and not args.video:
         raise StagerlError("--video-episodes needs --video DIR (where the videos go)")
     if args.video:

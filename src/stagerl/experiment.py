@@ -264,7 +264,8 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
         )
     _misspelt_setting(found[0])
     loaded_sources = "".join(  # named relative to this file: a project moved whole is unchanged
-        f"\n# ---- {os.path.relpath(inner.path, path.parent)}, loaded above ----\n{inner.full_source}"
+        f"\n# ---- {os.path.relpath(inner.path, path.parent)}, loaded above ----\n"
+        + inner.full_source
         for inner in loaded
     )
     experiment = LoadedExperiment(

@@ -68,7 +68,7 @@ def _stage_table(setup: TrainingSetup) -> Table:
         table.add_column(column, justify="right" if column in ("steps", "rollouts") else "left")
     for column in ("teacher forcing", "PPO clip", "learning rate"):
         table.add_column(column)
-    per_rollout = pipeline.num_steps * setup.total_tasks  # frames of all trainer ranks
+    per_rollout = setup.frames_per_rollout
     start = 0
     for index, stage in enumerate(pipeline.pipeline_stages):
         budget = _stage_frames(setup, stage)
@@ -98,7 +98,7 @@ def _stage_table(setup: TrainingSetup) -> Table:
 
 def _stage_frames(setup: TrainingSetup, stage: PipelineStage) -> int:
     """The frames a stage runs: it ends with the whole rollout that reaches max_stage_steps."""
-    per_rollout = setup.pipeline.num_steps * setup.total_tasks
+    per_rollout = setup.frames_per_rollout
     return math.ceil(stage.max_stage_steps / per_rollout) * per_rollout
 
 
@@ -153,7 +153,7 @@ def show(experiment: LoadedExperiment, max_sampler_processes: int | None = None)
             f"process{'es' if processes > 1 else ''}, "
             + ("double-buffered" if groups > 1 else "synchronous")
             + f", trained on {setup.device}; {pipeline.num_steps} steps per task per rollout = "
-            f"{pipeline.num_steps * setup.total_tasks:,} frames; {frames:,} "
+            f"{setup.frames_per_rollout:,} frames; {frames:,} "
             f"steps in all\nmodel {type(setup.model).__name__}: {parameters:,} parameters; "
             f"memory estimate: rollout storage {storage_mib:.1f} MiB, model with gradients "
             f"and Adam moments {model_mib:.1f} MiB"

@@ -1,5 +1,6 @@
 """Rows of metrics.jsonl: frames/s over the frames and training seconds of their own window
-(validation left out), training time on every row, validation rows included; the episode metrics an early-stopping criterion sees."""
+(validation left out), training time on every row, validation rows included; the episode
+metrics an early-stopping criterion sees."""
 
 import json
 

@@ -43,12 +43,17 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS_DIR
 
 
+def checkpoint_path(run_dir: Path, total_steps: int) -> Path:
+    """Where a run's checkpoint of `total_steps` goes."""
+    return checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
+
+
 def save_checkpoint(
     run_dir: Path, *, total_steps: int, payload: dict[str, Any], replace: bool = True
 ) -> Path:
     """Write the checkpoint atomically (`write_atomically`, which without `replace` raises
     FileExistsError rather than write over a file); its path."""
-    path = checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
+    path = checkpoint_path(run_dir, total_steps)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, lambda file: torch.save(payload, file), replace=replace)
@@ -80,7 +85,7 @@ class CheckpointRotation:
         """Save (and rotate). A checkpoint of `total_steps` that an earlier run wrote stays as
         it is: the one resumed from, where nothing was trained since (`resumed_steps`, -1 for a
         new run); any other is an error."""
-        path = checkpoint_dir(run_dir) / f"ckpt_{total_steps:012d}.pt"
+        path = checkpoint_path(run_dir, total_steps)
         try:
             save_checkpoint(
                 run_dir, total_steps=total_steps, payload=payload, replace=path in self.written

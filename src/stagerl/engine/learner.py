@@ -41,6 +41,12 @@ class UpdateResult:
     info: dict[str, float]  # averaged over the applied updates
     skips: list[bool]  # per minibatch, in order: True where its loss or gradient was not finite
 
+    @classmethod
+    def averaged(cls, sums: dict[str, float], skips: list[bool]) -> "UpdateResult":
+        """The sums of the applied minibatches' numbers, averaged over them."""
+        applied = max(len(skips) - sum(skips), 1)
+        return cls({key: value / applied for key, value in sums.items()}, skips)
+
     @property
     def attempted(self) -> int:
         """Minibatches tried."""
@@ -152,9 +158,7 @@ def update(
             info.update(total_loss=total.item(), grad_norm=grad_norm)
             for key, number in info.items():
                 sums[key] += number
-    applied = max(len(skips) - sum(skips), 1)
-    averages = {key: value / applied for key, value in sums.items()}
-    return UpdateResult(info=averages, skips=skips)
+    return UpdateResult.averaged(sums, skips)
 
 
 def step_lr_scheduler(scheduler: Any, total_steps: int) -> None:

@@ -166,9 +166,7 @@ class OffPolicyLearner:
                 continue
             for key, number in {**info, "total_loss": total.item(), "grad_norm": grad_norm}.items():
                 sums[key] += number
-        applied = max(self.updates - sum(skips), 1)
-        averages = {key: value / applied for key, value in sums.items()}
-        return UpdateResult(info=averages, skips=skips)
+        return UpdateResult.averaged(sums, skips)
 
     def state_dict(self) -> dict[str, Any]:
         """The iterator's place, the streams' memory and the counts, for checkpoints."""

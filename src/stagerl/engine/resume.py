@@ -123,11 +123,12 @@ def _start_branch(
     ones) and its config."""
     branch = new_run_dir(tag_dir)
     try:
-        for name in ("metrics.jsonl", "config.py"):
-            if original is not None and (original / name).exists():
-                shutil.copy(original / name, branch / name)
-        if original is not None and (original / "tensorboard").is_dir():
-            shutil.copytree(original / "tensorboard", branch / "tensorboard")
+        if original is not None:
+            for name in ("metrics.jsonl", "config.py"):
+                if (original / name).exists():
+                    shutil.copy(original / name, branch / name)
+            if (original / "tensorboard").is_dir():
+                shutil.copytree(original / "tensorboard", branch / "tensorboard")
         record = {
             "resumed_from_checkpoint": str(checkpoint.resolve()),
             "original_run": str(original.resolve()) if original is not None else None,

@@ -270,6 +270,11 @@ class TrainingSetup:
         return len(self.samplers)
 
     @property
+    def frames_per_rollout(self) -> int:
+        """The steps one rollout takes, of every rank's tasks (what the stages count)."""
+        return self.pipeline.num_steps * self.total_tasks
+
+    @property
     def observation_space(self) -> spaces.Dict:
         """The training samplers' observation space."""
         return self.samplers[0].observation_space

@@ -236,7 +236,7 @@ class Trainer:
             checkpoint = self._save(storage, logger, **boundary)
             raise WorkerError(f"{error}\ncheckpoint before this rollout: {checkpoint}") from None
         sampler.ask_for_snapshot()  # the next boundary's (or checkpoint's), pickled meanwhile
-        steps = pipeline.num_steps * self.setup.total_tasks  # frames of all ranks
+        steps = self.setup.frames_per_rollout
         state.stage_steps += steps
         state.total_steps += steps
         state.rollout_count += 1

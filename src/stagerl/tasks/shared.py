@@ -72,7 +72,7 @@ def one_observation_space(samplers: list[Any]) -> spaces.Dict:
     (one layout serves every slot): a ConfigError naming one that does not."""
     first = samplers[0].observation_space
     layout = array_layout(first, 1)
-    for index, other in enumerate(samplers):  # bounds may differ; shapes and dtypes may not
+    for index, other in enumerate(samplers[1:], start=1):  # bounds may differ; not shapes, dtypes
         if array_layout(other.observation_space, 1) != layout:
             raise ConfigError(
                 f"task sampler {index} ({other!r}) observes {other.observation_space}, "
