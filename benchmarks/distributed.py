@@ -102,6 +102,7 @@ def _estimate(rollout_s: float, frames: int, allreduces: int, nbytes: int, link:
 
 
 def main() -> None:
+    """The command line the module's docstring describes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=2, help="runs on 1 and on 2 ranks (default 2)")
     parser.add_argument("--json", type=Path, help="write the figures here")

@@ -25,6 +25,8 @@ RL_ZOO = dict(
 
 
 class DoorKeyMLPPPO(MiniGridExperimentConfig):
+    """RL Zoo's PPO settings for MiniGrid-DoorKey-5x5 (`RL_ZOO`), a 64x64 MLP on the raw view."""
+
     ENV_ID = "MiniGrid-DoorKey-5x5-v0"
     SENSORS = [EgocentricMiniGridSensor(view_channels=3)]
     MODEL = MLPActorCritic
@@ -32,10 +34,12 @@ class DoorKeyMLPPPO(MiniGridExperimentConfig):
 
     @classmethod
     def tag(cls) -> str:
+        """The runs' folder name."""
         return "DoorKeyMLPPPO"
 
     @classmethod
     def training_pipeline(cls, **kwargs):
+        """One PPO stage on these settings."""
         steps, rollout = RL_ZOO["n_timesteps"], RL_ZOO["n_envs"] * RL_ZOO["n_steps"]
         return TrainingPipeline(
             named_losses={

@@ -11,6 +11,8 @@ from stagerl.plugins.minigrid import EgocentricMiniGridSensor, MiniGridExperimen
 
 
 class EmptyMLPPPO(MiniGridExperimentConfig):
+    """PPO with a 64x64 MLP on MiniGrid-Empty-Random-5x5, as throughput.py times it against SB3."""
+
     ENV_ID = "MiniGrid-Empty-Random-5x5-v0"
     SENSORS = [EgocentricMiniGridSensor(view_channels=3)]
     NUM_TRAIN_SAMPLERS = 16
@@ -22,10 +24,12 @@ class EmptyMLPPPO(MiniGridExperimentConfig):
 
     @classmethod
     def tag(cls) -> str:
+        """The runs' folder name."""
         return "EmptyMLPPPO"
 
     @classmethod
     def training_pipeline(cls, **kwargs):
+        """One PPO stage on these settings."""
         return TrainingPipeline(
             named_losses={
                 "ppo_loss": PPO(

@@ -19,6 +19,7 @@ from throughput import GOTOOBJ, ROOT, SYNCHRONOUS, _variant, median_fps, run_tra
 
 
 def main() -> None:
+    """The command line the module's docstring describes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each path (default 3)")
     parser.add_argument("--baseline", type=Path, help="another commit's work tree to compare")

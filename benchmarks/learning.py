@@ -120,6 +120,7 @@ def report(rows: list[dict], threshold: float) -> dict:
 
 
 def main() -> None:
+    """The command line the module's docstring describes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", type=Path, help="experiment file")
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-8"), help="e.g. 1-8")

@@ -25,6 +25,7 @@ ENDLESS = """    @classmethod
 
 
 def main() -> None:
+    """The command line the module's docstring describes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the run")
     args = parser.parse_args()

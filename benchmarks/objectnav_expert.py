@@ -18,6 +18,7 @@ from stagerl.plugins.miniworld.tasks import ObjectNavTaskSampler  # noqa: E402
 
 
 def main() -> None:
+    """The command line the module's docstring describes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=100)
     args = parser.parse_args()

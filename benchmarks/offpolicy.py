@@ -34,6 +34,7 @@ from stagerl.experiment import load_experiment  # noqa: E402
 
 
 def main() -> None:
+    """The command line the module's docstring describes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("--batches", type=int, default=20)

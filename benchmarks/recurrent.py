@@ -47,6 +47,7 @@ def _pass_ms(model, observations, memory, masks) -> float:
 
 
 def main() -> None:
+    """The command line the module's docstring describes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--tasks", type=int, default=8)

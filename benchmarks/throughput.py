@@ -279,6 +279,7 @@ def sb3_fps() -> float | None:
 
 
 def main() -> None:
+    """The command line the module's docstring describes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -168,12 +168,7 @@ class VectorSampler:
         # Replies are awaited with one poll object per worker and step commands are pickled
         # in advance (`_route`): pickling and building a selector every step cost as much as
         # stepping a task.
-        self.pollers = []
-        for conn, process in zip(self.conns, self.processes, strict=True):
-            poller = select.poll()
-            poller.register(conn.fileno(), select.POLLIN)
-            poller.register(process.sentinel, select.POLLIN)
-            self.pollers.append(poller)
+        self.pollers = [self._poller(w) for w in range(num_workers)]
         self.clock = RolloutClock()
         self.reply_seconds = 0.0
         self.sent: set[int] = set()  # groups whose step was sent and not yet received
@@ -181,6 +176,13 @@ class VectorSampler:
         self.snapshot_taken: list[bytes] | None = None  # of the slots as they are now
         self.expert_enabled: bool | None = None  # as the tasks' suites hold it; None: unknown
         self._route()
+
+    def _poller(self, w: int) -> select.poll:
+        """A poll object that wakes on worker `w`'s reply or its exit."""
+        poller = select.poll()
+        poller.register(self.conns[w].fileno(), select.POLLIN)
+        poller.register(self.processes[w].sentinel, select.POLLIN)
+        return poller
 
     def _route(self) -> None:
         """Each group's step command per worker and trainer slots, from `owners`."""
