@@ -191,6 +191,9 @@ def test_aggregation_buffer_must_hold_one_rollout():
     pipeline.check_task_count(8)
     with pytest.raises(ConfigError, match=r"dataset_aggregation.max_sequences=8"):
         pipeline.check_task_count(16)
+    # each rank adds its own tasks' sequences to its own buffer: the most tasks must fit
+    with pytest.raises(ConfigError, match=r"max_sequences=8.*\(9\).*split 9 \+ 8 over 2"):
+        pipeline.check_rank_task_counts((9, 8))
 
 
 def _offpolicy_stage(**component):

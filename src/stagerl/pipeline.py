@@ -404,10 +404,12 @@ class TrainingPipeline:
                 )
 
     def check_rank_task_counts(self, counts: Sequence[int], *, recurrent: bool = True) -> None:
-        """`check_task_count` for the trainer rank with the fewest tasks (each rank's counts);
-        under several ranks, an error names how the tasks split over them."""
+        """`check_task_count` for every trainer rank's tasks (`counts`): the minibatches against
+        the rank with the fewest, the DAgger buffer against the one with the most; under
+        several ranks, an error names how the tasks split over them."""
         try:
-            self.check_task_count(min(counts), recurrent=recurrent)
+            self._check_minibatch_counts(min(counts), recurrent)
+            self._check_aggregation(max(counts))
         except ConfigError as error:
             if len(counts) == 1:
                 raise
@@ -419,9 +421,16 @@ class TrainingPipeline:
     def check_task_count(self, num_tasks: int, *, recurrent: bool = True) -> None:
         """Checks that need the number of tasks (and whether the model is `recurrent`), done
         before any worker starts."""
+        self.check_rank_task_counts([num_tasks], recurrent=recurrent)
+
+    def _check_minibatch_counts(self, num_tasks: int, recurrent: bool) -> None:
         for index, stage in enumerate(self.pipeline_stages):
             if stage.loss_names:
                 self._check_minibatches(index, stage, num_tasks, recurrent)
+
+    def _check_aggregation(self, num_tasks: int) -> None:
+        """A rollout adds one sequence per task to the DAgger buffer: it must hold them all."""
+        for index, stage in enumerate(self.pipeline_stages):
             aggregation = stage.dataset_aggregation
             if aggregation is not None:
                 require(

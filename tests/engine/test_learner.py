@@ -69,3 +69,10 @@ def test_skipped_updates_count_in_a_row_across_update_phases_and_within_one():
     state = TrainingState()
     state.count_nonfinite(UpdateResult({}, [True] * 9 + [False]), offpolicy=False, limit=limit)
     assert state.nonfinite_in_a_row == 0
+
+
+def test_an_update_averages_each_number_over_the_minibatches_that_gave_it():
+    # the second minibatch had no expert action, so no imitation loss to average in
+    infos = [{"imitation_loss": 3.0, "grad_norm": 1.0}, {"grad_norm": 2.0}]
+    result = UpdateResult.averaged(infos, [False, False, True])
+    assert result.info == {"imitation_loss": 3.0, "grad_norm": 1.5}

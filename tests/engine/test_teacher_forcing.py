@@ -1,6 +1,8 @@
 """Teacher forcing executes the expert's valid actions with probability p, and the storage keeps
 the action that was executed."""
 
+import math
+
 import pytest
 import torch
 from gymnasium import spaces
@@ -102,13 +104,32 @@ def test_imitation_loss_averages_over_valid_steps_only():
     )
     output = ActorCriticOutput(Categorical(logits=logits), torch.zeros(1, 3))
     loss, info = Imitation().loss(0, batch, output)
-    import math
-
     assert loss.item() == pytest.approx(-(math.log(0.5) + math.log(0.8)) / 2)
     assert info["expert_valid_fraction"] == pytest.approx(2 / 3)
     batch.observations[ExpertActionSensor.UUID] = expert * torch.tensor([1, 0])  # none valid
     loss, info = Imitation().loss(0, batch, output)
     assert (loss.item(), info["expert_valid_fraction"]) == (0.0, 0.0)  # no NaN from 0 / 0
+    assert "imitation_loss" not in info  # a minibatch without any leaves the average alone
+
+
+def test_imitation_loss_ignores_steps_without_an_expert_action_that_the_policy_rules_out():
+    # the step without an expert action carries action 0, which the policy gives log p = -inf
+    logits = torch.tensor([[[0.0, 0.0], [-math.inf, 0.0]]], requires_grad=True)
+    batch = RolloutBatch(
+        observations={ExpertActionSensor.UUID: torch.tensor([[[1, 1], [0, 0]]])},
+        memory=torch.zeros(0, 2, 0),
+        prev_actions=torch.zeros(1, 2, dtype=torch.long),
+        masks=torch.ones(1, 2),
+        actions=torch.zeros(1, 2, dtype=torch.long),
+        old_log_probs=torch.zeros(1, 2),
+        old_values=torch.zeros(1, 2),
+        returns=torch.zeros(1, 2),
+        advantages=torch.zeros(1, 2),
+    )
+    loss, info = Imitation().loss(0, batch, ActorCriticOutput(Categorical(logits=logits), None))
+    loss.backward()
+    assert loss.item() == pytest.approx(math.log(2))  # the valid step's -log(1/2) alone
+    assert torch.isfinite(logits.grad).all()
 
 
 @pytest.mark.parametrize(

@@ -38,14 +38,20 @@ class AggregatedData:
 class UpdateResult:
     """What one update did: averaged numbers, and which of its minibatches it skipped."""
 
-    info: dict[str, float]  # averaged over the applied updates
+    info: dict[str, float]  # each averaged over the applied minibatches that gave it
     skips: list[bool]  # per minibatch, in order: True where its loss or gradient was not finite
 
     @classmethod
-    def averaged(cls, sums: dict[str, float], skips: list[bool]) -> "UpdateResult":
-        """The sums of the applied minibatches' numbers, averaged over them."""
-        applied = max(len(skips) - sum(skips), 1)
-        return cls({key: value / applied for key, value in sums.items()}, skips)
+    def averaged(cls, infos: list[dict[str, float]], skips: list[bool]) -> "UpdateResult":
+        """The applied minibatches' numbers (`infos`), each averaged over the minibatches that
+        gave it: a loss may have none for a minibatch (Imitation without an expert action)."""
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        for info in infos:
+            for key, number in info.items():
+                sums[key] += number
+                counts[key] += 1
+        return cls({key: total / counts[key] for key, total in sums.items()}, skips)
 
     @property
     def attempted(self) -> int:
@@ -123,7 +129,7 @@ def update(
     A minibatch whose loss or gradient is NaN/inf is skipped; the caller decides when too many
     skips in a row mean the run is broken.
     """
-    sums: dict[str, float] = defaultdict(float)
+    infos: list[dict[str, float]] = []  # of the applied minibatches
     skips: list[bool] = []
     parameters = [p for p in model.parameters() if p.requires_grad]
     for _ in range(update_repeats):
@@ -155,10 +161,8 @@ def update(
             skips.append(grad_norm is None)
             if grad_norm is None:
                 continue  # its numbers are not logged either, so averages stay finite
-            info.update(total_loss=total.item(), grad_norm=grad_norm)
-            for key, number in info.items():
-                sums[key] += number
-    return UpdateResult.averaged(sums, skips)
+            infos.append({**info, "total_loss": total.item(), "grad_norm": grad_norm})
+    return UpdateResult.averaged(infos, skips)
 
 
 def step_lr_scheduler(scheduler: Any, total_steps: int) -> None:

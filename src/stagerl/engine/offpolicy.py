@@ -7,7 +7,6 @@ are counted apart from the stage's environment steps.
 
 import functools
 import inspect
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -140,7 +139,7 @@ class OffPolicyLearner:
         max_grad_norm: float,
     ) -> UpdateResult:
         """Train on `updates` batches; the info is averaged over the applied ones."""
-        sums: dict[str, float] = defaultdict(float)
+        infos: list[dict[str, float]] = []  # of the applied batches
         parameters = [p for p in model.parameters() if p.requires_grad]
         skips: list[bool] = []
         for _ in range(self.updates):
@@ -164,9 +163,8 @@ class OffPolicyLearner:
             skips.append(grad_norm is None)
             if grad_norm is None:
                 continue
-            for key, number in {**info, "total_loss": total.item(), "grad_norm": grad_norm}.items():
-                sums[key] += number
-        return UpdateResult.averaged(sums, skips)
+            infos.append({**info, "total_loss": total.item(), "grad_norm": grad_norm})
+        return UpdateResult.averaged(infos, skips)
 
     def state_dict(self) -> dict[str, Any]:
         """The iterator's place, the streams' memory and the counts, for checkpoints."""

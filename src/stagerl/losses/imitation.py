@@ -43,8 +43,13 @@ class Imitation(Loss):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy of the policy against the expert's actions, where they are valid."""
         expert = batch.observations[self.expert_uuid]
-        actions, valid = expert[..., 0].long(), expert[..., 1].float()
+        actions, valid = expert[..., 0].long(), expert[..., 1].bool()
         log_probs = actor_critic_output.distributions.log_prob(actions)
+        # where, not a product with the mask: a policy that rules action 0 out (log p = -inf)
+        # would make -inf x 0 = NaN at the steps without an expert action (they carry 0)
         num_valid = valid.sum()
-        loss = -(log_probs * valid).sum() / num_valid.clamp(min=1.0)
-        return loss, {"imitation_loss": loss.item(), "expert_valid_fraction": valid.mean().item()}
+        loss = -torch.where(valid, log_probs, 0.0).sum() / num_valid.clamp(min=1)
+        info = {"expert_valid_fraction": valid.float().mean().item()}
+        if num_valid > 0:  # else no number to average in (as AllenAct leaves it out)
+            info["imitation_loss"] = loss.item()
+        return loss, info
