@@ -3,10 +3,11 @@
 from collections.abc import Sequence
 from typing import Any
 
-from stagerl.errors import require_positive
+from stagerl.errors import ConfigError, require_positive
 from stagerl.experiment import ExperimentConfig, MachineParams, SplitSamplerArgs
 from stagerl.models.base import ActorCriticModel
 from stagerl.plugins.minigrid.babyai_model import BabyAIRecurrentACModel
+from stagerl.plugins.minigrid.models import MiniGridActorCritic
 from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor, MiniGridMissionSensor
 from stagerl.plugins.minigrid.tasks import MiniGridTaskSampler, make_minigrid_env
 from stagerl.tasks.sensors import Sensor, SensorSuite, without_expert
@@ -52,12 +53,22 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
     @classmethod
     def create_model(cls, **kwargs: Any) -> ActorCriticModel:
         """`MODEL(action_space, observation_space, **kwargs)`; the BabyAI model gets memory and
-        reads the mission when SENSORS has one, unless `kwargs` say otherwise."""
+        reads the mission when SENSORS has one, MiniGridActorCritic reads the mission sensor's
+        uuid, unless `kwargs` say otherwise."""
         env_id = cls.ENV_ID if isinstance(cls.ENV_ID, str) else cls.ENV_ID[0]
         observation_space = SensorSuite(without_expert(cls.SENSORS)).observation_space
+        missions = [s.uuid for s in cls.SENSORS if isinstance(s, MiniGridMissionSensor)]
         if issubclass(cls.MODEL, BabyAIRecurrentACModel):
             mission = "minigrid_mission" in observation_space.spaces
+            if missions and not mission:  # else it would train blind to the mission
+                raise ConfigError(
+                    f"{cls.__name__}.SENSORS: BabyAIRecurrentACModel reads the mission from "
+                    f"uuid 'minigrid_mission' (AllenAct's), but the MiniGridMissionSensor's is "
+                    f"{missions[0]!r}: leave its uuid as it is"
+                )
             kwargs = {"use_memory": True, "use_instr": mission, **kwargs}
+        elif issubclass(cls.MODEL, MiniGridActorCritic) and len(missions) == 1:
+            kwargs = {"mission_uuid": missions[0], **kwargs}
         return cls.MODEL(make_minigrid_env(env_id).action_space, observation_space, **kwargs)
 
     @classmethod

@@ -10,6 +10,7 @@ from stagerl.models.base import ActorCriticModel, ActorCriticOutput, run_recurre
 
 # Grid cells hold (object, colour, state) indices; each gets its own block of embedding rows.
 _CELL_FIELD_SIZE = 16
+_MISSION = "minigrid_mission"  # MiniGridMissionSensor's uuid
 
 
 class MiniGridActorCritic(ActorCriticModel):
@@ -30,7 +31,7 @@ class MiniGridActorCritic(ActorCriticModel):
         observation_space: spaces.Dict,
         *,
         image_uuid: str = "minigrid_ego_image",
-        mission_uuid: str | None = "minigrid_mission",
+        mission_uuid: str | None = _MISSION,
         hidden_size: int = 128,
         embed_size: int = 16,
         recurrent: bool = True,
@@ -40,7 +41,12 @@ class MiniGridActorCritic(ActorCriticModel):
         if image_uuid not in observation_space.spaces:
             raise ConfigError(f"MiniGridActorCritic: no sensor with uuid {image_uuid!r}")
         self.image_uuid = image_uuid
+        if mission_uuid not in (None, _MISSION, *observation_space.spaces):
+            raise ConfigError(f"MiniGridActorCritic: no sensor with uuid {mission_uuid!r}")
+        # the default uuid absent: an image-only experiment
         self.mission_uuid = mission_uuid if mission_uuid in observation_space.spaces else None
+        if film and self.mission_uuid is None:
+            raise ConfigError("MiniGridActorCritic(film=True) needs a mission sensor")
         self.hidden_size = hidden_size
         view, _, channels = observation_space[image_uuid].shape
         self.cell_embedding = nn.Embedding(channels * _CELL_FIELD_SIZE, embed_size)
@@ -71,7 +77,7 @@ class MiniGridActorCritic(ActorCriticModel):
         # "the red ball" can pick out matching cells among distractors before they are pooled.
         # Measured: GoToLocal imitation 0.70 -> 0.92 test success with it, but PPO on GoToObj
         # (one object, the mission barely matters) 0.86 -> 0.62 mean over 8 seeds: opt-in.
-        self.film = nn.Linear(32, 2 * 32) if film and self.mission_uuid is not None else None
+        self.film = nn.Linear(32, 2 * 32) if film else None
         self._initialise()
 
     def _initialise(self) -> None:
