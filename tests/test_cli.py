@@ -43,6 +43,13 @@ ALLENACT_VALUES_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
 
         model.forward = allenact_forward
         return model"""
+WRONG_KEY_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
+        model.forward = lambda observations, *args: observations["image"]
+        return model"""
+NO_MEMORY_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
+        forward = model.forward
+        model.forward = lambda *args: forward(*args)[0]  # the memory left out
+        return model"""
 
 
 @pytest.mark.parametrize(
@@ -90,6 +97,16 @@ ALLENACT_VALUES_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
         ),
         (
             "tiny_ppo.py",
+            {"return super().create_model(memory_dim=32, **kwargs)": WRONG_KEY_MODEL},
+            ["TinyPPO.create_model(): its model's forward raised KeyError: 'image'"],
+        ),
+        (
+            "tiny_ppo.py",
+            {"return super().create_model(memory_dim=32, **kwargs)": NO_MEMORY_MODEL},
+            ["forward returned ActorCriticOutput, expected (ActorCriticOutput, memory)"],
+        ),
+        (
+            "tiny_ppo.py",
             {"STEPS = 1024": "STEPS = 1024\n    MAX_STEPS = -3"},
             ["TinyPPO.MAX_STEPS=-3"],
         ),
@@ -111,6 +128,8 @@ ALLENACT_VALUES_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
         "lr-scheduler-without-a-step-count",
         "model-of-other-observations",
         "model-with-allenacts-value-shape",
+        "model-reading-an-observation-not-given",
+        "model-returning-no-memory",
         "negative-max-steps",
         "no-tag",
         "misspelt-class-setting",

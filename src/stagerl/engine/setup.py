@@ -209,22 +209,32 @@ def _check_outputs(
     actions = torch.zeros(1, 2, dtype=torch.long, device=device)
     training = model.training
     model.eval()
+    masks = torch.ones(1, 2, device=device)
     with torch.no_grad():
-        output, new_memory = model(observations, memory, actions, torch.ones(1, 2, device=device))
+        returned = user_call(
+            f"{where}: its model's forward", model, observations, memory, actions, masks
+        )
     model.train(training)
+    if not (isinstance(returned, tuple) and len(returned) == 2):
+        raise ConfigError(
+            f"{where}: the model's forward returned {type(returned).__name__}, expected "
+            "(ActorCriticOutput, memory)"
+        )
+    output, new_memory = returned
     shapes = {
         "values": (tuple(output.values.shape), (1, 2)),
         "distributions.logits": (
             tuple(output.distributions.logits.shape),
-            (1, 2, model.action_space.n),
+            (1, 2, int(model.action_space.n)),
         ),
         "memory": (tuple(new_memory.shape), tuple(memory.shape)),
     }
     for name, (got, expected) in shapes.items():
         if got != expected:
+            hint = " ([T, N]; AllenAct's [T, N, 1] values: squeeze them)" * (name == "values")
             raise ConfigError(
                 f"{where}: for one step of 2 tasks the model's {name} are shaped {got}, "
-                f"expected {expected} ([T, N, ...]; AllenAct's [T, N, 1] values: squeeze them)"
+                f"expected {expected}{hint}"
             )
 
 
