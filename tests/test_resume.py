@@ -50,6 +50,19 @@ def test_a_run_resumed_in_place_never_deletes_or_replaces_an_earlier_runs_checkp
     assert _fingerprints(run_dir) == finished
 
 
+def test_a_finished_run_resumed_with_a_larger_step_budget_trains_on_to_it(tmp_path):
+    config = tmp_path / "tiny.py"
+    config.write_text((FIXTURES / "tiny_ppo.py").read_text())
+    run_dir = tmp_path / "TinyPPO" / "run"
+    Trainer(load_experiment(config), run_dir=run_dir, seed=0).train()  # 1,024 steps
+    config.write_text(config.read_text().replace("STEPS = 1024", "STEPS = 1280"))
+    resume = ["train", str(config), "-o", str(tmp_path), "--resume", "latest"]
+    assert cli.main([*resume, "--allow-config-change"]) == 0
+    assert list_checkpoints(run_dir)[0].name == "ckpt_000000001280.pt"
+    state = load_checkpoint(list_checkpoints(run_dir)[0])["state"]
+    assert (state["stage_index"], state["stage_steps"]) == (0, 1280)
+
+
 def test_resuming_a_run_another_process_trains_in_fails_at_once_touching_nothing(tmp_path, capsys):
     config, run_dir = tmp_path / "tiny.py", tmp_path / "TinyPPO" / "run"
     config.write_text((FIXTURES / "tiny_ppo.py").read_text())

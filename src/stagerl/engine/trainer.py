@@ -402,11 +402,11 @@ class Trainer:
                 logger.maybe_emit(
                     state.total_steps, stage_index=state.stage_index, stage=name, force=True
                 )
-                more_stages = state.stage_index + 1 < len(stages)  # else the final save follows
-                if more_stages and state.last_save_steps != state.total_steps:
+                if state.stage_index + 1 == len(stages):
+                    break  # the final save keeps its steps: a larger max_stage_steps resumes it
+                if state.last_save_steps != state.total_steps:
                     self._checkpoint(sampler, storage, logger)  # every stage's final model
-                if more_stages:
-                    self.rotation.keep_newest()  # that model, never rotated away
+                self.rotation.keep_newest()  # that model, never rotated away
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
                 state.stopped_early = False
                 continue
@@ -428,10 +428,9 @@ class Trainer:
                 self._checkpoint(sampler, storage, logger)
             elif self._validation_due():
                 self._validate(logger)
-        last = min(state.stage_index, len(stages) - 1)
-        logger.maybe_emit(
-            state.total_steps, stage_index=last, stage=self.pipeline.stage_names[last], force=True
-        )
+        last = min(state.stage_index, len(stages) - 1)  # past the end in older checkpoints
+        name = self.pipeline.stage_names[last]
+        logger.maybe_emit(state.total_steps, stage_index=last, stage=name, force=True)
         return self._checkpoint(sampler, storage, logger)
 
     def _criterion_says_stop(
