@@ -199,7 +199,9 @@ class _MiniGridSampler(TaskSampler):
 class MiniGridTaskSampler(_MiniGridSampler):
     """Endless random episodes for training; a fixed, disjoint seed sequence for valid/test.
 
-    `env_ids` may list several environments: they are the scenes `next_scene()` cycles through.
+    `env_ids` may list several environments: they are the scenes `next_scene()` cycles through,
+    slot i starting at the (i mod n)-th, so that the slots spread over them. A valid or test
+    sampler moves to the next after each episode: evaluation covers every one, evenly.
     """
 
     def __init__(
@@ -223,7 +225,7 @@ class MiniGridTaskSampler(_MiniGridSampler):
         for env_id in self.env_ids[1:]:  # the first is made below; a later one at its turn
             _check_registered(env_id)
         self.split, self.slot, self.num_slots = split, slot, num_slots
-        self.scene = 0
+        self.scene = slot % len(self.env_ids)
         self.num_sampled = 0
         self.env_scene = -1
         self.set_seed(seed)
@@ -247,6 +249,8 @@ class MiniGridTaskSampler(_MiniGridSampler):
 
     def next_task(self) -> MiniGridTask:
         """An episode of the current environment id, seeded from the split's range."""
+        if self.split != "train":
+            self.scene = (self.slot + self.num_sampled) % len(self.env_ids)
         seed = self._episode_seed()
         self.num_sampled += 1
         return self._task(self.env_ids[self.scene], seed)

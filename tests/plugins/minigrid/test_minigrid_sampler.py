@@ -1,0 +1,31 @@
+"""MiniGridTaskSampler over several env ids: training slots spread over them, and valid or test
+samplers cover every one evenly, the same sequence after each reset."""
+
+from stagerl.plugins.minigrid import EgocentricMiniGridSensor, MiniGridTaskSampler
+
+ENV_IDS = ["MiniGrid-Empty-5x5-v0", "MiniGrid-LavaGapS5-v0"]
+SENSORS = [EgocentricMiniGridSensor(view_channels=3)]
+
+
+def _env_ids(sampler: MiniGridTaskSampler, episodes: int) -> list[str]:
+    return [sampler.next_task().env_id for _ in range(episodes)]
+
+
+def test_training_slots_start_spread_over_the_env_ids():
+    samplers = [
+        MiniGridTaskSampler(env_ids=ENV_IDS, sensors=SENSORS, slot=slot, num_slots=3)
+        for slot in range(3)
+    ]
+    assert [_env_ids(s, 2) for s in samplers] == [
+        [ENV_IDS[0]] * 2,
+        [ENV_IDS[1]] * 2,
+        [ENV_IDS[0]] * 2,
+    ]
+
+
+def test_test_samplers_cover_every_env_id_evenly_and_repeat_after_a_reset():
+    sampler = MiniGridTaskSampler(env_ids=ENV_IDS, sensors=SENSORS, split="test")
+    first = [(task.env_id, task.seed) for task in (sampler.next_task() for _ in range(4))]
+    assert [env_id for env_id, _ in first] == ENV_IDS * 2
+    sampler.reset()
+    assert [(task.env_id, task.seed) for task in (sampler.next_task() for _ in range(4))] == first
