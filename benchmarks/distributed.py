@@ -71,7 +71,8 @@ def _allreduce_seconds(numel: int, repeats: int = 200) -> float:
 def _example_sizes() -> tuple[int, int, int]:
     """The example's parameter count, frames per rollout and all-reduces per rollout."""
     sys.path.insert(0, str(ROOT / "src"))
-    from stagerl.engine.setup import build_model, build_pipeline
+    from stagerl.engine.model_setup import build_model
+    from stagerl.engine.setup import build_pipeline
     from stagerl.experiment import load_experiment
 
     experiment = load_experiment(GOTOOBJ)

@@ -46,6 +46,10 @@ ALLENACT_VALUES_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
 WRONG_KEY_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
         model.forward = lambda observations, *args: observations["image"]
         return model"""
+EXPERT_READING_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
+        forward = model.forward
+        model.forward = lambda obs, *args: (obs["expert_action"], forward(obs, *args))[1]
+        return model"""
 NO_MEMORY_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
         forward = model.forward
         model.forward = lambda *args: forward(*args)[0]  # the memory left out
@@ -101,6 +105,18 @@ NO_MEMORY_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
             ["TinyPPO.create_model(): its model's forward raised KeyError: 'image'"],
         ),
         (
+            "tiny_dagger_ppo.py",
+            {
+                "return super().create_model(memory_dim=32, **kwargs)": EXPERT_READING_MODEL,
+                "save_interval=256,": "save_interval=256, validation=__import__('stagerl')"
+                ".Validation(episodes=2),",
+            },
+            [
+                "TinyDaggerThenPPO.create_model() (validation tasks): its model's forward raised "
+                "KeyError: 'expert_action'"
+            ],
+        ),
+        (
             "tiny_ppo.py",
             {"return super().create_model(memory_dim=32, **kwargs)": NO_MEMORY_MODEL},
             ["forward returned ActorCriticOutput, expected (ActorCriticOutput, memory)"],
@@ -129,6 +145,7 @@ NO_MEMORY_MODEL = """model = super().create_model(memory_dim=32, **kwargs)
         "model-of-other-observations",
         "model-with-allenacts-value-shape",
         "model-reading-an-observation-not-given",
+        "model-reading-the-expert-validated",
         "model-returning-no-memory",
         "negative-max-steps",
         "no-tag",

@@ -72,3 +72,20 @@ def test_eval_results_go_to_a_device_or_through_a_symlink_as_they_are(tmp_path):
     (tmp_path / "link.json").symlink_to(tmp_path / "target.json")
     _write_results(tmp_path / "link.json", "new")
     assert (tmp_path / "link.json").is_symlink() and (tmp_path / "target.json").read_text() == "new"
+
+
+def test_eval_of_a_model_that_reads_the_expert_is_an_error_naming_it(tmp_path, capsys):
+    # trained with its tasks' expert readings as an input, which test tasks do not give
+    from stagerl.engine.trainer import Trainer
+    from stagerl.experiment import load_experiment
+    from tests.test_cli import EXPERT_READING_MODEL
+    from tests.variants import fixture_variant
+
+    config = fixture_variant(
+        tmp_path,
+        "tiny_dagger_ppo.py",
+        {"return super().create_model(memory_dim=32, **kwargs)": EXPERT_READING_MODEL},
+    )
+    Trainer(load_experiment(config), run_dir=tmp_path / "run", seed=0).train(stop_after_steps=64)
+    assert cli.main(["eval", str(config), "-c", str(tmp_path / "run"), "--episodes", "1"]) == 2
+    assert "its model's forward raised KeyError: 'expert_action'" in capsys.readouterr().err

@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from stagerl import Validation, cli
 from stagerl.engine.checkpoint import load_checkpoint
 from stagerl.engine.evaluator import episode_sampler, run_episodes
-from stagerl.engine.setup import build_model, build_samplers
+from stagerl.engine.model_setup import build_model
+from stagerl.engine.setup import build_samplers
 from stagerl.engine.trainer import Trainer
 from stagerl.engine.validation import Validator
 from stagerl.experiment import load_experiment

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from stagerl.engine.checkpoint import load_checkpoint
+from stagerl.engine.model_setup import build_model
 from stagerl.engine.resume import config_diff, diff_summary, load_saved_state, saved_config
 from stagerl.engine.setup import (
-    build_model,
     build_samplers,
     configure_trainer_process,
     start_sampler,
