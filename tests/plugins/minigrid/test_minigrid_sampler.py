@@ -1,6 +1,10 @@
 """MiniGridTaskSampler over several env ids: training slots spread over them, and valid or test
 samplers cover every one evenly, the same sequence after each reset."""
 
+import warnings
+
+import pytest
+
 from stagerl.plugins.minigrid import EgocentricMiniGridSensor, MiniGridTaskSampler
 
 ENV_IDS = ["MiniGrid-Empty-5x5-v0", "MiniGrid-LavaGapS5-v0"]
@@ -29,3 +33,16 @@ def test_test_samplers_cover_every_env_id_evenly_and_repeat_after_a_reset():
     assert [env_id for env_id, _ in first] == ENV_IDS * 2
     sampler.reset()
     assert [(task.env_id, task.seed) for task in (sampler.next_task() for _ in range(4))] == first
+
+
+def test_max_steps_above_the_envs_own_limit_warns_and_env_kwargs_raise_that_limit():
+    sampler = MiniGridTaskSampler(env_ids=ENV_IDS[0], sensors=SENSORS, max_steps=200)
+    with pytest.warns(UserWarning, match=r"max_steps=200 is above .*Empty-5x5-v0's own.*\(100\)"):
+        sampler.next_task()
+    raised = MiniGridTaskSampler(
+        env_ids=ENV_IDS[0], sensors=SENSORS, max_steps=200, env_kwargs={"max_steps": 200}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task = raised.next_task()
+    assert (task.max_steps, task.env.unwrapped.max_steps) == (200, 200)

@@ -28,7 +28,10 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
         EgocentricMiniGridSensor(view_channels=3),
         MiniGridMissionSensor(instr_len=16),
     )
-    MAX_STEPS: int | None = None  # None: the environment's own limit
+    # Episodes end at MAX_STEPS or the environment's own limit, whichever comes first (None:
+    # the environment's); ENV_KWARGS go to gym.make, e.g. {"max_steps": 500} to raise that.
+    MAX_STEPS: int | None = None
+    ENV_KWARGS: dict[str, Any] = {}
     NUM_TRAIN_SAMPLERS = 16
     NUM_TEST_SAMPLERS = 16
     MAX_SAMPLER_PROCESSES: int | None = None
@@ -69,7 +72,8 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
             kwargs = {"use_memory": True, "use_instr": mission, **kwargs}
         elif issubclass(cls.MODEL, MiniGridActorCritic) and len(missions) == 1:
             kwargs = {"mission_uuid": missions[0], **kwargs}
-        return cls.MODEL(make_minigrid_env(env_id).action_space, observation_space, **kwargs)
+        actions = make_minigrid_env(env_id, **cls.ENV_KWARGS).action_space
+        return cls.MODEL(actions, observation_space, **kwargs)
 
     @classmethod
     def make_sampler_fn(cls, **kwargs: Any) -> MiniGridTaskSampler:
@@ -92,4 +96,5 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
             slot=process_ind,
             num_slots=total_processes,
             max_steps=cls.MAX_STEPS,
+            env_kwargs=cls.ENV_KWARGS,
         )

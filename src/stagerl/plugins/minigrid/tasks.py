@@ -4,6 +4,7 @@ import contextlib
 import importlib
 import io
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -96,6 +97,13 @@ class MiniGridTask(Task):
             self.last_obs, _ = env.reset(seed=seed)
         # BabyAI levels set their step limit only when reset.
         limit = max_steps or env.unwrapped.max_steps
+        if limit > env.unwrapped.max_steps:
+            warnings.warn(
+                f"max_steps={limit} is above {env_id}'s own step limit "
+                f"({env.unwrapped.max_steps}), which ends its episodes first; raise that with "
+                "the env's max_steps argument (MiniGridExperimentConfig.ENV_KWARGS)",
+                stacklevel=2,
+            )
         super().__init__(env=env, sensors=sensors, max_steps=limit)
         self.env_id = env_id
         self.seed = seed
