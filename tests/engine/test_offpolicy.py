@@ -159,3 +159,37 @@ def test_an_iterator_that_ends_or_gives_no_batch_stops_naming_the_stage(iterator
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     with pytest.raises(ConfigError, match=message):
         learner.update(model=model, optimizer=optimizer, stage_steps=0, max_grad_norm=1.0)
+
+
+@pytest.mark.timeout(240)
+def test_a_stages_offpolicy_iterator_is_closed_when_the_stage_ends(
+    tmp_path, monkeypatch, empty_dataset
+):
+    # two off-policy stages of 256 steps: the first's prefetching thread and dataset go when
+    # it ends, not when training does
+    from stagerl.engine.trainer import Trainer
+    from stagerl.experiment import load_experiment
+    from tests.variants import fixture_variant
+
+    monkeypatch.setenv("STAGERL_DATASET", str(empty_dataset))
+    config = fixture_variant(
+        tmp_path,
+        "tiny_offpolicy_bc.py",
+        {
+            "STEPS = 1024": "STEPS = 256",
+            "            ],\n        )": "            ] * 2,\n        )",
+        },
+    )
+    trainer = Trainer(load_experiment(config), run_dir=tmp_path / "run", seed=0)
+    closed = []
+    close = OffPolicyLearner.close
+    monkeypatch.setattr(
+        OffPolicyLearner,
+        "close",
+        lambda learner: (closed.append((learner.where, trainer.state.total_steps)), close(learner)),
+    )
+    trainer.train()
+    assert closed == [
+        ("pipeline_stages[0].offpolicy_component", 256),
+        ("pipeline_stages[1].offpolicy_component", 512),
+    ]

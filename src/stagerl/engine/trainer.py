@@ -115,8 +115,7 @@ class Trainer:
                 ranks=self.ranks,
                 where=f"pipeline_stages[{index}].offpolicy_component",
             )
-            saved = self.share.offpolicy.get(index) if self.share else None
-            if saved is not None:
+            if self.share and (saved := self.share.offpolicy.get(index)) is not None:
                 learners[index].load_state_dict(saved)
         return learners
 
@@ -407,6 +406,8 @@ class Trainer:
                 if state.last_save_steps != state.total_steps:
                     self._checkpoint(sampler, storage, logger)  # every stage's final model
                 self.rotation.keep_newest()  # that model, never rotated away
+                if (learner := self.offpolicy.pop(state.stage_index, None)) is not None:
+                    learner.close()  # its prefetching thread and dataset, not needed any more
                 state.stage_index, state.stage_steps = state.stage_index + 1, 0
                 state.stopped_early = False
                 continue
