@@ -6,6 +6,7 @@ DIR / "data")` opens it anywhere. This module imports neither torch nor the envi
 """
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -140,7 +141,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return {**metadata, "hdf5_path": data_dir / HDF5_FILE}
 
 
-def _episode_groups(file: Any, hdf5_path: Path, episodes: int) -> list[Any]:
+def _check_episodes(file: Any, hdf5_path: Path, episodes: int) -> None:
+    """Every episode the metadata promises is in the file (a check of names: opening a group
+    costs memory, so only the episodes read are opened)."""
     names = [f"episode_{index}" for index in range(episodes)]
     missing = [name for name in names if name not in file]
     if missing:
@@ -148,7 +151,6 @@ def _episode_groups(file: Any, hdf5_path: Path, episodes: int) -> list[Any]:
             f"{hdf5_path}: the metadata promises {episodes} episodes but {len(missing)} are "
             f"missing (first: {missing[0]}); the file is truncated or was not written by minari"
         )
-    return [file[name] for name in names]
 
 
 @contextlib.contextmanager
@@ -189,9 +191,9 @@ def read_episodes(
     observations: dict[str, list[np.ndarray]] = {key: [] for key in observation_keys}
     actions, lengths = [], []
     with _hdf5_file(path) as (file, hdf5_path, total):
-        groups = _episode_groups(file, hdf5_path, total)
+        _check_episodes(file, hdf5_path, total)
         for index in episode_indices:
-            group = groups[index]
+            group = file[f"episode_{index}"]
             episode_actions = group["actions"][()]
             outside = (episode_actions < 0) | (episode_actions >= num_actions)
             if outside.any():
@@ -218,10 +220,22 @@ def read_episodes(
         joined = {key: np.concatenate(parts) for key, parts in observations.items()}
     except ValueError as error:  # episodes whose observations differ in shape
         raise DatasetError(f"{hdf5_path}: its episodes' observations differ ({error})") from None
-    return EpisodeArrays(
+    episodes = EpisodeArrays(
         observations=joined,
         actions=np.concatenate(actions).astype(np.int64),
         starts=np.concatenate([[0], np.cumsum(lengths_array)[:-1]]).astype(np.int64),
         lengths=lengths_array,
         source=hdf5_path,
     )
+    observations.clear()
+    actions.clear()
+    _return_freed_memory()
+    return episodes
+
+
+def _return_freed_memory() -> None:
+    """Hand the memory the reading freed back to the OS, which glibc would keep: 20,000
+    GoToLocal episodes (20 MB of arrays) left 231 MB more in use, 58 MB after this. Elsewhere
+    than glibc, nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from stagerl.errors import ConfigError
+from stagerl.errors import ConfigError, require_positive
 from stagerl.offpolicy.dataset import EpisodeArrays
 
 
@@ -62,8 +62,8 @@ class TruncatedBPTTIterator:
         prefetch: int = 4,
     ) -> None:
         for name, value in (("nrollouts", nrollouts), ("rollout_len", rollout_len)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r} is invalid: expected a positive integer")
+            require_positive(name, value, whole=True)
+        nrollouts, rollout_len = int(nrollouts), int(rollout_len)
         if episodes.num_episodes < nrollouts:
             raise ConfigError(
                 f"nrollouts={nrollouts} is invalid: {episodes.source} gives only "

@@ -221,7 +221,6 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
         (_short_observations, {}, "episode_2 has 3 actions but only 2 'image' observations"),
         (_not_minari_metadata, {}, "not Minari metadata"),
         (_incomplete_record, {}, r"'stagerl' entry lacks \['longest_mission'\]"),
-        (lambda d, t: d, {"instr_len": 40}, "instr_len=40, but recordings keep 32 mission"),
         (_other_vocabulary, {}, "recorded with another mission vocabulary"),
         (_mixed_views, {}, "its episodes' observations differ"),
         (_damaged_group, {}, r"corrupt or unreadable \(.*bad symbol table node signature"),
@@ -240,7 +239,6 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
         "fewer-observations-than-actions",
         "metadata-not-minari",
         "record-without-longest_mission",
-        "instr_len-beyond-the-recorded-tokens",
         "another-vocabulary",
         "views-of-two-sizes",
         "damaged-group-metadata",
@@ -253,3 +251,37 @@ def test_bad_dataset_is_an_error_naming_the_file(dataset, tmp_path, make, kwargs
     with pytest.raises(DatasetError, match=message) as raised:
         create_minigrid_offpolicy_data_iterator(path, **arguments)
     assert str(path) in str(raised.value)
+
+
+def test_instr_len_beyond_the_recorded_tokens_pads_the_missions_with_zeros(dataset):
+    short = create_minigrid_offpolicy_data_iterator(dataset, 2, 3, 8)
+    long = create_minigrid_offpolicy_data_iterator(dataset, 2, 3, 40)
+    missions = [it.episodes.observations["minigrid_mission"] for it in (short, long)]
+    short.close(), long.close()
+    assert missions[1].shape[1] == 40
+    assert (missions[1][:, :8] == missions[0]).all() and not missions[1][:, 8:].any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"current_worker": 1}, r"rank=1 and world_size=None .*give both or neither"),
+        ({"num_workers": 2}, r"rank=None and world_size=2 .*give both or neither"),
+        ({"num_workers": 2.0, "current_worker": 0}, r"num_workers=2.0 is invalid"),
+        ({"nrollouts": True}, r"nrollouts=True is invalid"),
+    ],
+    ids=["rank-alone", "world-size-alone", "float-world-size", "bool-nrollouts"],
+)
+def test_ranks_come_together_and_counts_are_whole_numbers(dataset, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        create_minigrid_offpolicy_data_iterator(dataset, **{"nrollouts": 2, "rollout_len": 3,
+                                                           "instr_len": 5, **kwargs})  # fmt: skip
+
+
+def test_numpy_integers_are_counts_too(dataset):
+    count = np.int64(2)
+    iterator = create_minigrid_offpolicy_data_iterator(
+        dataset, count, np.int64(3), 5, current_worker=np.int64(1), num_workers=count
+    )
+    iterator.close()
+    assert (iterator.nrollouts, iterator.episodes.num_episodes) == (2, 5)  # odd episodes of 10

@@ -7,11 +7,10 @@ from typing import Any
 import numpy as np
 from minigrid.core.actions import Actions
 
-from stagerl.errors import ConfigError, require_positive
+from stagerl.errors import ConfigError, is_number, require, require_positive
 from stagerl.losses.offpolicy import ExpertCELoss
 from stagerl.offpolicy.dataset import DatasetError, leading_episodes, read_episodes, read_metadata
 from stagerl.offpolicy.iterator import TruncatedBPTTIterator
-from stagerl.plugins.minigrid.recording import MISSION_TOKENS
 from stagerl.plugins.minigrid.sensors import VOCABULARY
 
 # Recorded key -> the uuid of the sensor that observes the same thing during training.
@@ -86,10 +85,6 @@ def _check_fits(
             f"sensor gives {mission.shape[0]} tokens, which the model reads from every batch; "
             f"create the iterator with instr_len={mission.shape[0]}"
         )
-    if instr_len is not None and instr_len > MISSION_TOKENS:
-        raise DatasetError(
-            f"{path}: instr_len={instr_len}, but recordings keep {MISSION_TOKENS} mission tokens"
-        )
     if recorded.get("vocabulary", VOCABULARY) != VOCABULARY:
         raise DatasetError(
             f"{path}: recorded with another mission vocabulary than this stagerl's, so its "
@@ -102,11 +97,15 @@ def _check_fits(
         )
 
 
-def _one_of(name: str, value: int | None, alias: str, alias_value: int | None, default: int) -> int:
-    """A setting given under stagerl's name or AllenAct's (`alias`); both given must agree."""
+def _one_of(name: str, value: int | None, alias: str, alias_value: int | None) -> int | None:
+    """A whole number given under stagerl's name or AllenAct's (`alias`), or None; both given
+    must agree."""
+    for field, given in ((name, value), (alias, alias_value)):
+        require(given is None or is_number(given, whole=True), field, value=given,
+                expected="an integer")  # fmt: skip
     if value is not None and alias_value is not None and value != alias_value:
         raise ConfigError(f"{name}={value} and {alias}={alias_value} disagree; give one of them")
-    return next((given for given in (value, alias_value) if given is not None), default)
+    return next((int(given) for given in (value, alias_value) if given is not None), None)
 
 
 def create_minigrid_offpolicy_data_iterator(
@@ -140,8 +139,14 @@ def create_minigrid_offpolicy_data_iterator(
     metadata = read_metadata(path)
     recorded = _recorded_by_stagerl(path, metadata)
     _check_fits(path, recorded, instr_len, observation_space, env_ids)
-    rank = _one_of("rank", rank, "current_worker", current_worker, default=0)
-    world_size = _one_of("world_size", world_size, "num_workers", num_workers, default=1)
+    rank = _one_of("rank", rank, "current_worker", current_worker)
+    world_size = _one_of("world_size", world_size, "num_workers", num_workers)
+    if (rank is None) != (world_size is None):  # else every rank would read one rank's share
+        raise ConfigError(
+            f"rank={rank} and world_size={world_size} (AllenAct's current_worker and "
+            "num_workers): give both or neither"
+        )
+    rank, world_size = (rank, world_size) if rank is not None else (0, 1)
     if not 0 <= rank < world_size:
         raise DatasetError(f"{path}: rank {rank} is not within world_size {world_size}")
     keys = ["image"] + (["mission"] if instr_len is not None else [])
@@ -161,7 +166,9 @@ def create_minigrid_offpolicy_data_iterator(
     observations = episodes.observations
     observations["image"] = observations["image"][..., : _sensor_channels(observation_space)]
     if instr_len is not None:
-        observations["mission"] = observations["mission"][:, :instr_len].astype(np.int64)
+        missions = observations["mission"][:, :instr_len].astype(np.int64)
+        padding = instr_len - missions.shape[1]  # past the recorded tokens: padding (0) too
+        observations["mission"] = np.pad(missions, ((0, 0), (0, max(padding, 0))))
     episodes.observations = {SENSOR_UUIDS[key]: observations[key] for key in keys}
     return TruncatedBPTTIterator(
         episodes, nrollouts=nrollouts, rollout_len=rollout_len, seed=seed, prefetch=prefetch
