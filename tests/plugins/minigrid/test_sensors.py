@@ -1,9 +1,11 @@
 """MiniGrid sensors give fixed-shape arrays: missions become tokens of a fixed vocabulary."""
 
 import pickle
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from stagerl.plugins.minigrid import (
     EgocentricMiniGridSensor,
@@ -46,3 +48,17 @@ def test_the_mission_cache_stays_bounded_and_out_of_pickles(monkeypatch):
         assert sensor.get_observation(None, task)[3] == TOKEN_IDS[colour]
         assert len(sensor._cache) <= 3
     assert len(sensor._cache) > 0 and pickle.loads(pickle.dumps(sensor))._cache == {}
+
+
+def test_a_mission_longer_than_instr_len_is_cut_with_a_warning_once(monkeypatch):
+    from stagerl.plugins.minigrid import sensors
+
+    monkeypatch.setattr(sensors, "_CUT_WARNED", set())
+    sensor = MiniGridMissionSensor(instr_len=8)
+    mission = "put the red ball next to the blue box"  # 9 words: the goal's last is cut
+    with pytest.warns(UserWarning, match=r"instr_len=8\) keeps the first 8 of 9 words"):
+        tokens = sensor.get_observation(None, SimpleNamespace(last_obs={"mission": mission}))
+    assert tokens[-1] == TOKEN_IDS["blue"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once a process
+        sensor.get_observation(None, SimpleNamespace(last_obs={"mission": mission + " now"}))

@@ -1,6 +1,7 @@
 """MiniGrid sensors: the egocentric grid encoding and the mission as fixed-length tokens."""
 
 import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,9 @@ class EgocentricMiniGridSensor(Sensor):
         return image[..., : self.view_channels]
 
 
+_CUT_WARNED: set[int] = set()  # the instr_len values warned about in this process
+
+
 class MiniGridMissionSensor(Sensor):
     """The mission string as `instr_len` token ids (0 = padding) from stagerl's vocabulary of
     the BabyAI and MiniGrid missions; cached per distinct mission."""
@@ -140,7 +144,19 @@ class MiniGridMissionSensor(Sensor):
             if len(self._cache) >= MISSIONS_CACHED:  # levels of many missions (BossLevel)
                 self._cache.clear()
             tokens = self._cache[mission] = tokenize_mission(mission, self.max_len)
+            self._warn_if_cut(mission)
         return tokens
+
+    def _warn_if_cut(self, mission: str) -> None:
+        """Warn (once a process) that missions lose words: the last ones often name the goal."""
+        words = len(re.findall(r"[a-z]+", mission.lower()))
+        if words > self.max_len and self.max_len not in _CUT_WARNED:
+            _CUT_WARNED.add(self.max_len)
+            warnings.warn(
+                f"MiniGridMissionSensor(instr_len={self.max_len}) keeps the first "
+                f"{self.max_len} of {words} words of {mission!r}; give it a larger instr_len",
+                stacklevel=2,
+            )
 
     def __getstate__(self) -> dict[str, Any]:
         """Without the cache: every sampler snapshot (one a rollout, and checkpoints) pickles
