@@ -104,3 +104,19 @@ def test_samplers_whose_arguments_give_no_seed_are_seeded_apart(monkeypatch):
     _, samplers = build_samplers(experiment, "train", seed=0)
     first_episodes = [sampler.next_task().seed for sampler in samplers]
     assert len(set(first_episodes)) == len(samplers) == 16
+
+
+def test_an_experiment_imports_its_neighbours_relatively_as_allenact_loads_it(
+    tmp_path, monkeypatch
+):
+    # AllenAct imports projects/x/exp.py as the module projects.x.exp: `from .base import`
+    folder = tmp_path / "projects" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "base.py").write_text((STYLE / "ppo.py").read_text())
+    (folder / "exp.py").write_text(
+        "from .base import PPOBabyAIGoToObjConfig\n\n\n"
+        "class Derived(PPOBabyAIGoToObjConfig):\n    pass\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))  # for the tests.fixtures... its base imports
+    assert load_experiment(folder / "exp.py").config.__name__ == "Derived"

@@ -340,3 +340,14 @@ def test_stage_overrides_changed_after_building_are_checked_again():
     pipeline.pipeline_stages[0].settings["num_mini_batch"] = 0
     with pytest.raises(ConfigError, match=r"pipeline_stages\[0\].num_mini_batch=0"):
         pipeline.check()
+
+
+def test_allenact_05_storage_arguments_are_taken_as_none_only():
+    # AllenAct 0.5.4's BabyAI configs pass named_storages=None, annotated with its type
+    from stagerl import ExperienceStorage  # noqa: F401
+
+    assert _pipeline(named_storages=None, rollout_storage_uuid=None).num_steps == 16
+    with pytest.raises(
+        ConfigError, match=r"TrainingPipeline.named_storages=\{'gru': 1\}.*one rollout"
+    ):
+        _pipeline(named_storages={"gru": 1})

@@ -199,9 +199,20 @@ def _misspelt_setting(config: type[ExperimentConfig]) -> None:
             )
 
 
+def _package_of(path: Path) -> str | None:
+    """The dotted package of a file under the working directory (`projects.babyai`), as
+    AllenAct imports experiments, so that their relative imports work; else None."""
+    try:
+        parts = path.parent.relative_to(Path.cwd().resolve()).parts
+    except ValueError:
+        return None
+    return ".".join(parts) if parts and all(part.isidentifier() for part in parts) else None
+
+
 def _import_file(path: Path, module_name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    module.__package__ = _package_of(path)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)

@@ -4,8 +4,7 @@ These are plain settings; what a stage may add lives in `stagerl.components` (re
 Progress through them (stage index, step counts) lives in the trainer and in checkpoints.
 """
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
 
@@ -16,190 +15,26 @@ from stagerl.components import (  # noqa: F401
     NeverEarlyStoppingCriterion,
     OffPolicyPipelineComponent,
     Validation,
-    checked_loss_names,
-    checked_loss_weights,
 )
 from stagerl.errors import (
     ConfigError,
-    is_number,
     require,
     require_bool,
-    require_positive,
     user_call,
 )
 from stagerl.losses.base import Loss
 from stagerl.losses.imitation import Imitation
 from stagerl.losses.offpolicy import OffPolicyLoss
-
-# Settings a stage may override (AllenAct's per-stage TrainingSettings); the rest are fixed for
-# the whole pipeline because they shape the storage, the sampler or the logs.
-STAGE_SETTINGS = (
-    "num_mini_batch",
-    "update_repeats",
-    "max_grad_norm",
-    "gamma",
-    "use_gae",
-    "gae_lambda",
+from stagerl.stage import (  # noqa: F401  (PipelineStage, TrainingSettings: re-exported)
+    PIPELINE_ONLY_SETTINGS,
+    STAGE_SETTINGS,
+    PipelineStage,
+    TrainingSettings,
+    check_update_settings,
+    checked_save_interval,
+    require_setting,
+    settings_of,
 )
-PIPELINE_ONLY_SETTINGS = (
-    "num_steps",
-    "advance_scene_rollout_period",
-    "save_interval",
-    "metric_accumulate_interval",
-)
-
-
-class TrainingSettings:
-    """AllenAct's bundle of training settings; on a `PipelineStage` it overrides the pipeline's
-    `num_mini_batch`, `update_repeats`, `max_grad_norm`, `gamma`, `use_gae` and `gae_lambda`
-    for that stage (None keeps the pipeline's)."""
-
-    def __init__(self, **settings: Any) -> None:
-        known = STAGE_SETTINGS + PIPELINE_ONLY_SETTINGS
-        unknown = sorted(set(settings) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"TrainingSettings: unknown settings {unknown} (known: {list(known)})"
-            )
-        self.settings = {key: value for key, value in settings.items() if value is not None}
-
-    def __repr__(self) -> str:
-        return f"TrainingSettings({self.settings})"
-
-
-class PipelineStage:
-    """A stage trains `loss_names` (weighted by `loss_weights`) for `max_stage_steps` frames.
-
-    `teacher_forcing(stage_steps)` is the probability that the expert's action is executed instead
-    of the agent's (needs an ExpertActionSensor). `dataset_aggregation` turns on true DAgger.
-    `offpolicy_component` also trains on recorded data after every rollout; `max_stage_steps`
-    counts the rollouts' environment steps only. `early_stopping_criterion` may end the stage
-    sooner. `training_settings=TrainingSettings(...)`, or the same settings as keyword arguments
-    (`num_mini_batch=...`), override the pipeline's update settings for this stage.
-    """
-
-    def __init__(
-        self,
-        *,
-        loss_names: Sequence[str],
-        max_stage_steps: int | float,
-        loss_weights: Sequence[float] | None = None,
-        teacher_forcing: Callable[[int], float] | None = None,
-        dataset_aggregation: DatasetAggregation | None = None,
-        offpolicy_component: OffPolicyPipelineComponent | None = None,
-        early_stopping_criterion: Callable[..., bool] | None = None,
-        training_settings: TrainingSettings | None = None,
-        **settings: Any,
-    ) -> None:
-        self.loss_names = checked_loss_names("PipelineStage.loss_names", loss_names, empty=True)
-        require(
-            is_number(max_stage_steps) and 1 <= max_stage_steps < math.inf,
-            "PipelineStage.max_stage_steps",
-            value=max_stage_steps,
-            expected="a finite step count of at least 1",
-        )
-        self.max_stage_steps = int(max_stage_steps)
-        self.loss_weights = checked_loss_weights(
-            "PipelineStage.loss_weights", loss_weights, names=self.loss_names
-        )
-        for name, value in (
-            ("teacher_forcing", teacher_forcing),
-            ("early_stopping_criterion", early_stopping_criterion),
-        ):
-            require(
-                value is None or callable(value),
-                f"PipelineStage.{name}",
-                value=value,
-                expected="a callable or None",
-            )
-        self.teacher_forcing = teacher_forcing
-        self.early_stopping_criterion = early_stopping_criterion
-        require(
-            dataset_aggregation is None or isinstance(dataset_aggregation, DatasetAggregation),
-            "PipelineStage.dataset_aggregation",
-            value=dataset_aggregation,
-            expected="a DatasetAggregation(...) or None",
-        )
-        self.dataset_aggregation = dataset_aggregation
-        require(
-            offpolicy_component is None
-            or isinstance(offpolicy_component, OffPolicyPipelineComponent),
-            "PipelineStage.offpolicy_component",
-            value=offpolicy_component,
-            expected="an OffPolicyPipelineComponent(...) or None",
-        )
-        self.offpolicy_component = offpolicy_component
-        self.settings = _stage_settings(training_settings, settings)
-        fixed = [key for key in PIPELINE_ONLY_SETTINGS if key in self.settings]
-        self.pipeline_settings = {key: self.settings.pop(key) for key in fixed}  # only restated
-
-    def __repr__(self) -> str:
-        return (
-            f"PipelineStage(loss_names={self.loss_names}, max_stage_steps={self.max_stage_steps})"
-        )
-
-
-def _stage_settings(training_settings: TrainingSettings | None, settings: dict[str, Any]) -> dict:
-    """A stage's overrides, from `training_settings` or keyword arguments (not both)."""
-    if training_settings is not None and settings:
-        raise ConfigError(
-            f"PipelineStage: give training_settings or settings as keyword arguments "
-            f"({sorted(settings)}), not both"
-        )
-    if training_settings is not None:
-        settings = _settings_of("PipelineStage", training_settings)
-    unknown = sorted(set(settings) - set(STAGE_SETTINGS) - set(PIPELINE_ONLY_SETTINGS))
-    if unknown:
-        raise ConfigError(f"PipelineStage got unexpected keyword arguments {unknown}")
-    overrides = {key: value for key, value in settings.items() if value is not None}
-    _check_update_settings("PipelineStage", overrides)
-    return overrides
-
-
-def _check_update_settings(owner: str, settings: dict[str, Any]) -> None:
-    """Ranges of the settings that shape an update, for whichever of them are given."""
-    for name in ("num_mini_batch", "update_repeats", "max_grad_norm"):
-        if name in settings:
-            _positive(name, settings[name], owner=owner, whole=name != "max_grad_norm")
-    for name in ("gamma", "gae_lambda"):
-        if name in settings:
-            value = settings[name]
-            ok = is_number(value) and 0 <= value <= 1
-            require(ok, f"{owner}.{name}", value=value, expected="a number in [0, 1]")
-    if "use_gae" in settings:
-        require_bool(f"{owner}.use_gae", settings["use_gae"])
-
-
-def _settings_of(owner: str, training_settings: Any) -> dict[str, Any]:
-    """What a `training_settings=` argument sets, checked to be a TrainingSettings."""
-    require(
-        isinstance(training_settings, TrainingSettings),
-        f"{owner}.training_settings",
-        value=training_settings,
-        expected="TrainingSettings(...) or None",
-    )
-    return training_settings.settings
-
-
-def _save_interval(owner: str, value: Any) -> int | None:
-    """A whole step count (`1e4` and numpy integers too), or None for None or <= 0."""
-    require(
-        value is None or (is_number(value) and math.isfinite(value) and value == int(value)),
-        f"{owner}.save_interval",
-        value=value,
-        expected="a whole step count (None or <= 0: at stage ends only)",
-    )
-    return int(value) if value is not None and value > 0 else None
-
-
-def _positive(
-    name: str,
-    value: Any,
-    allow_none: bool = False,
-    owner: str = "TrainingPipeline",
-    whole: bool = False,
-) -> None:
-    require_positive(f"{owner}.{name}", value, whole=whole, allow_none=allow_none)
 
 
 @dataclass(kw_only=True)
@@ -242,14 +77,26 @@ class TrainingPipeline:
     validation: Validation | None = None
     stage_names: list[str] = field(init=False)
     training_settings: InitVar[TrainingSettings | None] = None
+    named_storages: InitVar[Any] = None  # AllenAct 0.5's, taken only as None (its default)
+    rollout_storage_uuid: InitVar[Any] = None
 
-    def __post_init__(self, training_settings: TrainingSettings | None) -> None:
+    def __post_init__(
+        self, training_settings: TrainingSettings | None, named_storages: Any, storage_uuid: Any
+    ) -> None:
+        for name, value in (
+            ("named_storages", named_storages),
+            ("rollout_storage_uuid", storage_uuid),
+        ):
+            require(value is None, f"TrainingPipeline.{name}", value=value,
+                    expected="None: stagerl keeps one rollout storage (AllenAct 0.5's experience "
+                    "storages are not supported); recorded data goes in "
+                    "PipelineStage(offpolicy_component=...)")  # fmt: skip
         if training_settings is not None:
             self._take_settings(training_settings)
         self.check()
 
     def _take_settings(self, training_settings: TrainingSettings) -> None:
-        settings = _settings_of("TrainingPipeline", training_settings)
+        settings = settings_of("TrainingPipeline", training_settings)
         names = STAGE_SETTINGS + PIPELINE_ONLY_SETTINGS
         given = [
             f.name for f in fields(self) if f.name in names and getattr(self, f.name) != f.default
@@ -294,13 +141,13 @@ class TrainingPipeline:
 
     def _check_settings(self) -> None:
         """Every pipeline-wide setting in range; `save_interval <= 0` becomes None."""
-        _positive("num_steps", self.num_steps, whole=True)
-        _positive("metric_accumulate_interval", self.metric_accumulate_interval)
-        self.save_interval = _save_interval("TrainingPipeline", self.save_interval)
-        _positive(
+        require_setting("num_steps", self.num_steps, whole=True)
+        require_setting("metric_accumulate_interval", self.metric_accumulate_interval)
+        self.save_interval = checked_save_interval("TrainingPipeline", self.save_interval)
+        require_setting(
             "advance_scene_rollout_period", self.advance_scene_rollout_period, True, whole=True
         )
-        _check_update_settings(
+        check_update_settings(
             "TrainingPipeline",
             {
                 name: getattr(self, name)
@@ -312,7 +159,7 @@ class TrainingPipeline:
         stages = self.pipeline_stages
         for name in ("num_mini_batch", "update_repeats"):  # where an on-policy stage uses it
             if any(stage.loss_names and name not in stage.settings for stage in stages):
-                _check_update_settings("TrainingPipeline", {name: getattr(self, name)})
+                check_update_settings("TrainingPipeline", {name: getattr(self, name)})
         require(
             self.validation is None or isinstance(self.validation, Validation),
             "TrainingPipeline.validation",
@@ -356,7 +203,7 @@ class TrainingPipeline:
             value=stage,
             expected="a PipelineStage",
         )
-        _check_update_settings(f"pipeline_stages[{index}]", stage.settings)  # changed since?
+        check_update_settings(f"pipeline_stages[{index}]", stage.settings)  # changed since?
         self._check_loss_names(f"pipeline_stages[{index}].loss_names", stage.loss_names, False)
         if stage.offpolicy_component is not None:
             self._check_loss_names(
@@ -375,7 +222,7 @@ class TrainingPipeline:
         for name, value in stage.pipeline_settings.items():
             own, restated = getattr(self, name), value
             if name == "save_interval":
-                restated = _save_interval(f"pipeline_stages[{index}]", value)
+                restated = checked_save_interval(f"pipeline_stages[{index}]", value)
             if restated != own:
                 raise ConfigError(
                     f"pipeline_stages[{index}].{name}={value!r} differs from "

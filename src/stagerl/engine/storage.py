@@ -240,3 +240,8 @@ def slice_carry_state(state: dict, *, first: int, count: int) -> dict:
         "prev_actions": state["prev_actions"][tasks],
         "memory": state["memory"][:, tasks],
     }
+
+
+# AllenAct 0.5's name for the type of its storages, which its configs import to annotate
+# `named_storages` (taken only as None): stagerl's one storage.
+ExperienceStorage = RolloutStorage
