@@ -181,4 +181,5 @@ def require_setting(
     owner: str = "TrainingPipeline",
     whole: bool = False,
 ) -> None:
+    """`owner.name` is a positive number (whole if asked), or None where allowed."""
     require_positive(f"{owner}.{name}", value, whole=whole, allow_none=allow_none)

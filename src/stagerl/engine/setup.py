@@ -276,15 +276,23 @@ def _validation_samplers(
     pipeline: TrainingPipeline,
     seed: int,
     max_sampler_processes: int | None,
+    *,
+    model: ActorCriticModel,
+    device: torch.device,
 ) -> tuple[MachineParams, list[TaskSampler]] | None:
+    """The validation samplers, when the pipeline validates, checked to fit the model."""
     if pipeline.validation is None:
         return None
     try:
-        return build_samplers(
+        machine, samplers = build_samplers(
             experiment, "valid", seed=seed, max_sampler_processes=max_sampler_processes
         )
     except ConfigError as error:
         raise ConfigError(f"TrainingPipeline.validation is set, but {error}") from None
+    # the model must act on what validation tasks observe (no expert readings)
+    where = f"{experiment.name}.create_model() (validation tasks)"
+    check_outputs(where, model, samplers[0].observation_space, device)
+    return machine, samplers
 
 
 def offpolicy_iterators(
@@ -390,10 +398,9 @@ def build_training_setup(
     expert_uuids = _expert_uuids(pipeline, samplers)
     validation = None
     if ranks.is_main:
-        validation = _validation_samplers(experiment, pipeline, seed, max_sampler_processes)
-        if validation is not None:  # the model must act on what validation tasks observe
-            where = f"{experiment.name}.create_model() (validation tasks)"
-            check_outputs(where, model, validation[1][0].observation_space, device)
+        validation = _validation_samplers(
+            experiment, pipeline, seed, max_sampler_processes, model=model, device=device
+        )
     offpolicy = offpolicy_iterators(
         pipeline, samplers, seed=seed, ranks=ranks,
         first_stage=resume["state"]["stage_index"] if resume else 0,

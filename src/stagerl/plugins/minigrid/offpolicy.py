@@ -108,6 +108,21 @@ def _one_of(name: str, value: int | None, alias: str, alias_value: int | None) -
     return next((int(given) for given in (value, alias_value) if given is not None), None)
 
 
+def _rank_of(
+    rank: int | None, world_size: int | None, current_worker: int | None, num_workers: int | None
+) -> tuple[int, int]:
+    """`(rank, world_size)` under stagerl's names or AllenAct's, given together or not at all
+    (then `(0, 1)`): a world size alone would have every rank read rank 0's share."""
+    rank = _one_of("rank", rank, "current_worker", current_worker)
+    world_size = _one_of("world_size", world_size, "num_workers", num_workers)
+    if (rank is None) != (world_size is None):
+        raise ConfigError(
+            f"rank={rank} and world_size={world_size} (AllenAct's current_worker and "
+            "num_workers): give both or neither"
+        )
+    return (rank, world_size) if rank is not None and world_size is not None else (0, 1)
+
+
 def create_minigrid_offpolicy_data_iterator(
     path: str | Path,
     nrollouts: int,
@@ -139,14 +154,7 @@ def create_minigrid_offpolicy_data_iterator(
     metadata = read_metadata(path)
     recorded = _recorded_by_stagerl(path, metadata)
     _check_fits(path, recorded, instr_len, observation_space, env_ids)
-    rank = _one_of("rank", rank, "current_worker", current_worker)
-    world_size = _one_of("world_size", world_size, "num_workers", num_workers)
-    if (rank is None) != (world_size is None):  # else every rank would read one rank's share
-        raise ConfigError(
-            f"rank={rank} and world_size={world_size} (AllenAct's current_worker and "
-            "num_workers): give both or neither"
-        )
-    rank, world_size = (rank, world_size) if rank is not None else (0, 1)
+    rank, world_size = _rank_of(rank, world_size, current_worker, num_workers)
     if not 0 <= rank < world_size:
         raise DatasetError(f"{path}: rank {rank} is not within world_size {world_size}")
     keys = ["image"] + (["mission"] if instr_len is not None else [])
