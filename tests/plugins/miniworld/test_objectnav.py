@@ -143,6 +143,29 @@ def test_objectnav_visibility_queries_are_all_deleted(sampler, monkeypatch):
     assert len(made) > 2 and not any(gl.glIsQuery(query) for query in made)
 
 
+def test_objectnav_visibility_queries_are_made_in_the_worlds_own_context(sampler, monkeypatch):
+    # with two worlds in a process, miniworld made them in whichever context was current and
+    # they were deleted in the other: ~0.7 KB leaked a step
+    import pyglet
+
+    from stagerl.plugins.miniworld import world
+
+    other = ObjectNavTaskSampler(scenes=scene_ids("test", 10), sensors=SENSORS, max_steps=50)
+    try:
+        sampler.next_task(), other.next_task()
+        contexts, generate = [], world._miniworld.glGenQueries
+        monkeypatch.setattr(
+            world._miniworld,
+            "glGenQueries",
+            lambda n, ids: (generate(n, ids), contexts.append(pyglet.gl.current_context)),
+        )
+        other.world().shadow_window.switch_to()  # as after the other sampler's step
+        sampler.world().get_visible_ents()
+        assert contexts and set(contexts) == {sampler.world().shadow_window.context}
+    finally:
+        other.close()
+
+
 def test_objectnav_a_closed_world_frees_its_frame_buffers_and_the_others_still_draw():
     from pyglet import gl
 

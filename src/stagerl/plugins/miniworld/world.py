@@ -121,7 +121,11 @@ class ObjectNavWorld(MiniWorldEnv):
 
     def get_visible_ents(self) -> set[Entity]:
         """miniworld's occlusion-query visibility, deleting every query it made: miniworld
-        deletes only the first of them (the expert's every step leaked ~2.8 KB)."""
+        deletes only the first of them (the expert's every step leaked ~2.8 KB). Its queries
+        are made before it switches to this world's context, so in whichever world's was
+        current (another sampler's, in a process with two): switched to first, else they
+        were deleted in the wrong context and leaked ~0.7 KB a step."""
+        self.shadow_window.switch_to()
         delete = _miniworld.glDeleteQueries
         _miniworld.glDeleteQueries = lambda _count, ids: delete(len(ids), ids)
         try:
