@@ -213,6 +213,32 @@ def test_objectnav_expert_succeeds_on_test_episodes():
     assert min(r["spl"] for r in results) > 0.7
 
 
+@pytest.mark.parametrize(
+    ("scene", "target", "seed"),
+    [(2073, "Duckie", 1711637996), (1002, "Key", 52)],
+    ids=["step-towards-the-target-blocked", "gap-as-wide-as-the-agent"],
+)
+def test_objectnav_expert_gets_where_its_rules_once_left_it_turning_in_place(scene, target, seed):
+    # training and validation episodes where the expert turned to and fro (the direct rule
+    # and the map's each undoing the other's turn) or stood wedged in a gap the map called
+    # passable, for the whole episode
+    from stagerl.plugins.miniworld.scenes import build_scene
+
+    sampler = ObjectNavTaskSampler(scenes=[scene], sensors=[RGBSensor(), GoalObjectTypeSensor()])
+    task = ObjectNavTask(
+        sampler=sampler,
+        scene=build_scene(scene),
+        target_type=target,
+        episode_seed=seed,
+        sensors=sampler.sensor_suite,
+        max_steps=100,
+    )
+    while not task.is_done():
+        task.step(task.query_expert()[0])
+    sampler.close()
+    assert task.metrics()["success"] == 1.0
+
+
 def test_objectnav_expert_looks_around_to_the_left_until_the_target_is_in_view(sampler):
     """The box 120 degrees to the right: the map's way is three turns right, but a policy
     that sees only pixels could not know it, so the expert turns left (seven turns) until the

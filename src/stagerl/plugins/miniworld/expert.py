@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from stagerl.plugins.miniworld.scenes import AGENT_RADIUS, NavigationMap
 from stagerl.plugins.miniworld.tasks import (
     END,
+    GOAL_REACH,
     LOOK_DOWN,
     LOOK_UP,
     MOVE_AHEAD,
@@ -32,6 +34,10 @@ SEARCH_TURNS = 360 // ROTATE_DEGREES  # the longest search: one full turn
 BASE_HEIGHT = 0.2  # m of an object's base that miniworld's occlusion query tests
 APPROACH_DISTANCE = 0.6  # m from a target's surface that a direct approach walks to
 MEMORY_STEPS = 4  # steps the expert keeps to its path after the last target went out of view
+STALL_STEPS = 180 // ROTATE_DEGREES + 2  # walking steps in one place: more than any turn run
+# m the expert's map keeps clear beyond the agent's radius: 0.25 m steps at 30 degree headings
+# cannot thread a gap only as wide as the agent (it stood wedged at one for whole episodes)
+EXPERT_MARGIN = 0.1
 
 
 def _bearing(agent: Any, target: np.ndarray) -> float:
@@ -109,13 +115,16 @@ def _step_on_the_map(task: Any, world: Any) -> int:
     Where no point of the path is in a straight line (skirting an object), take the heading
     that gets closest to the goal (`_detour`)."""
     agent = world.agent
-    if task.num_steps_taken < getattr(task, "detour_until", -1):
+    step = task.num_steps_taken
+    if _stalled(task, agent) and step >= getattr(task, "detour_until", -1):
+        task.detour_until = step + DETOUR_STEPS  # the rules below turned to and fro
+    if step < getattr(task, "detour_until", -1):
         return _detour(task, world)
     direct = _direct_step(task, world)
     if direct is not None:
         return direct
     x, _, z = agent.pos
-    points = task.map.path(float(x), float(z), ahead=LOOK_AHEAD)
+    points = _expert_map(task, agent).path(float(x), float(z), ahead=LOOK_AHEAD)
     # the farthest point first: usually it is clear, and the nearer ones need not be checked
     farthest = next(
         (p for p in reversed(points) if _clear(world, agent, np.array([p[0], 0.0, p[1]]))), None
@@ -130,6 +139,21 @@ def _step_on_the_map(task: Any, world: Any) -> int:
     # step gives one answer), or the two rules would undo each other's turns
     task.detour_until = task.num_steps_taken + DETOUR_STEPS
     return _detour(task, world)
+
+
+def _stalled(task: Any, agent: Any) -> bool:
+    """Whether the walking rules have kept the agent in one place for STALL_STEPS steps in a
+    row: the direct approach and the map can turn it each way in turn (a step towards the
+    target blocked, the path's point to the other side). The same answer asked twice in a
+    step."""
+    step, here = (
+        task.num_steps_taken,
+        (round(float(agent.pos[0]), 6), round(float(agent.pos[2]), 6)),
+    )
+    last = getattr(task, "walking", None)  # (step of the last walking step, where, since)
+    consecutive = last is not None and last[1] == here and step - 1 <= last[0] <= step
+    task.walking = (step, here, last[2] if consecutive else step)
+    return step - task.walking[2] >= STALL_STEPS
 
 
 def _direct_step(task: Any, world: Any) -> int | None:
@@ -158,19 +182,34 @@ def _detour(task: Any, world: Any) -> int:
     """MoveAhead if it is free and gets closer to the goal, else turn towards the free
     heading (in ROTATE_DEGREES steps) whose next step gets closest."""
     agent = world.agent
-    here = task.map.distance_from(float(agent.pos[0]), float(agent.pos[2]))
+    field = _expert_map(task, agent)
+    here = field.distance_from(float(agent.pos[0]), float(agent.pos[2]))
     values = {}
     for turns in range(-5, 7):
         heading = agent.dir + math.radians(turns * ROTATE_DEGREES)
         position = agent.pos + np.array([math.cos(heading), 0.0, -math.sin(heading)]) * MOVE_STEP
         if not world.intersect(agent, position, agent.radius):
-            values[turns] = task.map.distance_from(float(position[0]), float(position[2]))
+            values[turns] = field.distance_from(float(position[0]), float(position[2]))
     if 0 in values and values[0] < here - 0.05:
         return MOVE_AHEAD
     if not values:
         return ROTATE_LEFT
     best = min(values, key=lambda turns: (values[turns], abs(turns)))
     return _turn_towards(best if best else 1)
+
+
+def _expert_map(task: Any, agent: Any) -> NavigationMap:
+    """The navigation map with EXPERT_MARGIN more clearance, or the task's own where that
+    leaves no way to the goal from around the agent."""
+    if getattr(task, "expert_map", None) is None:
+        clearance = AGENT_RADIUS + EXPERT_MARGIN
+        task.expert_map = NavigationMap(
+            task.scene, task.target_type, reach=GOAL_REACH, clearance=clearance
+        )
+    wide = task.expert_map
+    i, j = wide.cell(float(agent.pos[0]), float(agent.pos[2]))
+    around = wide.distance[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+    return wide if np.isfinite(around).any() else task.map
 
 
 def _clear(world: Any, agent: Any, point: np.ndarray) -> bool:

@@ -91,25 +91,27 @@ def build_scene(scene_id: int) -> Scene:
 
 class NavigationMap:
     """A grid of `CELL` cells over a scene's floor: where the agent's centre may stand (clear
-    of walls and objects by its radius), and the geodesic distance from every cell to the
+    of walls and objects by `clearance`, its radius by default), and the geodesic distance from every cell to the
     nearest cell within `reach` m of an object of the target type (the goal region)."""
 
-    def __init__(self, scene: Scene, target_type: str, *, reach: float) -> None:
+    def __init__(
+        self, scene: Scene, target_type: str, *, reach: float, clearance: float = AGENT_RADIUS
+    ) -> None:
         self.scene = scene
         columns, rows = int(np.ceil(scene.width / CELL)), int(np.ceil(scene.depth / CELL))
         xs = (np.arange(columns) + 0.5) * CELL
         zs = (np.arange(rows) + 0.5) * CELL
         self.x, self.z = np.meshgrid(xs, zs, indexing="ij")  # [columns, rows]
         free = (
-            (self.x >= AGENT_RADIUS)
-            & (self.x <= scene.width - AGENT_RADIUS)
-            & (self.z >= AGENT_RADIUS)
-            & (self.z <= scene.depth - AGENT_RADIUS)
+            (self.x >= clearance)
+            & (self.x <= scene.width - clearance)
+            & (self.z >= clearance)
+            & (self.z <= scene.depth - clearance)
         )
         goal = np.zeros_like(free)
         for obj in scene.objects:
             surface = np.hypot(self.x - obj.x, self.z - obj.z) - obj.radius
-            free &= surface >= AGENT_RADIUS
+            free &= surface >= clearance
             if obj.type == target_type:
                 goal |= surface <= reach
         self.free = free
