@@ -353,3 +353,21 @@ def test_objectnav_projects_train_two_rollouts_and_evaluate_on_test_scenes(tmp_p
     assert final.name == f"ckpt_{2 * rollout:012d}.pt"
     results = evaluate(experiment, final, episodes=4, seed=0)
     assert results["episodes"] == 4 and {"success", "spl", "dist_to_target"} <= set(results)
+
+
+def test_objectnav_without_egl_is_an_error_saying_what_to_install():
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "__EGL_VENDOR_LIBRARY_FILENAMES": "/nonexistent.json"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import stagerl.plugins.miniworld.world"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "cannot open an OpenGL context through EGL" in result.stderr
+    assert "apt-get install libegl1" in result.stderr

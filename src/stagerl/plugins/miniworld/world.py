@@ -14,10 +14,16 @@ import pyglet
 
 pyglet.options["headless"] = True
 
-from miniworld import miniworld as _miniworld  # noqa: E402
-from miniworld.entity import Ball, Box, Entity, Key, MeshEnt  # noqa: E402
-from miniworld.miniworld import MiniWorldEnv  # noqa: E402
-from pyglet import gl  # noqa: E402
+try:  # pyglet opens its first OpenGL context when miniworld imports pyglet.gl
+    from miniworld import miniworld as _miniworld
+    from miniworld.entity import Ball, Box, Entity, Key, MeshEnt
+    from miniworld.miniworld import MiniWorldEnv
+    from pyglet import gl
+except pyglet.window.NoSuchConfigException as error:  # no EGL driver, or no device
+    raise RuntimeError(
+        f"MiniWorld cannot open an OpenGL context through EGL ({error}): on Debian/Ubuntu, "
+        "apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri libglu1-mesa"
+    ) from None
 
 from stagerl.plugins.miniworld.scenes import (  # noqa: E402
     OBJECT_TYPES,
