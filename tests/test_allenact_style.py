@@ -106,17 +106,20 @@ def test_samplers_whose_arguments_give_no_seed_are_seeded_apart(monkeypatch):
     assert len(set(first_episodes)) == len(samplers) == 16
 
 
-def test_an_experiment_imports_its_neighbours_relatively_as_allenact_loads_it(
-    tmp_path, monkeypatch
-):
-    # AllenAct imports projects/x/exp.py as the module projects.x.exp: `from .base import`
+def test_an_experiment_imports_its_neighbours_relatively_in_the_workers_too(tmp_path, monkeypatch):
+    # AllenAct imports projects/x/exp.py as the module projects.x.exp: `from .base import`;
+    # a sensor class defined in the file is unpickled in the sampler workers, which load it too
     folder = tmp_path / "projects" / "demo"
     folder.mkdir(parents=True)
-    (folder / "base.py").write_text((STYLE / "ppo.py").read_text())
+    (folder / "base.py").write_text((ROOT / "tests" / "fixtures" / "tiny_ppo.py").read_text())
     (folder / "exp.py").write_text(
-        "from .base import PPOBabyAIGoToObjConfig\n\n\n"
-        "class Derived(PPOBabyAIGoToObjConfig):\n    pass\n"
+        "from stagerl.plugins.minigrid import EgocentricMiniGridSensor\n\n"
+        "from .base import TinyPPO\n\n\n"
+        "class ViewSensor(EgocentricMiniGridSensor):\n    pass\n\n\n"
+        "class RelativeTinyPPO(TinyPPO):\n    SENSORS = [ViewSensor(view_channels=3)]\n"
     )
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(ROOT))  # for the tests.fixtures... its base imports
-    assert load_experiment(folder / "exp.py").config.__name__ == "Derived"
+    experiment = load_experiment(folder / "exp.py")
+    assert experiment.config.__name__ == "RelativeTinyPPO"
+    final = Trainer(experiment, run_dir=tmp_path / "run", seed=0).train(stop_after_steps=64)
+    assert load_checkpoint(final)["state"]["total_steps"] == 64

@@ -201,7 +201,7 @@ def _misspelt_setting(config: type[ExperimentConfig]) -> None:
 
 def _package_of(path: Path) -> str | None:
     """The dotted package of a file under the working directory (`projects.babyai`), as
-    AllenAct imports experiments, so that their relative imports work; else None."""
+    AllenAct imports experiments; else None."""
     try:
         parts = path.parent.relative_to(Path.cwd().resolve()).parts
     except ValueError:
@@ -212,7 +212,6 @@ def _package_of(path: Path) -> str | None:
 def _import_file(path: Path, module_name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
-    module.__package__ = _package_of(path)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
@@ -247,6 +246,8 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
     source = path.read_text()
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
     module_name = f"{EXPERIMENT_MODULE_PREFIX}{path.stem}_{digest}"
+    if package := _package_of(path):  # named inside its package: its relative imports work
+        module_name = f"{package}.{module_name}"
     known = set(gymnasium.registry)
     _loading.append([])
     try:

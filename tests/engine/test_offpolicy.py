@@ -2,6 +2,8 @@
 building a stage's iterator the AllenAct way and ours."""
 
 import functools
+import gc
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -186,9 +188,16 @@ def test_a_stages_offpolicy_iterator_is_closed_when_the_stage_ends(
     monkeypatch.setattr(
         OffPolicyLearner,
         "close",
-        lambda learner: (closed.append((learner.where, trainer.state.total_steps)), close(learner)),
+        lambda learner: (
+            closed.append((learner.where, trainer.state.total_steps)),
+            iterators.append(weakref.ref(learner.iterator)),
+            close(learner),
+        ),
     )
+    iterators = []
     trainer.train()
+    gc.collect()
+    assert iterators[0]() is None  # its dataset and batches freed with it
     assert closed == [
         ("pipeline_stages[0].offpolicy_component", 256),
         ("pipeline_stages[1].offpolicy_component", 512),

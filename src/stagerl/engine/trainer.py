@@ -104,7 +104,8 @@ class Trainer:
     def _offpolicy_learners(self) -> dict[int, OffPolicyLearner]:
         """A learner per remaining stage with an off-policy component, restored on resume."""
         learners = {}
-        for index, iterator in self.setup.offpolicy_iterators.items():
+        iterators, self.setup.offpolicy_iterators = self.setup.offpolicy_iterators, {}  # theirs
+        for index, iterator in iterators.items():
             component = self.pipeline.pipeline_stages[index].offpolicy_component
             losses = self._weighted(component.loss_names, component.loss_weights)
             learners[index] = OffPolicyLearner(
@@ -193,11 +194,10 @@ class Trainer:
     def _learn_offpolicy(
         self, learner: OffPolicyLearner, logger: MetricsLogger, stage: PipelineStage
     ) -> None:
-        model = self.setup.model
-        model.train()
+        self.setup.model.train()
         torch.set_num_threads(self.setup.machine.threads_for_updates())
         outcome = learner.update(
-            model=model,
+            model=self.setup.model,
             optimizer=self.setup.optimizer,
             stage_steps=self.state.stage_steps,
             max_grad_norm=self.pipeline.setting(stage, "max_grad_norm"),

@@ -248,8 +248,10 @@ class TruncatedBPTTIterator:
         self.position = Position(**state)
 
     def close(self) -> None:
-        """Stop the prefetching thread (the next batch starts it again)."""
+        """Stop the prefetching thread and drop the batches it made (the next batch starts it
+        again, from the consumer's place)."""
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
+            self._queue = queue.Queue(maxsize=self.prefetch)

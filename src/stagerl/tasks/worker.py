@@ -70,7 +70,7 @@ class _ExperimentUnpickler(pickle.Unpickler):
         the file's path when the state was saved (before the file moved, or by the run's
         `config.py`): its classes are the experiment file's as the run loads it now."""
         experiment = self.experiment
-        if experiment and module.startswith(EXPERIMENT_MODULE_PREFIX):
+        if experiment and module.rpartition(".")[2].startswith(EXPERIMENT_MODULE_PREFIX):
             if experiment.module_name not in sys.modules:
                 spec = importlib.util.spec_from_file_location(
                     experiment.module_name, experiment.path
