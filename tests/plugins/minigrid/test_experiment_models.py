@@ -39,3 +39,12 @@ def test_the_compact_model_reads_the_mission_sensor_under_its_uuid():
 def test_the_compact_model_names_a_mission_it_cannot_read(kwargs, named):
     with pytest.raises(ConfigError, match=named):
         _config(MiniGridActorCritic).create_model(**kwargs)
+
+
+def test_a_compact_model_subclass_without_a_mission_uuid_argument_still_builds():
+    class Net(MiniGridActorCritic):
+        def __init__(self, action_space, observation_space):
+            super().__init__(action_space, observation_space, hidden_size=32)
+
+    model = _config(Net, MiniGridMissionSensor()).create_model()
+    assert model.mission_uuid == "minigrid_mission"

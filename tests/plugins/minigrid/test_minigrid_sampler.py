@@ -46,3 +46,19 @@ def test_max_steps_above_the_envs_own_limit_warns_and_env_kwargs_raise_that_limi
         warnings.simplefilter("error")
         task = raised.next_task()
     assert (task.max_steps, task.env.unwrapped.max_steps) == (200, 200)
+
+
+def test_an_environment_left_for_the_next_env_id_is_closed(monkeypatch):
+    from stagerl.plugins.minigrid import tasks
+
+    closed, make = [], tasks.make_minigrid_env
+
+    def counted(env_id, **kwargs):
+        env = make(env_id, **kwargs)
+        env.close = lambda: closed.append(env_id)
+        return env
+
+    monkeypatch.setattr(tasks, "make_minigrid_env", counted)
+    sampler = MiniGridTaskSampler(env_ids=ENV_IDS, sensors=SENSORS, split="test")
+    _env_ids(sampler, 3)
+    assert closed == ENV_IDS

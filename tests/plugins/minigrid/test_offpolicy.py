@@ -20,6 +20,9 @@ ENV_ID = "BabyAI-GoToObj-v0"
 MISSION_SENSED = SensorSuite(
     [EgocentricMiniGridSensor(view_channels=3), MiniGridMissionSensor(instr_len=8)]
 ).observation_space
+RENAMED_MISSION = SensorSuite(
+    [EgocentricMiniGridSensor(view_channels=3), MiniGridMissionSensor(8, uuid="mission")]
+).observation_space
 
 
 def _hand_made(path: Path, episodes: int) -> Path:
@@ -217,6 +220,11 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
             {"instr_len": 5, "observation_space": MISSION_SENSED},
             r"instr_len=5, but .* minigrid_mission sensor gives 8 tokens",
         ),
+        (
+            lambda d, t: d,
+            {"instr_len": 8, "observation_space": RENAMED_MISSION},
+            r"instr_len=8 reads the recorded missions as minigrid_mission, which none",
+        ),
         (lambda d, t: d, {"rank": 10, "world_size": 11}, "leave trainer rank 10 of 11 none"),
         (_short_observations, {}, "episode_2 has 3 actions but only 2 'image' observations"),
         (_not_minari_metadata, {}, "not Minari metadata"),
@@ -235,6 +243,7 @@ def _incomplete_record(dataset: Path, tmp_path: Path) -> Path:
         "short-instr_len",
         "no-instr_len-for-the-mission-sensor",
         "instr_len-other-than-the-mission-sensor",
+        "missions-no-sensor-reads",
         "more-ranks-than-episodes",
         "fewer-observations-than-actions",
         "metadata-not-minari",

@@ -355,14 +355,31 @@ def test_objectnav_projects_train_two_rollouts_and_evaluate_on_test_scenes(tmp_p
     assert results["episodes"] == 4 and {"success", "spl", "dist_to_target"} <= set(results)
 
 
-def test_objectnav_without_egl_is_an_error_saying_what_to_install():
+NO_LIBEGL = """import pyglet.lib
+load = pyglet.lib.load_library
+def without_egl(*names, **kwargs):
+    if "EGL" in names:
+        raise ImportError('Library "EGL" not found.')
+    return load(*names, **kwargs)
+pyglet.lib.load_library = without_egl
+"""
+
+
+@pytest.mark.parametrize(
+    ("vendors", "prelude"),
+    [("/nonexistent.json", ""), (None, NO_LIBEGL)],
+    ids=["no-egl-driver", "no-libegl"],
+)
+def test_objectnav_without_egl_is_an_error_saying_what_to_install(vendors, prelude):
     import os
     import subprocess
     import sys
 
-    environment = {**os.environ, "__EGL_VENDOR_LIBRARY_FILENAMES": "/nonexistent.json"}
+    environment = dict(os.environ)
+    if vendors:
+        environment["__EGL_VENDOR_LIBRARY_FILENAMES"] = vendors
     result = subprocess.run(
-        [sys.executable, "-c", "import stagerl.plugins.miniworld.world"],
+        [sys.executable, "-c", prelude + "import stagerl.plugins.miniworld.world"],
         env=environment,
         capture_output=True,
         text=True,

@@ -12,6 +12,8 @@ from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor, MiniGridM
 from stagerl.plugins.minigrid.tasks import MiniGridTaskSampler, make_minigrid_env
 from stagerl.tasks.sensors import Sensor, SensorSuite, without_expert
 
+_MISSION = "minigrid_mission"  # MiniGridMissionSensor's uuid, which the BabyAI model reads
+
 
 class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
     """Tasks from `ENV_ID` observed by `SENSORS`, `NUM_TRAIN_SAMPLERS` of them at once (packed
@@ -62,7 +64,7 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
         observation_space = SensorSuite(without_expert(cls.SENSORS)).observation_space
         missions = [s.uuid for s in cls.SENSORS if isinstance(s, MiniGridMissionSensor)]
         if issubclass(cls.MODEL, BabyAIRecurrentACModel):
-            mission = "minigrid_mission" in observation_space.spaces
+            mission = _MISSION in observation_space.spaces
             if missions and not mission:  # else it would train blind to the mission
                 raise ConfigError(
                     f"{cls.__name__}.SENSORS: BabyAIRecurrentACModel reads the mission from "
@@ -70,8 +72,8 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
                     f"{missions[0]!r}: leave its uuid as it is"
                 )
             kwargs = {"use_memory": True, "use_instr": mission, **kwargs}
-        elif issubclass(cls.MODEL, MiniGridActorCritic) and len(missions) == 1:
-            kwargs = {"mission_uuid": missions[0], **kwargs}
+        elif issubclass(cls.MODEL, MiniGridActorCritic) and missions[:1] not in ([], [_MISSION]):
+            kwargs = {"mission_uuid": missions[0], **kwargs}  # a subclass may not take it
         actions = make_minigrid_env(env_id, **cls.ENV_KWARGS).action_space
         return cls.MODEL(actions, observation_space, **kwargs)
 

@@ -79,6 +79,13 @@ def _check_fits(
             f"{SENSOR_UUIDS['image']} sensor gives {tuple(_image_space(observation_space).shape)}"
         )
     mission = _sensor_space(observation_space, "mission")
+    if observation_space is not None and mission is None and instr_len is not None:
+        raise DatasetError(
+            f"{path}: instr_len={instr_len} reads the recorded missions as "
+            f"{SENSOR_UUIDS['mission']}, which none of the experiment's sensors gives (a "
+            "MiniGridMissionSensor under another uuid?): give the sensor that uuid, or "
+            "create the iterator with instr_len=None"
+        )
     if mission is not None and instr_len != mission.shape[0]:
         raise DatasetError(
             f"{path}: instr_len={instr_len}, but the experiment's {SENSOR_UUIDS['mission']} "

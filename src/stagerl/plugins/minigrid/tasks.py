@@ -245,6 +245,8 @@ class MiniGridTaskSampler(_MiniGridSampler):
 
     def _environment(self) -> Any:
         if self.env is None or self.env_scene != self.scene:
+            if self.env is not None:  # its episode is over: tasks start after the last ended
+                self.env.close()
             self.env = make_minigrid_env(self.env_ids[self.scene], **self.env_kwargs)
             self.env_scene = self.scene
         return self.env

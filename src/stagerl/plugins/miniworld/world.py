@@ -19,7 +19,10 @@ try:  # pyglet opens its first OpenGL context when miniworld imports pyglet.gl
     from miniworld.entity import Ball, Box, Entity, Key, MeshEnt
     from miniworld.miniworld import MiniWorldEnv
     from pyglet import gl
-except pyglet.window.NoSuchConfigException as error:  # no EGL driver, or no device
+except Exception as error:  # no libEGL (ImportError), or no driver or device for it
+    no_config = type(error).__name__ == "NoSuchConfigException"
+    if not (no_config or (isinstance(error, ImportError) and "EGL" in str(error))):
+        raise
     raise RuntimeError(
         f"MiniWorld cannot open an OpenGL context through EGL ({error}): on Debian/Ubuntu, "
         "apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri libglu1-mesa"
