@@ -209,6 +209,15 @@ def _package_of(path: Path) -> str | None:
     return ".".join(parts) if parts and all(part.isidentifier() for part in parts) else None
 
 
+def _module_name(path: Path) -> str:
+    """The module an experiment file loads as, named after its path; inside its package
+    where it has one, so that its relative imports work (in the workers too)."""
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    name = f"{EXPERIMENT_MODULE_PREFIX}{path.stem}_{digest}"
+    package = _package_of(path)
+    return f"{package}.{name}" if package else name
+
+
 def _import_file(path: Path, module_name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -244,10 +253,7 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     source = path.read_text()
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    module_name = f"{EXPERIMENT_MODULE_PREFIX}{path.stem}_{digest}"
-    if package := _package_of(path):  # named inside its package: its relative imports work
-        module_name = f"{package}.{module_name}"
+    module_name = _module_name(path)
     known = set(gymnasium.registry)
     _loading.append([])
     try:

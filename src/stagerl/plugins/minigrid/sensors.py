@@ -111,8 +111,8 @@ class EgocentricMiniGridSensor(Sensor):
         if image.shape[:2] != self.observation_space.shape[:2]:
             raise ValueError(
                 f"{task!r}: egocentric view is {image.shape[:2]}, sensor expects "
-                f"{self.observation_space.shape[:2]}; give the sensor and the env one agent_view_size "
-                "(the env's: MiniGridExperimentConfig.ENV_KWARGS)"
+                f"{self.observation_space.shape[:2]}; give the sensor and the env one "
+                "agent_view_size (the env's: MiniGridExperimentConfig.ENV_KWARGS)"
             )
         return image[..., : self.view_channels]
 

@@ -91,8 +91,9 @@ def build_scene(scene_id: int) -> Scene:
 
 class NavigationMap:
     """A grid of `CELL` cells over a scene's floor: where the agent's centre may stand (clear
-    of walls and objects by `clearance`, its radius by default), and the geodesic distance from every cell to the
-    nearest cell within `reach` m of an object of the target type (the goal region)."""
+    of walls and objects by `clearance`, its radius by default), and the geodesic distance
+    from every cell to the nearest cell within `reach` m of an object of the target type (the
+    goal region)."""
 
     def __init__(
         self, scene: Scene, target_type: str, *, reach: float, clearance: float = AGENT_RADIUS
