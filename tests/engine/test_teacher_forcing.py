@@ -88,20 +88,26 @@ def test_stored_log_prob_is_of_the_executed_action():
     assert (storage.log_probs[~valid] > -1e-6).all()
 
 
+def _expert_batch(expert: torch.Tensor) -> RolloutBatch:
+    """One step of `expert.shape[1]` tasks whose expert readings are `expert`, zeros else."""
+    zeros = torch.zeros(1, expert.shape[1])
+    return RolloutBatch(
+        observations={ExpertActionSensor.UUID: expert},
+        memory=torch.zeros(0, expert.shape[1], 0),
+        prev_actions=zeros.long(),
+        masks=torch.ones_like(zeros),
+        actions=zeros.long(),
+        old_log_probs=zeros,
+        old_values=zeros,
+        returns=zeros,
+        advantages=zeros,
+    )
+
+
 def test_imitation_loss_averages_over_valid_steps_only():
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]]))
     expert = torch.tensor([[[0, 1], [1, 1], [2, 0]]])  # third step invalid
-    batch = RolloutBatch(
-        observations={ExpertActionSensor.UUID: expert},
-        memory=torch.zeros(0, 3, 0),
-        prev_actions=torch.zeros(1, 3, dtype=torch.long),
-        masks=torch.ones(1, 3),
-        actions=torch.zeros(1, 3, dtype=torch.long),
-        old_log_probs=torch.zeros(1, 3),
-        old_values=torch.zeros(1, 3),
-        returns=torch.zeros(1, 3),
-        advantages=torch.zeros(1, 3),
-    )
+    batch = _expert_batch(expert)
     output = ActorCriticOutput(Categorical(logits=logits), torch.zeros(1, 3))
     loss, info = Imitation().loss(0, batch, output)
     assert loss.item() == pytest.approx(-(math.log(0.5) + math.log(0.8)) / 2)
@@ -115,17 +121,7 @@ def test_imitation_loss_averages_over_valid_steps_only():
 def test_imitation_loss_ignores_steps_without_an_expert_action_that_the_policy_rules_out():
     # the step without an expert action carries action 0, which the policy gives log p = -inf
     logits = torch.tensor([[[0.0, 0.0], [-math.inf, 0.0]]], requires_grad=True)
-    batch = RolloutBatch(
-        observations={ExpertActionSensor.UUID: torch.tensor([[[1, 1], [0, 0]]])},
-        memory=torch.zeros(0, 2, 0),
-        prev_actions=torch.zeros(1, 2, dtype=torch.long),
-        masks=torch.ones(1, 2),
-        actions=torch.zeros(1, 2, dtype=torch.long),
-        old_log_probs=torch.zeros(1, 2),
-        old_values=torch.zeros(1, 2),
-        returns=torch.zeros(1, 2),
-        advantages=torch.zeros(1, 2),
-    )
+    batch = _expert_batch(torch.tensor([[[1, 1], [0, 0]]]))
     loss, info = Imitation().loss(0, batch, ActorCriticOutput(Categorical(logits=logits), None))
     loss.backward()
     assert loss.item() == pytest.approx(math.log(2))  # the valid step's -log(1/2) alone
