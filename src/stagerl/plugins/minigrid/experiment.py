@@ -8,11 +8,13 @@ from stagerl.experiment import ExperimentConfig, MachineParams, SplitSamplerArgs
 from stagerl.models.base import ActorCriticModel
 from stagerl.plugins.minigrid.babyai_model import BabyAIRecurrentACModel
 from stagerl.plugins.minigrid.models import MiniGridActorCritic
-from stagerl.plugins.minigrid.sensors import EgocentricMiniGridSensor, MiniGridMissionSensor
+from stagerl.plugins.minigrid.sensors import (
+    MISSION_UUID,
+    EgocentricMiniGridSensor,
+    MiniGridMissionSensor,
+)
 from stagerl.plugins.minigrid.tasks import MiniGridTaskSampler, make_minigrid_env
 from stagerl.tasks.sensors import Sensor, SensorSuite, without_expert
-
-_MISSION = "minigrid_mission"  # MiniGridMissionSensor's uuid, which the BabyAI model reads
 
 
 class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
@@ -64,7 +66,7 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
         observation_space = SensorSuite(without_expert(cls.SENSORS)).observation_space
         missions = [s.uuid for s in cls.SENSORS if isinstance(s, MiniGridMissionSensor)]
         if issubclass(cls.MODEL, BabyAIRecurrentACModel):
-            mission = _MISSION in observation_space.spaces
+            mission = MISSION_UUID in observation_space.spaces
             if missions and not mission:  # else it would train blind to the mission
                 raise ConfigError(
                     f"{cls.__name__}.SENSORS: BabyAIRecurrentACModel reads the mission from "
@@ -72,8 +74,11 @@ class MiniGridExperimentConfig(SplitSamplerArgs, ExperimentConfig):
                     f"{missions[0]!r}: leave its uuid as it is"
                 )
             kwargs = {"use_memory": True, "use_instr": mission, **kwargs}
-        elif issubclass(cls.MODEL, MiniGridActorCritic) and missions[:1] not in ([], [_MISSION]):
-            kwargs = {"mission_uuid": missions[0], **kwargs}  # a subclass may not take it
+        elif (
+            issubclass(cls.MODEL, MiniGridActorCritic) and missions and missions[0] != MISSION_UUID
+        ):
+            # a renamed sensor's uuid only: a subclass may not take the argument
+            kwargs = {"mission_uuid": missions[0], **kwargs}
         actions = make_minigrid_env(env_id, **cls.ENV_KWARGS).action_space
         return cls.MODEL(actions, observation_space, **kwargs)
 

@@ -7,10 +7,10 @@ from torch.distributions import Categorical
 
 from stagerl.errors import ConfigError
 from stagerl.models.base import ActorCriticModel, ActorCriticOutput, run_recurrent
+from stagerl.plugins.minigrid.sensors import MISSION_UUID
 
 # Grid cells hold (object, colour, state) indices; each gets its own block of embedding rows.
 _CELL_FIELD_SIZE = 16
-_MISSION = "minigrid_mission"  # MiniGridMissionSensor's uuid
 
 
 class MiniGridActorCritic(ActorCriticModel):
@@ -31,7 +31,7 @@ class MiniGridActorCritic(ActorCriticModel):
         observation_space: spaces.Dict,
         *,
         image_uuid: str = "minigrid_ego_image",
-        mission_uuid: str | None = _MISSION,
+        mission_uuid: str | None = MISSION_UUID,
         hidden_size: int = 128,
         embed_size: int = 16,
         recurrent: bool = True,
@@ -41,7 +41,7 @@ class MiniGridActorCritic(ActorCriticModel):
         if image_uuid not in observation_space.spaces:
             raise ConfigError(f"MiniGridActorCritic: no sensor with uuid {image_uuid!r}")
         self.image_uuid = image_uuid
-        if mission_uuid not in (None, _MISSION, *observation_space.spaces):
+        if mission_uuid not in (None, MISSION_UUID, *observation_space.spaces):
             raise ConfigError(f"MiniGridActorCritic: no sensor with uuid {mission_uuid!r}")
         # the default uuid absent: an image-only experiment
         self.mission_uuid = mission_uuid if mission_uuid in observation_space.spaces else None

@@ -11,7 +11,6 @@ numpy and the environments only.
 import contextlib
 import io
 import multiprocessing as mp
-import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from gymnasium import spaces
 from stagerl.errors import ConfigError
 from stagerl.offpolicy.dataset import DatasetError, write_dataset
 from stagerl.plugins.minigrid.experts import make_expert
-from stagerl.plugins.minigrid.sensors import VOCABULARY, tokenize_mission
+from stagerl.plugins.minigrid.sensors import VOCABULARY, mission_words, tokenize_mission
 from stagerl.plugins.minigrid.tasks import SEED_RANGES, make_minigrid_env
 
 MISSION_TOKENS = 32  # stored mission length; BabyAI's longest missions have about 25 words
@@ -73,7 +72,7 @@ def mission_tokens(mission: str, env_id: str) -> np.ndarray:
     """The mission's token ids as the mission sensor reads them (a word outside the vocabulary
     as `<unk>`, as a few MiniGrid missions have: "find the opening ..."); an error for a
     mission of more words than recordings keep."""
-    if len(re.findall(r"[a-z]+", mission.lower())) > MISSION_TOKENS:
+    if len(mission_words(mission)) > MISSION_TOKENS:
         raise ConfigError(
             f"{env_id}: mission {mission!r} cannot be recorded: more than {MISSION_TOKENS} words"
         )

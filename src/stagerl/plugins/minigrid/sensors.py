@@ -77,9 +77,14 @@ TOKEN_IDS = {word: index for index, word in enumerate(VOCABULARY)}
 MISSIONS_CACHED = 1024  # token ids kept per mission sensor
 
 
+def mission_words(mission: str) -> list[str]:
+    """The mission's words, as the vocabulary holds them."""
+    return re.findall(r"[a-z]+", mission.lower())
+
+
 def tokenize_mission(mission: str, max_len: int) -> np.ndarray:
     """Words to ids from the fixed vocabulary, truncated or zero-padded to `max_len`."""
-    words = re.findall(r"[a-z]+", mission.lower())[:max_len]
+    words = mission_words(mission)[:max_len]
     tokens = np.zeros(max_len, dtype=np.int64)
     tokens[: len(words)] = [TOKEN_IDS.get(word, 1) for word in words]
     return tokens
@@ -117,6 +122,7 @@ class EgocentricMiniGridSensor(Sensor):
         return image[..., : self.view_channels]
 
 
+MISSION_UUID = "minigrid_mission"  # AllenAct's, which the BabyAI model reads
 _CUT_WARNED: set[int] = set()  # the instr_len values warned about in this process
 
 
@@ -124,7 +130,7 @@ class MiniGridMissionSensor(Sensor):
     """The mission string as `instr_len` token ids (0 = padding) from stagerl's vocabulary of
     the BabyAI and MiniGrid missions; cached per distinct mission."""
 
-    def __init__(self, instr_len: int = 16, uuid: str = "minigrid_mission") -> None:
+    def __init__(self, instr_len: int = 16, uuid: str = MISSION_UUID) -> None:
         require(
             isinstance(instr_len, int) and instr_len > 0,
             "MiniGridMissionSensor.instr_len",
@@ -149,7 +155,7 @@ class MiniGridMissionSensor(Sensor):
 
     def _warn_if_cut(self, mission: str) -> None:
         """Warn (once a process) that missions lose words: the last ones often name the goal."""
-        words = len(re.findall(r"[a-z]+", mission.lower()))
+        words = len(mission_words(mission))
         if words > self.max_len and self.max_len not in _CUT_WARNED:
             _CUT_WARNED.add(self.max_len)
             warnings.warn(

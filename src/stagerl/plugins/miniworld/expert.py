@@ -146,10 +146,8 @@ def _stalled(task: Any, agent: Any) -> bool:
     row: the direct approach and the map can turn it each way in turn (a step towards the
     target blocked, the path's point to the other side). The same answer asked twice in a
     step."""
-    step, here = (
-        task.num_steps_taken,
-        (round(float(agent.pos[0]), 6), round(float(agent.pos[2]), 6)),
-    )
+    step = task.num_steps_taken
+    here = (round(float(agent.pos[0]), 6), round(float(agent.pos[2]), 6))
     last = getattr(task, "walking", None)  # (step of the last walking step, where, since)
     consecutive = last is not None and last[1] == here and step - 1 <= last[0] <= step
     task.walking = (step, here, last[2] if consecutive else step)

@@ -177,6 +177,7 @@ class ObjectNavTask(Task):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
+        state.pop("expert_map", None)  # the expert's, derived from the scene: rebuilt when asked
         world = state.pop("env")
         if world is not None:
             agent = world.agent
